@@ -1,0 +1,1 @@
+"""bert_jax: BERT pre-training and fine-tuning in JAX/Flax."""

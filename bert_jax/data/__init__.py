@@ -1,0 +1,1 @@
+"""Pre-training data: corpora, instance creation, the tf.data input pipeline."""

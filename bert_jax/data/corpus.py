@@ -1,0 +1,228 @@
+"""Where pre-training text comes from: documents, each a list of sentences.
+
+Three sources, chosen by `config.data.source`:
+
+  'embedded'  the docstrings of this Python's standard library: English prose about software,
+              ~600 documents, ~1.7 MB, always there, no network. Enough to train a tiny BERT.
+  'text'      text files in the original BERT format: one sentence per line, a blank line
+              between documents.
+  'tfds'      a TFDS text dataset (e.g. wikipedia/20230601.en), one example per document.
+"""
+
+import ast
+from collections.abc import Iterable, Iterator
+import itertools
+import os
+import re
+import sysconfig
+
+import ml_collections
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from bert_jax import errors
+
+# Directories of the standard library that are not its documentation: installed packages,
+# test suites (fixtures, not prose), and the IDE and 2to3 (mostly grammar and UI strings).
+_SKIPPED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib",
+                                  "lib2to3", "__pycache__"})
+# Shorter sentences are section titles, parameter names and the like: noise for NSP and MLM.
+MIN_SENTENCE_CHARS = 8
+
+_BLANK_LINE = re.compile(r"\n\s*\n")
+_WHITESPACE = re.compile(r"\s+")
+# End of a sentence: . ! or ? (maybe closed by a quote or bracket), whitespace, then something
+# that starts a sentence. Requiring the capital keeps "e.g. this" and "os.path. join" whole.
+_SENTENCE_END = re.compile(r"(?<=[.!?])([\"')\]]?)\s+(?=[\"'(\[]?[A-Z0-9])")
+# Doctest lines: the code is not prose, and its output is rarely a sentence.
+_DOCTEST_LINE = re.compile(r"^\s*(>>>|\.\.\.)( |$)")
+
+
+def split_sentences(text: str, *, paragraph_per_line: bool = False) -> list[str]:
+  """Splits prose into sentences: at paragraph breaks, then after sentence-end punctuation.
+
+  Args:
+    text: The text.
+    paragraph_per_line: True when every line is a paragraph (Wikipedia dumps); False when
+      paragraphs are separated by blank lines and single newlines only wrap (docstrings).
+
+  Returns:
+    The sentences, whitespace collapsed, without doctest lines or fragments shorter than
+    MIN_SENTENCE_CHARS.
+  """
+  paragraphs = text.split("\n") if paragraph_per_line else _BLANK_LINE.split(text)
+  sentences = []
+  for paragraph in paragraphs:
+    lines = [line for line in paragraph.split("\n") if not _DOCTEST_LINE.match(line)]
+    paragraph = _WHITESPACE.sub(" ", " ".join(lines)).strip()
+    if not paragraph:
+      continue
+    # The split keeps each closing quote/bracket as its own item: glue it back on.
+    pieces = _SENTENCE_END.split(paragraph)
+    for i in range(0, len(pieces), 2):
+      sentence = pieces[i] + (pieces[i + 1] if i + 1 < len(pieces) else "")
+      if len(sentence) >= MIN_SENTENCE_CHARS:
+        sentences.append(sentence)
+  return sentences
+
+
+def module_docstrings(source: str) -> list[str]:
+  """The docstrings of one Python module: the module's, then classes' and functions' in order.
+
+  Args:
+    source: The module's source code.
+
+  Returns:
+    The docstrings, cleaned (inspect.cleandoc), in source order.
+
+  Raises:
+    SyntaxError, ValueError: If the source does not parse.
+  """
+  tree = ast.parse(source)
+  docstrings = []
+  module_docstring = ast.get_docstring(tree)
+  if module_docstring:
+    docstrings.append(module_docstring)
+  definitions = [node for node in ast.walk(tree)
+                 if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))]
+  # ast.walk is breadth-first; the text reads better in the order it was written.
+  definitions.sort(key=lambda node: (node.lineno, node.col_offset))
+  for node in definitions:
+    docstring = ast.get_docstring(node)
+    if docstring:
+      docstrings.append(docstring)
+  return docstrings
+
+
+def stdlib_documents(stdlib_dir: str | None = None) -> list[list[str]]:
+  """The embedded corpus: one document per standard-library module, made of its docstrings.
+
+  Read from the Python running this code (~4 s); the same Python gives the same corpus.
+
+  Args:
+    stdlib_dir: Root of the standard library; None = this Python's
+      (sysconfig.get_paths()['stdlib']).
+
+  Returns:
+    Documents in sorted order of the modules' relative paths; modules without docstrings, and
+    files that do not decode or parse, are left out.
+  """
+  if stdlib_dir is None:
+    stdlib_dir = sysconfig.get_paths()["stdlib"]
+  relative_paths = []
+  for directory, subdirectories, filenames in os.walk(stdlib_dir):
+    subdirectories[:] = [d for d in subdirectories if d not in _SKIPPED_STDLIB_DIRS]
+    relative_directory = os.path.relpath(directory, stdlib_dir)
+    relative_paths.extend(os.path.normpath(os.path.join(relative_directory, filename))
+                          for filename in filenames if filename.endswith(".py"))
+  documents = []
+  for relative_path in sorted(relative_paths):
+    try:
+      with open(os.path.join(stdlib_dir, relative_path), "rb") as f:
+        source = f.read().decode("utf-8")
+      docstrings = module_docstrings(source)
+    except (SyntaxError, ValueError, UnicodeDecodeError, OSError):
+      continue  # A broken or non-UTF-8 file (a few exist on purpose) is just not text.
+    document = [sentence for docstring in docstrings for sentence in split_sentences(docstring)]
+    if document:
+      documents.append(document)
+  return documents
+
+
+def text_file_documents(patterns: str) -> Iterator[list[str]]:
+  """Reads documents from text files in the original BERT format.
+
+  One sentence per line; a blank line ends a document, and so does the end of a file.
+
+  Args:
+    patterns: Comma-separated globs (local or gs://); files of each glob are read in sorted
+      order.
+
+  Returns:
+    An iterator of documents, each a non-empty list of sentences.
+
+  Raises:
+    errors.UserError: If patterns is empty or a glob matches no file (raised at the call,
+      before anything is read).
+  """
+  globs = [pattern.strip() for pattern in patterns.split(",") if pattern.strip()]
+  if not globs:
+    raise errors.UserError("data.input_files is empty: give comma-separated globs of text files")
+  files = []
+  for pattern in globs:
+    matches = sorted(tf.io.gfile.glob(pattern))
+    if not matches:
+      raise errors.UserError(f"data.input_files: no file matches {pattern!r}")
+    files.extend(matches)
+  return _read_text_files(files)
+
+
+def _read_text_files(files: list[str]) -> Iterator[list[str]]:
+  for path in files:
+    with tf.io.gfile.GFile(path, "r") as f:
+      document = []
+      for line in f:
+        line = line.strip()
+        if line:
+          document.append(line)
+        elif document:
+          yield document
+          document = []
+      if document:
+        yield document
+
+
+def tfds_documents(name: str, split: str, text_key: str,
+                   data_dir: str | None = None) -> Iterator[list[str]]:
+  """Reads documents from a TFDS text dataset, one example per document.
+
+  Args:
+    name: TFDS name, with config and version if needed (e.g. 'wikipedia/20230601.en').
+    split: Split to read, e.g. 'train' or 'train[:1%]'.
+    text_key: Feature that holds the document text.
+    data_dir: TFDS data_dir; None or '' = TFDS's default.
+
+  Yields:
+    Documents, each a non-empty list of sentences (each line of the text is a paragraph).
+  """
+  dataset = tfds.load(name, split=split, data_dir=data_dir or None, shuffle_files=False)
+  for example in tfds.as_numpy(dataset):
+    text = example[text_key]
+    document = split_sentences(text.decode("utf-8") if isinstance(text, bytes) else str(text),
+                               paragraph_per_line=True)
+    if document:
+      yield document
+
+
+def load_documents(data_config: ml_collections.ConfigDict) -> Iterator[list[str]]:
+  """The documents config.data asks for.
+
+  Args:
+    data_config: config.data; reads source, max_documents and the fields of that source
+      (input_files; tfds_name, tfds_split, tfds_text_key, tfds_data_dir).
+
+  Returns:
+    An iterator of documents (lists of sentences), at most data_config.max_documents of them
+    (0 = all).
+
+  Raises:
+    errors.UserError: For an unknown data.source, a negative data.max_documents, or input
+      files that do not exist.
+  """
+  source = data_config.source
+  documents: Iterable[list[str]]
+  if source == "embedded":
+    documents = stdlib_documents()
+  elif source == "text":
+    documents = text_file_documents(data_config.input_files)
+  elif source == "tfds":
+    documents = tfds_documents(data_config.tfds_name, data_config.tfds_split,
+                               data_config.tfds_text_key, data_config.tfds_data_dir)
+  else:
+    raise errors.UserError(f"data.source must be 'embedded', 'text' or 'tfds', not {source!r}")
+  if data_config.max_documents < 0:
+    raise errors.UserError(
+        f"data.max_documents must be >= 0 (0 = all), not {data_config.max_documents}")
+  if data_config.max_documents:
+    return itertools.islice(documents, data_config.max_documents)
+  return iter(documents)

@@ -1,0 +1,83 @@
+"""The pre-training data of a run, built once into WORKDIR/data and reused on every resume.
+
+WORKDIR/data holds the vocabulary (trained from the corpus unless data.vocab_file names one)
+and the TFRecords of unmasked instances. Its metadata.json is written last, so a directory
+without it is incomplete and is rebuilt; one built from a different data config is an error,
+never silently mixed into a run.
+"""
+
+import os
+from typing import Any
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import tensorflow as tf
+
+from bert_jax import errors
+from bert_jax import tokenization
+from bert_jax.data import corpus
+from bert_jax.data import pipeline
+from bert_jax.data import prepare as prepare_lib
+
+# The data config fields that decide what the instances are.
+_INSTANCE_FIELDS = ("source", "tfds_name", "tfds_split", "tfds_text_key", "input_files",
+                    "vocab_file", "max_documents", "num_eval_documents", "max_seq_length",
+                    "short_seq_prob", "dupe_factor")
+
+
+def _fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  fields = {name: config.data[name] for name in _INSTANCE_FIELDS}
+  fields["seed"] = config.seed
+  return fields
+
+
+def _check_same_data(saved: dict[str, Any], config: ml_collections.ConfigDict,
+                     data_dir: str) -> None:
+  saved = saved.get("config", {})
+  for name, value in _fields(config).items():
+    if saved.get(name) != value:
+      prefix = "" if name == "seed" else "data."
+      raise errors.UserError(
+          f"{prefix}{name}={value!r} but {data_dir} was prepared with {saved.get(name)!r}: "
+          f"use a new --workdir, or the same data config")
+
+
+def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
+  data = config.data
+  documents = list(corpus.load_documents(data))
+  if not documents:
+    raise errors.UserError(f"data.source={data.source!r} gave no documents")
+  vocab_file = data.vocab_file
+  if not vocab_file:
+    vocab_file = tokenization.train_sentencepiece(
+        (sentence for document in documents for sentence in document),
+        vocab_size=config.model.vocab_size, model_prefix=os.path.join(data_dir, "vocab"),
+        input_sentence_size=data.vocab_input_sentence_size, seed=config.seed)
+  tokenizer = tokenization.load_tokenizer(vocab_file)
+  prepare_lib.prepare_pretraining_data(
+      documents, tokenizer, data_dir, max_seq_length=data.max_seq_length,
+      short_seq_prob=data.short_seq_prob, dupe_factor=data.dupe_factor,
+      num_eval_documents=data.num_eval_documents, seed=config.seed,
+      num_shards=max(jax.process_count(), 1),
+      extra_metadata={"config": _fields(config), "vocab_file": vocab_file})
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Builds WORKDIR/data if it is missing or incomplete; returns its metadata.
+
+  Returns:
+    metadata.json's contents: 'train_files', 'eval_files', 'vocab_file', 'vocab_size',
+    instance and document counts, and the data config it was built from.
+  """
+  data_dir = os.path.join(workdir, "data")
+  metadata_file = os.path.join(data_dir, "metadata.json")
+  if jax.process_index() == 0 and not tf.io.gfile.exists(metadata_file):
+    tf.io.gfile.makedirs(data_dir)
+    print(f"Preparing pre-training data in {data_dir} (once per workdir)...", flush=True)
+    _build(config, data_dir)
+  # Other hosts wait for process 0, which builds the data once for all of them.
+  multihost_utils.sync_global_devices("bert_jax: workdir data ready")
+  metadata = pipeline.read_metadata(data_dir)
+  _check_same_data(metadata, config, data_dir)
+  return metadata

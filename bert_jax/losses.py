@@ -1,0 +1,77 @@
+"""Pre-training losses and accuracies: pure jnp, float32, on the masked positions only."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def masked_lm_loss(mlm_logits: jax.Array, masked_lm_ids: jax.Array,
+                   masked_lm_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Cross-entropy summed over real masked positions (weight 1), padding (weight 0) ignored.
+
+  Args:
+    mlm_logits: [batch, predictions, vocab] logits at the gathered masked positions.
+    masked_lm_ids: [batch, predictions] the original token ids there.
+    masked_lm_weights: [batch, predictions] 1.0 for a real prediction, 0.0 for padding.
+
+  Returns:
+    (sum of weighted losses, sum of weights): divide them for the mean over predictions.
+  """
+  losses = optax.softmax_cross_entropy_with_integer_labels(
+      mlm_logits.astype(jnp.float32), masked_lm_ids)  # [batch, predictions]
+  weights = masked_lm_weights.astype(jnp.float32)
+  return jnp.sum(losses * weights), jnp.sum(weights)
+
+
+def next_sentence_loss(nsp_logits: jax.Array, next_sentence_labels: jax.Array) -> jax.Array:
+  """Summed NSP cross-entropy over the batch. nsp_logits [batch, 2], labels [batch]."""
+  return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
+      nsp_logits.astype(jnp.float32), next_sentence_labels))
+
+
+def weighted_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+  """Number of (weighted) positions whose argmax equals the label."""
+  correct = jnp.argmax(logits, axis=-1) == labels
+  return jnp.sum(correct * weights.astype(jnp.float32))
+
+
+def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
+                     batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The original's objective: mean MLM loss over real predictions + mean NSP loss.
+
+  Returns:
+    (scalar loss, sums): sums of losses, correct counts and weights, so that metrics from
+    several batches or devices add up exactly.
+  """
+  mlm_loss_sum, mlm_weight = masked_lm_loss(
+      mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
+  nsp_loss_sum = next_sentence_loss(nsp_logits, batch["next_sentence_labels"])
+  nsp_count = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
+  # The original divides by (sum of weights + 1e-5) so a batch with no prediction is finite.
+  loss = mlm_loss_sum / (mlm_weight + 1e-5) + nsp_loss_sum / nsp_count
+  sums = {
+      "mlm_loss": mlm_loss_sum,
+      "mlm_correct": weighted_correct(mlm_logits, batch["masked_lm_ids"],
+                                      batch["masked_lm_weights"]),
+      "mlm_weight": mlm_weight,
+      "nsp_loss": nsp_loss_sum,
+      "nsp_correct": weighted_correct(nsp_logits, batch["next_sentence_labels"],
+                                      jnp.ones_like(nsp_logits[:, 0])),
+      "nsp_count": nsp_count,
+  }
+  return loss, sums
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+  """Mean losses and accuracies from summed metrics (host side)."""
+  mlm_weight = max(float(sums["mlm_weight"]), 1e-5)
+  nsp_count = max(float(sums["nsp_count"]), 1.0)
+  mlm_loss = float(sums["mlm_loss"]) / mlm_weight
+  nsp_loss = float(sums["nsp_loss"]) / nsp_count
+  return {
+      "loss": mlm_loss + nsp_loss,
+      "mlm_loss": mlm_loss,
+      "mlm_accuracy": float(sums["mlm_correct"]) / mlm_weight,
+      "nsp_loss": nsp_loss,
+      "nsp_accuracy": float(sums["nsp_correct"]) / nsp_count,
+  }

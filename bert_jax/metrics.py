@@ -1,0 +1,62 @@
+"""Where metrics go: a log line on process 0 and TensorBoard scalars in the workdir."""
+
+import time
+
+import jax
+import tensorflow as tf
+
+
+class MetricWriter:
+  """Writes scalars to `WORKDIR/tensorboard/<split>`, from process 0 only."""
+
+  def __init__(self, workdir: str):
+    self._enabled = jax.process_index() == 0
+    self._writers = {}
+    self._logdir = f"{workdir}/tensorboard"
+
+  def write_scalars(self, split: str, step: int, scalars: dict[str, float]) -> None:
+    if not self._enabled:
+      return
+    if split not in self._writers:
+      self._writers[split] = tf.summary.create_file_writer(f"{self._logdir}/{split}")
+    with self._writers[split].as_default():
+      for name, value in scalars.items():
+        tf.summary.scalar(name, value, step=step)
+
+  def flush(self) -> None:
+    for writer in self._writers.values():
+      writer.flush()
+
+  def close(self) -> None:
+    for writer in self._writers.values():
+      writer.close()
+
+
+class Throughput:
+  """Sequences per second between two calls, measured on the host."""
+
+  def __init__(self, step: int):
+    self._step, self._time = step, time.perf_counter()
+
+  def __call__(self, step: int, sequences_per_step: int) -> float:
+    now = time.perf_counter()
+    rate = (step - self._step) * sequences_per_step / max(now - self._time, 1e-9)
+    self._step, self._time = step, now
+    return rate
+
+
+def log_line(prefix: str, step: int, scalars: dict[str, float]) -> None:
+  """One line of `name=value` pairs on stdout, process 0 only: clean to read and to grep."""
+  if jax.process_index() != 0:
+    return
+  parts = []
+  for name, value in scalars.items():
+    if not isinstance(value, float):
+      parts.append(f"{name}={value}")
+    elif name == "learning_rate":
+      parts.append(f"{name}={value:.3g}")
+    elif name.endswith("per_second"):
+      parts.append(f"{name}={value:.1f}")
+    else:
+      parts.append(f"{name}={value:.4f}")
+  print(f"{prefix} step={step} " + " ".join(parts), flush=True)

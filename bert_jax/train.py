@@ -1,0 +1,283 @@
+"""Pre-training: the train state, `train_step` / `eval_step`, and `train_and_evaluate`.
+
+Reads top to bottom: build the data, the model and the mesh; create or restore the state; then
+one loop of jitted steps with logging, evaluation and checkpoints at fixed intervals.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from bert_jax import checkpoint
+from bert_jax import config_validation
+from bert_jax import errors
+from bert_jax import losses
+from bert_jax import metrics
+from bert_jax import modeling
+from bert_jax import optim
+from bert_jax import sharding
+from bert_jax.data import pipeline
+from bert_jax.data import workdir_data
+
+# Metrics that are summed over steps and batches (see losses.pretraining_loss).
+_SUMMED = ("mlm_loss", "mlm_correct", "mlm_weight", "nsp_loss", "nsp_correct", "nsp_count")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def dummy_batch(batch_size: int, max_seq_length: int,
+                max_predictions_per_seq: int) -> dict[str, jax.Array]:
+  """A batch of the right shapes and dtypes, for init and for abstract evaluation."""
+  tokens = jnp.zeros((batch_size, max_seq_length), jnp.int32)
+  predictions = jnp.zeros((batch_size, max_predictions_per_seq), jnp.int32)
+  return {
+      "input_ids": tokens, "input_mask": tokens, "segment_ids": tokens,
+      "masked_lm_positions": predictions, "masked_lm_ids": predictions,
+      "masked_lm_weights": predictions.astype(jnp.float32),
+      "next_sentence_labels": jnp.zeros((batch_size,), jnp.int32),
+  }
+
+
+def _model_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
+  return (batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+          batch["masked_lm_positions"])
+
+
+def init_params(rng: jax.Array, model: nn.Module, batch: dict[str, jax.Array]):
+  """Params as initialised by the model, still boxed with their logical axis names."""
+  return model.init({"params": rng}, *_model_inputs(batch))["params"]
+
+
+def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
+                       batch: dict[str, jax.Array]) -> TrainState:
+  params = nn.meta.unbox(init_params(rng, model, batch))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+               model: nn.Module, tx: optax.GradientTransformation
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on the MLM + NSP loss; returns the new state and summed metrics."""
+  # Dropout depends only on (seed, step): a resumed run draws the same dropout masks.
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    mlm_logits, nsp_logits = model.apply(
+        {"params": params}, *_model_inputs(batch), deterministic=False,
+        rngs={"dropout": dropout_rng})
+    return losses.pretraining_loss(mlm_logits, nsp_logits, batch)
+
+  (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+  return new_state, {**sums, "loss": loss, "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(params: Any, batch: dict[str, jax.Array], *,
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Summed eval metrics of one batch, no dropout."""
+  mlm_logits, nsp_logits = model.apply({"params": params}, *_model_inputs(batch))
+  _, sums = losses.pretraining_loss(mlm_logits, nsp_logits, batch)
+  return sums
+
+
+def _sum_metrics(device_metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
+  host = jax.device_get(device_metrics)
+  return {k: float(np.sum([m[k] for m in host])) for k in host[0]}
+
+
+def evaluate(p_eval_step, params, eval_batches, batch_sharding) -> dict[str, float]:
+  """Mean losses and accuracies over the fixed held-out eval batches."""
+  device_metrics = [
+      p_eval_step(params, jax.make_array_from_process_local_data(batch_sharding, batch))
+      for batch in eval_batches]
+  return losses.summarize(_sum_metrics(device_metrics))
+
+
+def most_frequent_token_accuracy(eval_batches: list[dict[str, np.ndarray]]) -> float:
+  """MLM accuracy of always predicting the eval set's most frequent masked token.
+
+  The best any constant predictor can do on this eval set: what a model must beat to have
+  learned anything from context.
+  """
+  ids = np.concatenate([b["masked_lm_ids"].ravel() for b in eval_batches])
+  weights = np.concatenate([b["masked_lm_weights"].ravel() for b in eval_batches])
+  real = ids[weights > 0]
+  if real.size == 0:
+    return 0.0
+  return float(np.bincount(real).max() / real.size)
+
+
+def _check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
+                      directory: str) -> None:
+  """A workdir is never silently shared by two model shapes."""
+  for field, value in saved.items():
+    current = getattr(model_config, field, None)
+    if field != "dtype" and current != value:
+      raise errors.UserError(
+          f"model.{field}={current!r} but the checkpoints in {directory} were trained with "
+          f"{value!r}: use a new --workdir, or the same model config")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Pre-trains BERT as `config` says, in `workdir`; resumes from its latest checkpoint.
+
+  Returns:
+    The final eval metrics, with `most_frequent_token_accuracy` for comparison.
+  """
+  config_validation.validate(config)
+  model_config = modeling.BertConfig.from_dict(config.model.to_dict())
+  rules = sharding.logical_axis_rules(config)
+  mesh = sharding.create_mesh(config.mesh)
+  config_validation.validate_batch_sizes(config, mesh)
+
+  # ---- Data: vocabulary and TFRecords, built once into WORKDIR/data ----
+  data = workdir_data.prepare(config, workdir)
+  config_validation.validate_vocab(config, data["vocab_size"])
+  process_count = jax.process_count()
+  host_batch_size = config.train.batch_size // process_count
+  host_eval_batch_size = config.train.eval_batch_size // process_count
+  data_kwargs = dict(
+      max_seq_length=config.data.max_seq_length,
+      max_predictions_per_seq=config.data.max_predictions_per_seq,
+      masked_lm_prob=config.data.masked_lm_prob, vocab_size=data["vocab_size"],
+      process_index=jax.process_index(), process_count=process_count)
+  eval_dataset = pipeline.pretraining_dataset(
+      data["eval_files"], batch_size=host_eval_batch_size, seed=config.seed + 1,
+      is_training=False, **data_kwargs)
+  if config.train.max_eval_steps > 0:
+    eval_dataset = eval_dataset.take(config.train.max_eval_steps)
+  eval_batches = list(eval_dataset.as_numpy_iterator())
+  if not eval_batches:
+    raise errors.UserError(
+        f"the eval set ({data['num_eval_instances']} instances) has no full batch of "
+        f"train.eval_batch_size={config.train.eval_batch_size}: lower it, or raise "
+        f"data.num_eval_documents")
+  baseline = most_frequent_token_accuracy(eval_batches)
+
+  # ---- Model, optimizer, shardings ----
+  model = modeling.BertForPreTraining(model_config)
+  tx = optim.create_optimizer(config.train)
+  schedule = optim.learning_rate_schedule(config.train)
+  rng = jax.random.key(config.seed)
+  init_rng, dropout_rng = jax.random.split(rng)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    param_shardings = sharding.logical_shardings(
+        jax.eval_shape(functools.partial(init_params, model=model, batch=shapes), init_rng),
+        mesh, rules)
+    abstract_state = jax.eval_shape(
+        functools.partial(create_train_state, model=model, tx=tx, batch=shapes), init_rng)
+    state_shardings = TrainState(
+        step=sharding.replicated(mesh), params=param_shardings,
+        opt_state=optax.tree_utils.tree_map_params(
+            tx, lambda _, s: s, abstract_state.opt_state, param_shardings,
+            transform_non_params=lambda _: sharding.replicated(mesh)))
+
+    # ---- Create or restore the state ----
+    checkpointer = checkpoint.Checkpointer(
+        checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
+    latest = checkpointer.latest_step()
+    if latest is None:
+      state = jax.jit(
+          functools.partial(create_train_state, model=model, tx=tx, batch=shapes),
+          out_shardings=state_shardings)(init_rng)
+      meta = {}
+    else:
+      meta = checkpointer.restore_meta(latest)
+      _check_same_model(meta["model"], model_config, checkpointer.directory)
+      target = jax.tree_util.tree_map(
+          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+          abstract_state, state_shardings)
+      state, meta = checkpointer.restore(latest, target)
+      print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
+            flush=True)
+    start_step = int(state.step)
+
+    if start_step >= config.train.num_train_steps:
+      print(f"Training is already complete: step {start_step} of "
+            f"{config.train.num_train_steps}; nothing to do.", flush=True)
+      checkpointer.close()
+      return meta.get("eval", {})
+
+    p_train_step = jax.jit(
+        functools.partial(train_step, model=model, tx=tx),
+        in_shardings=(state_shardings, batch_sharding, sharding.replicated(mesh)),
+        out_shardings=(state_shardings, sharding.replicated(mesh)),
+        donate_argnums=(0,))
+    p_eval_step = jax.jit(
+        functools.partial(eval_step, model=model),
+        in_shardings=(param_shardings, batch_sharding), out_shardings=sharding.replicated(mesh))
+
+    # Each process resumes its own stream right after the examples it has already consumed.
+    train_iter = pipeline.pretraining_dataset(
+        data["train_files"], batch_size=host_batch_size, seed=config.seed, is_training=True,
+        start_index=start_step * host_batch_size,
+        shuffle_buffer_size=config.data.shuffle_buffer_size, **data_kwargs).as_numpy_iterator()
+
+    writer = metrics.MetricWriter(workdir)
+    throughput = metrics.Throughput(start_step)
+    pending = []  # Device metrics since the last log line: fetching them is the only sync.
+    eval_metrics = {}
+
+    def save(step: int, force: bool = False) -> None:
+      checkpointer.save(step, state, {
+          "step": step, "examples_consumed": step * config.train.batch_size,
+          "model": dataclasses.asdict(model_config), "eval": eval_metrics}, force=force)
+
+    # ---- The loop ----
+    for step in range(start_step + 1, config.train.num_train_steps + 1):
+      batch = jax.make_array_from_process_local_data(batch_sharding, next(train_iter))
+      state, step_metrics = p_train_step(state, batch, dropout_rng)
+      pending.append(step_metrics)
+      last = step == config.train.num_train_steps
+
+      if step % config.train.log_every_steps == 0 or last:
+        summed = _sum_metrics(pending)
+        scalars = losses.summarize(summed)
+        scalars["grad_norm"] = summed["grad_norm"] / len(pending)
+        scalars["learning_rate"] = float(schedule(step - 1))
+        scalars["sequences_per_second"] = throughput(step, config.train.batch_size)
+        pending = []
+        metrics.log_line("train", step, {
+            "loss": scalars["loss"], "mlm_accuracy": scalars["mlm_accuracy"],
+            "nsp_accuracy": scalars["nsp_accuracy"], "learning_rate": scalars["learning_rate"],
+            "sequences_per_second": scalars["sequences_per_second"]})
+        writer.write_scalars("train", step, scalars)
+
+      eval_every = config.train.eval_every_steps
+      if (eval_every and step % eval_every == 0) or last:
+        eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding)
+        eval_metrics["most_frequent_token_accuracy"] = baseline
+        metrics.log_line("eval", step, eval_metrics)
+        writer.write_scalars("eval", step, eval_metrics)
+        throughput(step, 0)  # Eval time is not training time.
+
+      if step % config.train.checkpoint_every_steps == 0 or last:
+        save(step, force=last)
+
+    writer.close()
+    checkpointer.close()
+  print(f"Final eval at step {config.train.num_train_steps}: "
+        f"MLM accuracy {eval_metrics['mlm_accuracy']:.4f} vs most-frequent-token baseline "
+        f"{baseline:.4f}; NSP accuracy {eval_metrics['nsp_accuracy']:.4f}", flush=True)
+  print(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard",
+        flush=True)
+  return eval_metrics
+

@@ -1,0 +1,1 @@
+"""Experiment configs: `--config=configs/<name>.py`; variants import base and change what differs."""

@@ -1,0 +1,135 @@
+"""BERT-Base pre-training, as in the paper: L12/H768/A12, batch 256, 1M steps, lr 1e-4.
+
+    python -m bert_jax.main --config=configs/base.py --workdir=DIR [--config.a.b=value ...]
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The default config; every other config starts from this one."""
+  config = ml_collections.ConfigDict()
+  # What main runs: 'pretrain' (MLM + NSP).
+  config.mode = "pretrain"
+  # Seed of everything random: init, data order, masks, dropout.
+  config.seed = 0
+
+  # The model: the original BERT's config fields (bert_config.json / HF config.json).
+  model = config.model = ml_collections.ConfigDict()
+  # Size of the vocabulary; must hold every id the tokenizer produces.
+  model.vocab_size = 30522
+  # Width of the encoder (embedding and hidden size).
+  model.hidden_size = 768
+  # Number of Transformer layers.
+  model.num_hidden_layers = 12
+  # Attention heads per layer; must divide hidden_size.
+  model.num_attention_heads = 12
+  # Width of the feed-forward layer.
+  model.intermediate_size = 3072
+  # Feed-forward activation: 'gelu' (erf, as the original) or 'relu'.
+  model.hidden_act = "gelu"
+  # Dropout on embeddings, attention output and feed-forward output.
+  model.hidden_dropout_prob = 0.1
+  # Dropout on the attention probabilities.
+  model.attention_probs_dropout_prob = 0.1
+  # Longest sequence the learned position embeddings cover.
+  model.max_position_embeddings = 512
+  # Number of segment (token type) ids.
+  model.type_vocab_size = 2
+  # Stddev of the truncated normal used for every weight.
+  model.initializer_range = 0.02
+  # Compute dtype of activations and matmuls: 'float32', or 'bfloat16' on TPU/GPU. Params,
+  # softmax, LayerNorm statistics and losses stay float32.
+  model.dtype = "float32"
+
+  # The pre-training data.
+  data = config.data = ml_collections.ConfigDict()
+  # Where the text comes from: 'tfds' (data.tfds_name), 'text' (data.input_files) or 'embedded'
+  # (the docstrings of this Python's standard library: no download, no network).
+  data.source = "tfds"
+  # TFDS text dataset and split, for source='tfds'.
+  data.tfds_name = "wikipedia/20230601.en"
+  # TFDS split to read the documents from.
+  data.tfds_split = "train"
+  # Feature of each TFDS example that holds the document text.
+  data.tfds_text_key = "text"
+  # TFDS data_dir ('' = TFDS's default, ~/tensorflow_datasets or $TFDS_DATA_DIR).
+  data.tfds_data_dir = ""
+  # Comma-separated globs of text files for source='text', in the original format: one sentence
+  # per line, a blank line between documents.
+  data.input_files = ""
+  # SentencePiece .model to tokenize with; '' = train one from the corpus (cached in the workdir).
+  data.vocab_file = ""
+  # Cap on the number of documents read (0 = all); handy to try a big corpus quickly.
+  data.max_documents = 0
+  # Documents held out (never trained on) to build the eval set from.
+  data.num_eval_documents = 200
+  # Tokens per instance, [CLS] and [SEP]s included.
+  data.max_seq_length = 128
+  # Most masked positions per instance (the MLM head runs only on these).
+  data.max_predictions_per_seq = 20
+  # Fraction of tokens masked (80% [MASK], 10% random, 10% unchanged).
+  data.masked_lm_prob = 0.15
+  # Probability of a shorter target length, so the model sees short sequences too.
+  data.short_seq_prob = 0.1
+  # Times each document is turned into instances, with different sentence pairings.
+  data.dupe_factor = 5
+  # Instances in the tf.data shuffle buffer.
+  data.shuffle_buffer_size = 10000
+  # Sentences sampled to train the SentencePiece vocabulary.
+  data.vocab_input_sentence_size = 2_000_000
+
+  # The optimisation.
+  train = config.train = ml_collections.ConfigDict()
+  # Global batch size in sequences, over all hosts and devices.
+  train.batch_size = 256
+  # Optimizer steps to train for.
+  train.num_train_steps = 1_000_000
+  # Peak learning rate, reached after warmup.
+  train.learning_rate = 1e-4
+  # Steps of linear warmup from 0 to the peak; then linear decay to 0 at num_train_steps.
+  train.num_warmup_steps = 10_000
+  # AdamW decoupled weight decay (not applied to LayerNorm params or biases).
+  train.weight_decay = 0.01
+  # Adam beta1.
+  train.adam_b1 = 0.9
+  # Adam beta2.
+  train.adam_b2 = 0.999
+  # Adam epsilon (the original's 1e-6).
+  train.adam_epsilon = 1e-6
+  # Clip gradients to this global norm (0 = no clipping).
+  train.max_grad_norm = 1.0
+  # Steps between log lines and TensorBoard scalars.
+  train.log_every_steps = 100
+  # Steps between evaluations on the held-out set (0 = only at the end).
+  train.eval_every_steps = 10_000
+  # Sequences per eval batch, global.
+  train.eval_batch_size = 256
+  # Eval batches per evaluation (0 = the whole held-out set).
+  train.max_eval_steps = 100
+  # Steps between checkpoints (a final one is always written).
+  train.checkpoint_every_steps = 10_000
+  # Checkpoints kept in WORKDIR/checkpoints (older ones are deleted).
+  train.max_checkpoints_to_keep = 3
+
+  # The device mesh: size of each axis, -1 = all devices left. Mesh axes: 'data' (data
+  # parallel), 'fsdp' (params sharded, data parallel), 'tensor' (model parallel).
+  mesh = config.mesh = ml_collections.ConfigDict()
+  # Data-parallel replicas.
+  mesh.data = -1
+  # Fully-sharded data parallel: params and optimizer state split over this axis.
+  mesh.fsdp = 1
+  # Tensor parallel: heads, mlp and vocab split over this axis.
+  mesh.tensor = 1
+  # Logical axis -> mesh axes (None = replicated); model code names only logical axes.
+  config.logical_axis_rules = [
+      ("batch", ("data", "fsdp")),
+      ("length", None),
+      ("embed", "fsdp"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("mlp", "tensor"),
+      ("vocab", "tensor"),
+      ("layers", None),
+  ]
+  return config

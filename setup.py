@@ -1,0 +1,33 @@
+"""bert_jax: BERT pre-training and fine-tuning in JAX/Flax, TPU-native."""
+
+import setuptools
+
+# One set that resolves together on Python 3.11 (`pip check` clean); see DESIGN.md.
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorflow-cpu==2.21.0",  # tf.data and tf.summary only.
+    "tensorflow-datasets==4.9.10",
+    "tensorboard==2.21.0",  # tf.summary writes through it.
+    "importlib_resources==7.1.0",  # TFDS imports it without declaring it.
+    "sentencepiece==0.2.3",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "chex==0.1.92",
+    "numpy>=2.0,<3",
+]
+
+setuptools.setup(
+    name="bert_jax",
+    version="0.1.0",
+    description="BERT pre-training and fine-tuning in JAX/Flax, TPU-native.",
+    packages=setuptools.find_packages(include=["bert_jax", "bert_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest==9.2.0"],
+    },
+)

@@ -1,0 +1,42 @@
+"""Fixtures shared by the data tests: a synthetic corpus and a tiny SentencePiece model."""
+
+import random
+
+import pytest
+
+from bert_jax import tokenization
+
+_WORDS = (
+    "the a an model data token sentence vocabulary train step batch layer attention head "
+    "mask predict next random document corpus python module function class return value "
+    "string list dict file path read write open close error raise test run fast slow small "
+    "large number of in on for with from into over under between each every some many "
+    "is are was were be been has have had can may must should will would does do did"
+).split()
+
+
+def synthetic_documents(num_documents: int = 40, seed: int = 0) -> list[list[str]]:
+  """Documents of 1 to 12 sentences of 3 to 16 words, deterministic in the seed."""
+  rng = random.Random(seed)
+  documents = []
+  for _ in range(num_documents):
+    document = []
+    for _ in range(rng.randint(1, 12)):
+      words = [rng.choice(_WORDS) for _ in range(rng.randint(3, 16))]
+      document.append(" ".join(words).capitalize() + ".")
+    documents.append(document)
+  return documents
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_model(tmp_path_factory) -> str:
+  """Path of a ~200-piece SentencePiece model trained on the synthetic corpus."""
+  sentences = [s for document in synthetic_documents(80) for s in document]
+  model_prefix = str(tmp_path_factory.mktemp("spm") / "spm")
+  return tokenization.train_sentencepiece(sentences, vocab_size=200, model_prefix=model_prefix,
+                                          input_sentence_size=10_000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(sentencepiece_model) -> tokenization.SentencePieceTokenizer:
+  return tokenization.load_tokenizer(sentencepiece_model)

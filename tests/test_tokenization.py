@@ -1,0 +1,126 @@
+"""Tests of bert_jax/tokenization.py: fixed special ids, encoding paths, training, errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
+
+from bert_jax import errors
+from bert_jax import tokenization
+from conftest import synthetic_documents
+
+
+def test_special_tokens_at_fixed_ids(tokenizer):
+  assert tokenization.SPECIAL_TOKENS == ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+  assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id,
+          tokenizer.mask_id) == (0, 1, 2, 3, 4)
+  assert tokenizer.convert_ids_to_tokens(range(5)) == list(tokenization.SPECIAL_TOKENS)
+  assert tokenizer.convert_tokens_to_ids(tokenization.SPECIAL_TOKENS) == [0, 1, 2, 3, 4]
+
+
+def test_literal_special_token_text_is_plain_text(tokenizer):
+  ids = tokenizer.encode("the [MASK] model [CLS] and [SEP] data [PAD]")
+  assert ids
+  assert not set(ids) & {tokenization.PAD_ID, tokenization.CLS_ID, tokenization.SEP_ID,
+                         tokenization.MASK_ID}
+
+
+def test_encode_paths_agree(tokenizer):
+  texts = ["The model reads every document.", "A small batch of data", "zebra quokka 42"]
+  for text in texts:
+    pieces = tokenizer.tokenize(text)
+    assert all(isinstance(piece, str) for piece in pieces)
+    assert tokenizer.encode(text) == tokenizer.convert_tokens_to_ids(pieces)
+  assert tokenizer.encode_batch(texts) == [tokenizer.encode(text) for text in texts]
+  # Characters never seen in training come out as [UNK].
+  assert tokenization.UNK_ID in tokenizer.encode("zebra quokka")
+
+
+def test_vocab_size_is_soft_limit(tokenizer, tmp_path):
+  assert tokenization.NUM_SPECIAL_TOKENS < tokenizer.vocab_size <= 200
+  # Far more pieces than the tiny corpus holds: trains anyway, with fewer.
+  sentences = [s for document in synthetic_documents(10) for s in document]
+  model_file = tokenization.train_sentencepiece(sentences, 5000, str(tmp_path / "big"), 1000)
+  assert 0 < tokenization.load_tokenizer(model_file).vocab_size < 5000
+
+
+def _pieces(model_file: str) -> list[tuple[str, float]]:
+  model = sentencepiece_model_pb2.ModelProto()
+  with open(model_file, "rb") as f:
+    model.ParseFromString(f.read())
+  return [(piece.piece, piece.score) for piece in model.pieces]
+
+
+def test_training_is_deterministic_and_leaves_only_final_files(sentencepiece_model, tmp_path):
+  sentences = [s for document in synthetic_documents(80) for s in document]
+  model_prefix = str(tmp_path / "sub" / "spm")
+  contents = []
+  for _ in range(2):  # The second run overwrites the first.
+    model_file = tokenization.train_sentencepiece(sentences, vocab_size=200,
+                                                  model_prefix=model_prefix,
+                                                  input_sentence_size=10_000, seed=0)
+    assert model_file == model_prefix + ".model"
+    assert sorted(os.listdir(tmp_path / "sub")) == ["spm.model", "spm.vocab"]
+    with open(model_file, "rb") as f:
+      contents.append(f.read())
+  assert contents[0] == contents[1]
+  assert _pieces(model_file) == _pieces(sentencepiece_model)
+  with open(model_prefix + ".vocab") as f:
+    assert [line.split("\t")[0] for line in f][:5] == list(tokenization.SPECIAL_TOKENS)
+
+
+def test_sampled_training_repeats_across_processes(tmp_path):
+  # 1000+ sentences sampled down to 300: the sample, hence the model, must not depend on the
+  # process (SentencePiece's own sampler does).
+  code = textwrap.dedent(f"""
+      import sys
+      sys.path.insert(0, {os.path.dirname(__file__)!r})
+      from conftest import synthetic_documents
+      from bert_jax import tokenization
+      sentences = [s for d in synthetic_documents(200) for s in d]
+      tokenization.train_sentencepiece(sentences, 150, sys.argv[1], 300, seed=3)
+  """)
+  prefix = str(tmp_path / "spm")
+  sentences = [s for document in synthetic_documents(200) for s in document]
+  tokenization.train_sentencepiece(sentences, 150, prefix, 300, seed=3)
+  with open(prefix + ".model", "rb") as f:
+    in_this_process = f.read()
+  subprocess.run([sys.executable, "-c", code, prefix], check=True, capture_output=True,
+                 cwd=os.path.dirname(os.path.dirname(__file__)))
+  with open(prefix + ".model", "rb") as f:
+    assert f.read() == in_this_process
+  other_seed = tokenization.train_sentencepiece(sentences, 150, str(tmp_path / "other"), 300,
+                                                seed=4)
+  assert _pieces(other_seed) != _pieces(prefix + ".model")
+
+
+def test_no_text_is_a_clear_error(tmp_path):
+  with pytest.raises(errors.UserError, match="no text"):
+    tokenization.train_sentencepiece(["", "  "], 100, str(tmp_path / "spm"), 100)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+  missing = str(tmp_path / "nope.model")
+  with pytest.raises(errors.UserError, match="nope.model"):
+    tokenization.load_tokenizer(missing)
+
+
+def test_not_a_model_is_a_clear_error(tmp_path):
+  path = tmp_path / "garbage.model"
+  path.write_bytes(b"this is not a protobuf \xff\xfe")
+  with pytest.raises(errors.UserError, match="garbage.model"):
+    tokenization.load_tokenizer(str(path))
+
+
+def test_model_with_other_special_ids_is_rejected(tmp_path):
+  # SentencePiece's defaults: <unk>=0, <s>=1, </s>=2, no [MASK].
+  sentences = [s for document in synthetic_documents(10) for s in document]
+  prefix = str(tmp_path / "default")
+  spm.SentencePieceTrainer.Train(sentence_iterator=iter(sentences), model_prefix=prefix,
+                                 vocab_size=60, hard_vocab_limit=False, minloglevel=2)
+  with pytest.raises(errors.UserError, match="default.model"):
+    tokenization.load_tokenizer(prefix + ".model")

@@ -1,0 +1,138 @@
+"""Training: a few steps reduce the loss; the real main job pre-trains, checkpoints and resumes."""
+
+import functools
+import os
+import random
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from bert_jax import modeling
+from bert_jax import optim
+from bert_jax import train
+from configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_WORDS = ("alpha beta gamma delta river stone light water green small house tree cloud "
+          "north south river bird quick slow open close read write data model token").split()
+
+
+def write_corpus(directory, num_documents=40, seed=0) -> str:
+  """A small corpus in the original format: a sentence per line, blank line between documents."""
+  rng = random.Random(seed)
+  lines = []
+  for _ in range(num_documents):
+    topic = rng.sample(_WORDS, 4)
+    for _ in range(rng.randint(4, 9)):
+      words = [rng.choice(topic if rng.random() < 0.6 else _WORDS) for _ in range(rng.randint(5, 14))]
+      lines.append(" ".join(words).capitalize() + ".")
+    lines.append("")
+  path = os.path.join(directory, "corpus.txt")
+  with open(path, "w") as f:
+    f.write("\n".join(lines))
+  return path
+
+
+def small_config(corpus_file: str, **train_overrides):
+  config = tiny.get_config()
+  config.model.update(vocab_size=128, hidden_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+  config.data.update(source="text", input_files=corpus_file, max_seq_length=32,
+                     max_predictions_per_seq=5, num_eval_documents=6, dupe_factor=2,
+                     shuffle_buffer_size=100)
+  config.train.update(batch_size=8, eval_batch_size=8, num_train_steps=6, num_warmup_steps=2,
+                      log_every_steps=2, eval_every_steps=0, checkpoint_every_steps=3,
+                      max_eval_steps=2)
+  config.train.update(train_overrides)
+  return config
+
+
+def test_a_few_steps_reduce_the_loss():
+  config = small_config("")
+  config.train.update(num_train_steps=40, learning_rate=3e-3, num_warmup_steps=1)
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  tx = optim.create_optimizer(config.train)
+  rng = np.random.default_rng(0)
+  batch = train.dummy_batch(8, 32, 5)
+  batch = {k: np.array(v) for k, v in batch.items()}
+  batch["input_ids"] = rng.integers(5, 128, (8, 32)).astype(np.int32)
+  batch["input_mask"][:] = 1
+  batch["masked_lm_positions"] = rng.integers(1, 31, (8, 5)).astype(np.int32)
+  batch["masked_lm_ids"] = np.take_along_axis(batch["input_ids"], batch["masked_lm_positions"], 1)
+  batch["masked_lm_weights"][:] = 1
+  batch["next_sentence_labels"] = rng.integers(0, 2, 8).astype(np.int32)
+  state = train.create_train_state(jax.random.key(0), model, tx, batch)
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx))
+  losses = []
+  for _ in range(40):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(float(metrics["loss"]))
+  assert int(state.step) == 40
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def test_pretrain_resume_and_finish(tmp_path, capsys):
+  corpus = write_corpus(str(tmp_path))
+  workdir = str(tmp_path / "work")
+  first = train.train_and_evaluate(small_config(corpus), workdir)
+  out = capsys.readouterr().out
+  assert "train step=2 " in out and "train step=6 " in out
+  assert "eval step=6 " in out and "most-frequent-token baseline" in out
+  assert 0.0 <= first["mlm_accuracy"] <= 1.0
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+  # Same workdir, more steps: resumes at 6 (no restart from 0) and goes on to 9.
+  second = train.train_and_evaluate(small_config(corpus, num_train_steps=9), workdir)
+  out = capsys.readouterr().out
+  assert "Resumed from the checkpoint at step 6" in out
+  assert "train step=2 " not in out and "train step=8 " in out
+  assert "9" in os.listdir(os.path.join(workdir, "checkpoints"))
+
+  # Same command again: training is complete, nothing runs.
+  again = train.train_and_evaluate(small_config(corpus, num_train_steps=9), workdir)
+  out = capsys.readouterr().out
+  assert "already complete" in out and "train step" not in out
+  assert again == second  # The final eval, kept in the checkpoint's metadata.
+
+
+def test_resume_with_a_different_model_is_an_error(tmp_path):
+  corpus = write_corpus(str(tmp_path))
+  workdir = str(tmp_path / "work")
+  train.train_and_evaluate(small_config(corpus, num_train_steps=3), workdir)
+  config = small_config(corpus, num_train_steps=6)
+  config.model.intermediate_size = 96
+  try:
+    train.train_and_evaluate(config, workdir)
+  except ValueError as e:
+    assert "model.intermediate_size=96" in str(e)
+  else:
+    raise AssertionError("a changed model shape resumed silently")
+
+
+def test_main_cli_runs_and_reports_bad_config_in_one_line(tmp_path):
+  corpus = write_corpus(str(tmp_path))
+  base = [sys.executable, "-m", "bert_jax.main", "--config=configs/tiny.py",
+          f"--workdir={tmp_path / 'cli'}", "--config.data.source=text",
+          f"--config.data.input_files={corpus}", "--config.model.vocab_size=128",
+          "--config.model.hidden_size=32", "--config.model.num_hidden_layers=1",
+          "--config.model.num_attention_heads=2", "--config.model.intermediate_size=64",
+          "--config.data.max_seq_length=32", "--config.data.max_predictions_per_seq=5",
+          "--config.data.num_eval_documents=6", "--config.train.batch_size=4",
+          "--config.train.eval_batch_size=4", "--config.train.num_train_steps=2",
+          "--config.train.log_every_steps=1", "--config.train.max_eval_steps=1"]
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+  run = subprocess.run(base, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "train step=2 " in run.stdout
+
+  bad = subprocess.run(base + ["--config.model.num_attention_heads=5"], cwd=REPO,
+                       capture_output=True, text=True, env=env, timeout=300)
+  assert bad.returncode != 0
+  last = bad.stderr.strip().splitlines()[-1]
+  assert last.startswith("bert_jax: error: model.hidden_size=32 is not divisible by "
+                         "model.num_attention_heads=5"), bad.stderr[-2000:]
+  assert "Traceback" not in bad.stderr
