@@ -148,6 +148,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---- Data: vocabulary and TFRecords, built once into WORKDIR/data ----
   data = workdir_data.prepare(config, workdir)
   config_validation.validate_vocab(config, data["vocab_size"])
+  if data["vocab_size"] < config.model.vocab_size:
+    print(f"The tokenizer has {data['vocab_size']} pieces; embedding rows past them "
+          f"(model.vocab_size={config.model.vocab_size}) are never used.", flush=True)
   process_count = jax.process_count()
   host_batch_size = config.train.batch_size // process_count
   host_eval_batch_size = config.train.eval_batch_size // process_count
@@ -239,7 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def save(step: int, force: bool = False) -> None:
       checkpointer.save(step, state, {
           "step": step, "examples_consumed": step * config.train.batch_size,
-          "model": dataclasses.asdict(model_config), "eval": eval_metrics}, force=force)
+          "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+          "config": config.to_dict()}, force=force)
 
     # ---- The loop ----
     for step in range(start_step + 1, config.train.num_train_steps + 1):

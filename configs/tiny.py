@@ -10,7 +10,7 @@ from configs import base
 
 def get_config() -> ml_collections.ConfigDict:
   config = base.get_config()
-  config.model.vocab_size = 8000
+  config.model.vocab_size = 4000
   config.model.hidden_size = 128
   config.model.num_hidden_layers = 2
   config.model.num_attention_heads = 2
@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.train.batch_size = 32
   config.train.num_train_steps = 800
-  config.train.learning_rate = 1e-3
+  config.train.learning_rate = 2e-3
   config.train.num_warmup_steps = 80
   config.train.log_every_steps = 50
   config.train.eval_every_steps = 400
