@@ -67,6 +67,29 @@ def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTrans
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                         batch: dict[str, jax.Array], rng: jax.Array, mesh, rules
+                         ) -> tuple[TrainState, TrainState]:
+  """The state's shapes and its shardings, with nothing materialised.
+
+  Params are sharded by their logical axis names; each optimizer slot (Adam's mu, nu) like the
+  param it belongs to; scalars (step, counts) are replicated.
+
+  Returns:
+    (abstract state of jax.ShapeDtypeStruct, matching tree of NamedSharding).
+  """
+  param_shardings = sharding.logical_shardings(
+      jax.eval_shape(functools.partial(init_params, model=model, batch=batch), rng), mesh, rules)
+  abstract_state = jax.eval_shape(
+      functools.partial(create_train_state, model=model, tx=tx, batch=batch), rng)
+  state_shardings = TrainState(
+      step=sharding.replicated(mesh), params=param_shardings,
+      opt_state=optax.tree_utils.tree_map_params(
+          tx, lambda _, s: s, abstract_state.opt_state, param_shardings,
+          transform_non_params=lambda _: sharding.replicated(mesh)))
+  return abstract_state, state_shardings
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformation
                ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -145,6 +168,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   mesh = sharding.create_mesh(config.mesh)
   config_validation.validate_batch_sizes(config, mesh)
 
+  checkpointer = checkpoint.Checkpointer(
+      checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    # Cheap checks on the JSON metadata before reading any array.
+    meta = checkpointer.restore_meta(latest)
+    _check_same_model(meta["model"], model_config, checkpointer.directory)
+    if latest >= config.train.num_train_steps:
+      print(f"Training is already complete: step {latest} of "
+            f"{config.train.num_train_steps} in {checkpointer.directory}; nothing to do.",
+            flush=True)
+      checkpointer.close()
+      return meta.get("eval", {})
+
   # ---- Data: vocabulary and TFRecords, built once into WORKDIR/data ----
   data = workdir_data.prepare(config, workdir)
   config_validation.validate_vocab(config, data["vocab_size"])
@@ -182,42 +219,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    param_shardings = sharding.logical_shardings(
-        jax.eval_shape(functools.partial(init_params, model=model, batch=shapes), init_rng),
-        mesh, rules)
-    abstract_state = jax.eval_shape(
-        functools.partial(create_train_state, model=model, tx=tx, batch=shapes), init_rng)
-    state_shardings = TrainState(
-        step=sharding.replicated(mesh), params=param_shardings,
-        opt_state=optax.tree_utils.tree_map_params(
-            tx, lambda _, s: s, abstract_state.opt_state, param_shardings,
-            transform_non_params=lambda _: sharding.replicated(mesh)))
+    abstract_state, state_shardings = abstract_train_state(model, tx, shapes, init_rng, mesh,
+                                                           rules)
 
     # ---- Create or restore the state ----
-    checkpointer = checkpoint.Checkpointer(
-        checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
-    latest = checkpointer.latest_step()
     if latest is None:
       state = jax.jit(
           functools.partial(create_train_state, model=model, tx=tx, batch=shapes),
           out_shardings=state_shardings)(init_rng)
-      meta = {}
     else:
-      meta = checkpointer.restore_meta(latest)
-      _check_same_model(meta["model"], model_config, checkpointer.directory)
       target = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
           abstract_state, state_shardings)
-      state, meta = checkpointer.restore(latest, target)
+      state, _ = checkpointer.restore(latest, target)
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
             flush=True)
     start_step = int(state.step)
-
-    if start_step >= config.train.num_train_steps:
-      print(f"Training is already complete: step {start_step} of "
-            f"{config.train.num_train_steps}; nothing to do.", flush=True)
-      checkpointer.close()
-      return meta.get("eval", {})
 
     p_train_step = jax.jit(
         functools.partial(train_step, model=model, tx=tx),
@@ -226,7 +243,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         donate_argnums=(0,))
     p_eval_step = jax.jit(
         functools.partial(eval_step, model=model),
-        in_shardings=(param_shardings, batch_sharding), out_shardings=sharding.replicated(mesh))
+        in_shardings=(state_shardings.params, batch_sharding),
+        out_shardings=sharding.replicated(mesh))
 
     # Each process resumes its own stream right after the examples it has already consumed.
     train_iter = pipeline.pretraining_dataset(
