@@ -14,6 +14,8 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # tf.summary writes through it.
     "importlib_resources==7.1.0",  # TFDS imports it without declaring it.
     "sentencepiece==0.2.3",
+    "tokenizers==0.22.2",  # WordPiece fast path; the newest transformers 4.57.6 accepts.
+    "huggingface-hub>=0.34.0,<1.0",  # tokenizers alone would take 1.x, which transformers rejects.
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "chex==0.1.92",
@@ -28,6 +30,7 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest==9.2.0"],
+        # transformers: golden tokenizer (and, later, model parity) tests against HF's BERT.
+        "test": ["pytest==9.2.0", "transformers==4.57.6"],
     },
 )

@@ -1,19 +1,34 @@
-"""Tokenizers: SentencePiece, with BERT's special tokens at fixed ids.
+"""Tokenizers: SentencePiece (trained here) and WordPiece (Google's vocab.txt), one interface.
 
-Every vocabulary bert_jax trains puts the special tokens first, at the same ids, so the data
-pipeline and the model can name them as constants (masking never has to look a token up):
+`load_tokenizer` picks by file name: a '.model' file is SentencePiece, anything else a WordPiece
+vocabulary read by `wordpiece.FullTokenizer` (the original BERT's tokenizer). Both answer the
+`Tokenizer` protocol below, which is all that data preparation and masking use.
+
+Every SentencePiece model bert_jax trains puts the special tokens first, at fixed ids:
 
     [PAD]=0  [UNK]=1  [CLS]=2  [SEP]=3  [MASK]=4
 
 [CLS], [SEP] and [MASK] are SentencePiece *control* symbols: the encoder never emits them for
-text, so the literal string "[MASK]" in a document is ordinary text, not a mask token.
+text, so the literal string "[MASK]" in a document is ordinary text, not a mask token. A
+WordPiece vocabulary has its own ids (Google's: [PAD]=0, [UNK] [CLS] [SEP] [MASK]=100-103): code
+that must work with both reads them from the tokenizer (`tokenizer.cls_id`, `special_ids`).
+
+Train a SentencePiece model from text files (one sentence per line, blank lines ignored):
+
+    python -m bert_jax.tokenization train --input='corpus/*.txt' --vocab_size=30000 \
+        --output=gs://bucket/spm
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 import os
 import random
+import sys
 import tempfile
+from typing import Protocol
 
+from absl import app
+from absl import flags
+import numpy as np
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 import tensorflow as tf
@@ -36,6 +51,42 @@ SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
 NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
 
 
+class Tokenizer(Protocol):
+  """What data preparation and masking need of a tokenizer (SentencePiece or WordPiece)."""
+
+  pad_id: int
+  unk_id: int
+  cls_id: int
+  sep_id: int
+  mask_id: int
+
+  @property
+  def vocab_size(self) -> int:
+    """Number of ids, special tokens included."""
+
+  @property
+  def special_ids(self) -> tuple[int, int, int, int, int]:
+    """Ids of [PAD] [UNK] [CLS] [SEP] [MASK], in that order."""
+
+  def word_starts(self) -> np.ndarray:
+    """Bool [vocab_size]: True where a token begins a word (whole-word masking)."""
+
+  def tokenize(self, text: str) -> list[str]:
+    """Text to tokens."""
+
+  def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+    """Tokens to ids."""
+
+  def convert_ids_to_tokens(self, ids: Sequence[int]) -> list[str]:
+    """Ids to tokens."""
+
+  def encode(self, text: str) -> list[int]:
+    """Text to ids, without [CLS]/[SEP]."""
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """Many texts to ids at once: the fast path."""
+
+
 class SentencePieceTokenizer:
   """Text -> pieces -> ids with a SentencePiece model whose special tokens are at fixed ids.
 
@@ -45,17 +96,19 @@ class SentencePieceTokenizer:
       (always equal to PAD_ID ... MASK_ID: the constructor checks).
   """
 
-  def __init__(self, model_file: str):
+  def __init__(self, model_file: str, num_threads: int | None = None):
     """Reads a SentencePiece .model file.
 
     Args:
       model_file: Path of the .model file; read through tf.io.gfile, so gs:// works.
+      num_threads: Threads of encode_batch; None = one per core.
 
     Raises:
       errors.UserError: If model_file does not exist, is not a SentencePiece model, or its
         special tokens are not at the ids bert_jax expects.
     """
     self.model_file = model_file
+    self._num_threads = num_threads or os.cpu_count() or 1
     if not tf.io.gfile.exists(model_file):
       raise errors.UserError(f"SentencePiece model {model_file!r} does not exist")
     with tf.io.gfile.GFile(model_file, "rb") as f:
@@ -84,6 +137,21 @@ class SentencePieceTokenizer:
     """Number of ids, special tokens included."""
     return self._processor.GetPieceSize()
 
+  @property
+  def special_ids(self) -> tuple[int, int, int, int, int]:
+    """Ids of [PAD] [UNK] [CLS] [SEP] [MASK], in that order."""
+    return (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id)
+
+  def word_starts(self) -> np.ndarray:
+    """Bool [vocab_size]: True where a piece begins a word.
+
+    A piece begins a word when it starts with '▁' (SentencePiece's mark of a preceding space);
+    special and control pieces stand alone, so they count as starts too.
+    """
+    processor = self._processor
+    return np.array([processor.IdToPiece(i).startswith("\u2581") or processor.IsControl(i) or
+                     processor.IsUnknown(i) for i in range(processor.GetPieceSize())], dtype=bool)
+
   def tokenize(self, text: str) -> list[str]:
     """Splits text into SentencePiece pieces ('▁' marks a preceding space)."""
     return self._processor.Encode(text, out_type=str)
@@ -101,8 +169,8 @@ class SentencePieceTokenizer:
     return self._processor.Encode(text, out_type=int)
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    """Encodes many texts at once, in C++ threads (one per core)."""
-    return self._processor.Encode(list(texts), out_type=int, num_threads=os.cpu_count() or 1)
+    """Encodes many texts at once, in C++ threads (num_threads)."""
+    return self._processor.Encode(list(texts), out_type=int, num_threads=self._num_threads)
 
 
 def train_sentencepiece(sentences: Iterable[str],
@@ -194,19 +262,103 @@ def _sample_sentences(sentences: Iterable[str], sample_size: int, seed: int) -> 
   return sample
 
 
-def load_tokenizer(vocab_file: str) -> SentencePieceTokenizer:
+def load_tokenizer(vocab_file: str, do_lower_case: bool = True) -> Tokenizer:
   """Loads the tokenizer a vocabulary file describes.
 
   Args:
-    vocab_file: A SentencePiece .model file (local or gs://).
+    vocab_file: A SentencePiece '.model' file, or else a WordPiece vocabulary (one token per
+      line, e.g. Google's vocab.txt); local or gs://.
+    do_lower_case: WordPiece only: True for uncased vocabularies (SentencePiece models carry
+      their own normalisation).
 
   Returns:
-    The tokenizer.
+    A SentencePieceTokenizer or a wordpiece.FullTokenizer.
 
   Raises:
-    errors.UserError: If vocab_file does not exist, or is not a SentencePiece model with
-      bert_jax's special tokens.
+    errors.UserError: If vocab_file does not exist, is not a SentencePiece model with
+      bert_jax's special tokens, or is a WordPiece vocabulary without all five special tokens.
   """
   if not vocab_file or not tf.io.gfile.exists(vocab_file):
     raise errors.UserError(f"vocab_file {vocab_file!r} does not exist")
-  return SentencePieceTokenizer(vocab_file)
+  if vocab_file.endswith(".model"):
+    return SentencePieceTokenizer(vocab_file)
+  # Imported here: wordpiece imports this module for the special tokens.
+  from bert_jax import wordpiece  # pylint: disable=g-import-not-at-top
+  return wordpiece.FullTokenizer(vocab_file, do_lower_case=do_lower_case)
+
+
+def read_sentences(patterns: str) -> Iterator[str]:
+  """The non-blank lines of text files (the original format: one sentence per line).
+
+  Args:
+    patterns: Comma-separated globs (local or gs://).
+
+  Returns:
+    An iterator of stripped lines; blank lines (document breaks) are left out.
+
+  Raises:
+    errors.UserError: If patterns is empty or a glob matches no file (raised at the call), or
+      a file cannot be read as UTF-8 text (raised while iterating).
+  """
+  globs = [pattern.strip() for pattern in patterns.split(",") if pattern.strip()]
+  if not globs:
+    raise errors.UserError("--input is empty: give comma-separated globs of text files")
+  files = []
+  for pattern in globs:
+    matches = sorted(tf.io.gfile.glob(pattern))
+    if not matches:
+      raise errors.UserError(f"no file matches {pattern!r}")
+    for path in matches:
+      if tf.io.gfile.isdir(path):
+        raise errors.UserError(f"{path!r} (matched by {pattern!r}) is a directory, not a text file")
+    files.extend(matches)
+  return _read_lines(files)
+
+
+def _read_lines(files: list[str]) -> Iterator[str]:
+  for path in files:
+    try:
+      with tf.io.gfile.GFile(path, "r") as f:
+        for line in f:
+          line = line.strip()
+          if line:
+            yield line
+    except (tf.errors.OpError, UnicodeDecodeError) as e:
+      raise errors.UserError(f"cannot read {path!r}: {e}") from None
+
+
+def _define_flags() -> None:
+  # Defined only when run as a script: importing this module must not add flags to the
+  # importer's command line.
+  flags.DEFINE_string("input", None, "Comma-separated globs of text files, one sentence per "
+                      "line (blank lines are ignored).")
+  flags.DEFINE_integer("vocab_size", None, "Pieces in the model, the 5 special tokens "
+                       "included (a small corpus may give fewer).")
+  flags.DEFINE_string("output", None, "Prefix of the files to write: PREFIX.model and "
+                      "PREFIX.vocab (local or gs://).")
+  flags.DEFINE_integer("input_sentence_size", 10_000_000, "Most sentences to train on; a "
+                       "larger input is sampled down, uniformly. 0 = all.")
+  flags.DEFINE_integer("seed", 0, "Seed of the sampling.")
+  flags.mark_flags_as_required(["input", "vocab_size", "output"])
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) != 2 or argv[1] != "train":
+    raise app.UsageError("usage: python -m bert_jax.tokenization train --input=GLOBS "
+                         "--vocab_size=N --output=PREFIX [--input_sentence_size=N]")
+  flag_values = flags.FLAGS
+  try:
+    if flag_values.vocab_size <= NUM_SPECIAL_TOKENS:
+      raise errors.UserError(f"--vocab_size={flag_values.vocab_size} leaves no room past the "
+                             f"{NUM_SPECIAL_TOKENS} special tokens")
+    model_file = train_sentencepiece(read_sentences(flag_values.input), flag_values.vocab_size,
+                                     flag_values.output, flag_values.input_sentence_size,
+                                     seed=flag_values.seed)
+  except errors.UserError as e:
+    sys.exit(f"bert_jax.tokenization: error: {e}")
+  print(model_file)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+from absl import flags
+import numpy as np
 import pytest
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
@@ -124,3 +126,64 @@ def test_model_with_other_special_ids_is_rejected(tmp_path):
                                  vocab_size=60, hard_vocab_limit=False, minloglevel=2)
   with pytest.raises(errors.UserError, match="default.model"):
     tokenization.load_tokenizer(prefix + ".model")
+
+
+def test_sentencepiece_special_ids_and_word_starts(tokenizer):
+  assert tokenizer.special_ids == (0, 1, 2, 3, 4)
+  starts = tokenizer.word_starts()
+  assert starts.dtype == np.bool_ and starts.shape == (tokenizer.vocab_size,)
+  pieces = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
+  assert starts[:tokenization.NUM_SPECIAL_TOKENS].all()
+  ordinary = list(zip(pieces, starts))[tokenization.NUM_SPECIAL_TOKENS:]
+  assert all(start == piece.startswith("\u2581") for piece, start in ordinary)
+  assert 0 < starts.sum() < tokenizer.vocab_size  # Both kinds occur.
+  # The first piece of every word of a sentence is a start, the others are not.
+  ids = tokenizer.encode("the model reads every document")
+  assert starts[ids].sum() == 5 and starts[ids[0]]
+
+
+def test_load_tokenizer_picks_by_extension(sentencepiece_model, tmp_path):
+  assert isinstance(tokenization.load_tokenizer(sentencepiece_model),
+                    tokenization.SentencePieceTokenizer)
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(tokenization.SPECIAL_TOKENS + ("hello",)) + "\n")
+  wordpiece_tokenizer = tokenization.load_tokenizer(str(vocab), do_lower_case=True)
+  assert type(wordpiece_tokenizer).__name__ == "FullTokenizer"
+  assert wordpiece_tokenizer.encode("Hello") == [5]
+
+
+def test_importing_defines_no_flags():
+  assert "vocab_size" not in flags.FLAGS and "output" not in flags.FLAGS
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "bert_jax.tokenization", *args],
+                        capture_output=True, text=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_cli_trains_a_model(tmp_path):
+  for index, document in enumerate((synthetic_documents(30, seed=0), synthetic_documents(30, 1))):
+    # Original format: blank lines between documents, which training ignores.
+    (tmp_path / f"part{index}.txt").write_text(
+        "\n\n".join("\n".join(sentences) for sentences in document) + "\n")
+  prefix = str(tmp_path / "out" / "spm")
+  result = _run_cli("train", f"--input={tmp_path}/part*.txt", "--vocab_size=120",
+                    f"--output={prefix}")
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip().splitlines()[-1] == prefix + ".model"
+  trained = tokenization.load_tokenizer(prefix + ".model")
+  assert trained.convert_ids_to_tokens(range(5)) == list(tokenization.SPECIAL_TOKENS)
+  assert 5 < trained.vocab_size <= 120
+
+
+def test_cli_missing_input_is_a_one_line_error(tmp_path):
+  result = _run_cli("train", f"--input={tmp_path}/nothing*.txt", "--vocab_size=100",
+                    f"--output={tmp_path}/spm")
+  assert result.returncode != 0
+  # TensorFlow's start-up log lines aside, one line: ours, naming the glob.
+  error_lines = [line for line in result.stderr.splitlines() if "bert_jax" in line]
+  assert len(error_lines) == 1 and "nothing*.txt" in error_lines[0]
+  assert error_lines[0].startswith("bert_jax.tokenization: error:")
+  assert "Traceback" not in result.stderr
+  assert not os.listdir(tmp_path)
