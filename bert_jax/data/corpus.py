@@ -10,6 +10,7 @@ Three sources, chosen by `config.data.source`:
 """
 
 import ast
+import collections
 from collections.abc import Iterable, Iterator
 import itertools
 import os
@@ -129,14 +130,18 @@ def stdlib_documents(stdlib_dir: str | None = None) -> list[list[str]]:
   return documents
 
 
-def text_file_documents(patterns: str) -> Iterator[list[str]]:
+def text_file_documents(patterns: str,
+                        counters: collections.Counter | None = None) -> Iterator[list[str]]:
   """Reads documents from text files in the original BERT format.
 
-  One sentence per line; a blank line ends a document, and so does the end of a file.
+  One sentence per line; a blank line ends a document, and so does the end of a file. Bytes
+  that are not UTF-8 become U+FFFD (the original drops them), and the line is counted.
 
   Args:
     patterns: Comma-separated globs (local or gs://); files of each glob are read in sorted
       order.
+    counters: If given, counters['invalid_utf8_lines'] is incremented for every line that did
+      not decode as UTF-8.
 
   Returns:
     An iterator of documents, each a non-empty list of sentences.
@@ -154,15 +159,21 @@ def text_file_documents(patterns: str) -> Iterator[list[str]]:
     if not matches:
       raise errors.UserError(f"data.input_files: no file matches {pattern!r}")
     files.extend(matches)
-  return _read_text_files(files)
+  return _read_text_files(files, collections.Counter() if counters is None else counters)
 
 
-def _read_text_files(files: list[str]) -> Iterator[list[str]]:
+def _read_text_files(files: list[str], counters: collections.Counter) -> Iterator[list[str]]:
   for path in files:
-    with tf.io.gfile.GFile(path, "r") as f:
+    # Python's own file object for local files: reading lines through gfile is ~10x slower.
+    opener = tf.io.gfile.GFile if "://" in path else open
+    with opener(path, "rb") as f:
       document = []
-      for line in f:
-        line = line.strip()
+      for raw_line in f:
+        try:
+          line = raw_line.decode("utf-8").strip()
+        except UnicodeDecodeError:
+          counters["invalid_utf8_lines"] += 1
+          line = raw_line.decode("utf-8", errors="replace").strip()
         if line:
           document.append(line)
         elif document:

@@ -1,199 +1,164 @@
-"""Documents -> unmasked NSP sentence-pair instances -> TFRecord shards.
+"""Documents -> unmasked pre-training instances -> TFRecord shards; streaming, parallel, per host.
 
-Builds instances the way google-research/bert's create_pretraining_data.py does (its
-create_instances_from_document and truncate_seq_pair), but writes them UNMASKED: masking happens
-later, in the input pipeline, afresh for every epoch (bert_jax/data/pipeline.py).
+Builds instances the way google-research/bert's create_pretraining_data.py does (see
+bert_jax/data/instances.py), or RoBERTa's FULL-SENTENCES with next_sentence_prediction=False,
+and writes them UNMASKED: masking happens later, in the input pipeline, afresh for every epoch
+(bert_jax/data/pipeline.py).
 
     python -m bert_jax.data.prepare --input_file='corpus/*.txt' --vocab_file=spm.model \\
         --output_dir=DIR --max_seq_length=128 --dupe_factor=5 --num_eval_documents=200
 
+How the corpus is cut (this is what makes the output independent of workers and hosts):
+  - The first num_eval_documents documents of the stream are the eval documents: held out from
+    training, turned into instances once (dupe_factor 1), written to eval.tfrecord by host 0.
+    A corpus sorted by topic should be shuffled (or its files interleaved) beforehand.
+  - The documents after them are grouped, in stream order, into input shards of
+    documents_per_shard documents. Shard k is tokenized, turned into instances with a random
+    source seeded from (seed, k), shuffled, and written as train-{k:05d}.tfrecord.
+  - Random-next B segments are drawn from documents of the same shard (NVIDIA's sharded
+    creation does the same): this is what bounds memory by a shard instead of the corpus.
+  - Shards run in a pool of num_workers processes; with num_hosts > 1, host h takes the shards
+    k with k % num_hosts == h (every host reads the stream to find them; reading is cheap next
+    to instance creation), writes its part of metadata as host-HHHHH-of-NNNNN.json, and host 0,
+    once every part is there, writes metadata.json.
+
 Output directory:
-  train-00000-of-000NN.tfrecord ...  training instances, shuffled, spread round-robin
-  eval.tfrecord                      instances of the held-out documents (dupe_factor 1)
-  metadata.json                      counts and settings; written last, so a directory without
-                                     it is an interrupted prepare
+  train-00000.tfrecord ...  training instances, each file one shuffled input shard
+  eval.tfrecord             instances of the held-out documents
+  metadata.json             counts, settings, special ids, summary; written last, so a
+                            directory without it is an interrupted prepare
 
 Each record holds the original feature names, int64, padded to max_seq_length:
   input_ids [max_seq_length], input_mask [max_seq_length], segment_ids [max_seq_length],
-  next_sentence_labels [1] (1 = B is a random sentence, 0 = B really follows A).
+  next_sentence_labels [1] (1 = B is a random sentence, 0 = B really follows A; always 0
+  without next-sentence prediction).
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+import collections
 import dataclasses
+import inspect
 import json
 import os
-import random
 import sys
 import time
 from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import tokenization
 from bert_jax.data import corpus
+from bert_jax.data import shards
 
 METADATA_FILENAME = "metadata.json"
-EVAL_FILENAME = "eval.tfrecord"
-# Sentences per encode_batch call: big enough to keep the C++ threads busy, small enough that
-# one batch of pieces never dominates memory.
-_ENCODE_CHUNK_SIZE = 20_000
-
-# A document: its sentences, each a list of token ids.
-Document = list[list[int]]
+EVAL_FILENAME = shards.EVAL_FILENAME
+DEFAULT_DOCUMENTS_PER_SHARD = 2000
+SPECIAL_ID_NAMES = ("pad_id", "unk_id", "cls_id", "sep_id", "mask_id")
 
 
 @dataclasses.dataclass(frozen=True)
-class Instance:
-  """One unmasked sentence pair: [CLS] A [SEP] B [SEP]."""
-  tokens: list[int]  # ids, unpadded, [CLS] and [SEP]s included
-  segment_ids: list[int]  # 0 over [CLS] A [SEP], 1 over B [SEP]
-  is_random_next: bool  # B was drawn from another document
+class TokenizerLoader:
+  """Loads a tokenizer from a vocabulary file: what workers get instead of a tokenizer object.
 
-
-def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int,
-                      rng: random.Random) -> None:
-  """Shortens the pair in place to at most max_num_tokens tokens in all.
-
-  Always trims the longer side, one token at a time from its front or its back at random, so
-  the model does not learn that sentences end (or start) exactly at a segment boundary.
+  Attributes:
+    vocab_file: SentencePiece .model or WordPiece vocab.txt (local or gs://).
+    do_lower_case: Passed to tokenization.load_tokenizer when it takes it; None = its default.
   """
-  while len(tokens_a) + len(tokens_b) > max_num_tokens:
-    longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-    if rng.random() < 0.5:
-      del longer[0]
-    else:
-      longer.pop()
+  vocab_file: str
+  do_lower_case: bool | None = None
+
+  def __call__(self) -> Any:
+    # do_lower_case only reaches tokenizers that take it (WordPiece; not SentencePiece).
+    if (self.do_lower_case is not None and
+        "do_lower_case" in inspect.signature(tokenization.load_tokenizer).parameters):
+      return tokenization.load_tokenizer(self.vocab_file, do_lower_case=self.do_lower_case)
+    return tokenization.load_tokenizer(self.vocab_file)
 
 
-def create_instances_from_document(documents: Sequence[Document], document_index: int,
-                                   max_seq_length: int, short_seq_prob: float,
-                                   rng: random.Random) -> list[Instance]:
-  """Cuts one document into sentence-pair instances (the original's algorithm).
-
-  Sentences are gathered into a chunk until it holds target_seq_length tokens; the chunk is
-  split at a random sentence boundary into A and B. Half the time (and always when the chunk
-  is one sentence) B is replaced by sentences from a random other document, and the sentences
-  of the chunk that went unused are put back to start the next chunk.
-
-  Args:
-    documents: All documents; B of a random-next pair is drawn from these.
-    document_index: The document to cut.
-    max_seq_length: Tokens per instance, [CLS] and [SEP]s included.
-    short_seq_prob: Probability of a random shorter target length for this pass, so that the
-      model also sees short sequences (fine-tuning inputs often are).
-    rng: The random source; the whole prepare shares one.
-
-  Returns:
-    The instances.
-  """
-  document = documents[document_index]
-  max_num_tokens = max_seq_length - 3  # Room for [CLS], [SEP], [SEP].
-  target_seq_length = max_num_tokens
-  if rng.random() < short_seq_prob:
-    target_seq_length = rng.randint(2, max_num_tokens)
-
-  instances = []
-  chunk: list[list[int]] = []
-  chunk_length = 0
-  i = 0
-  while i < len(document):
-    chunk.append(document[i])
-    chunk_length += len(document[i])
-    if i == len(document) - 1 or chunk_length >= target_seq_length:
-      # A takes the first a_end sentences of the chunk, at least one.
-      a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-      tokens_a = [token for sentence in chunk[:a_end] for token in sentence]
-      tokens_b = []
-      is_random_next = len(chunk) == 1 or rng.random() < 0.5
-      if is_random_next:
-        target_b_length = target_seq_length - len(tokens_a)
-        # Ten tries at another document; with a single document there is no other.
-        for _ in range(10):
-          random_document_index = rng.randint(0, len(documents) - 1)
-          if random_document_index != document_index:
-            break
-        random_document = documents[random_document_index]
-        random_start = rng.randint(0, len(random_document) - 1)
-        for sentence in random_document[random_start:]:
-          tokens_b.extend(sentence)
-          if len(tokens_b) >= target_b_length:
-            break
-        # The sentences after A were not used: the next chunk starts with them.
-        i -= len(chunk) - a_end
-      else:
-        for sentence in chunk[a_end:]:
-          tokens_b.extend(sentence)
-      truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-      tokens = ([tokenization.CLS_ID] + tokens_a + [tokenization.SEP_ID] + tokens_b +
-                [tokenization.SEP_ID])
-      segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
-      instances.append(Instance(tokens, segment_ids, is_random_next))
-      chunk = []
-      chunk_length = 0
-    i += 1
-  return instances
+def _host_part_filename(host_index: int, num_hosts: int) -> str:
+  return f"host-{host_index:05d}-of-{num_hosts:05d}.json"
 
 
-def create_instances(documents: Sequence[Document], max_seq_length: int, short_seq_prob: float,
-                     dupe_factor: int, rng: random.Random) -> list[Instance]:
-  """Instances of every document, dupe_factor passes over them, shuffled."""
-  instances = []
-  for _ in range(dupe_factor):
-    for document_index in range(len(documents)):
-      instances.extend(create_instances_from_document(documents, document_index, max_seq_length,
-                                                      short_seq_prob, rng))
-  rng.shuffle(instances)
-  return instances
-
-
-def tokenize_documents(documents: Iterable[Sequence[str]],
-                       tokenizer: tokenization.SentencePieceTokenizer) -> list[Document]:
-  """Tokenizes documents in big batches; drops sentences and documents left without tokens."""
-  documents = [document for document in documents if document]
-  sentences = [sentence for document in documents for sentence in document]
-  ids: list[list[int]] = []
-  for start in range(0, len(sentences), _ENCODE_CHUNK_SIZE):
-    ids.extend(tokenizer.encode_batch(sentences[start:start + _ENCODE_CHUNK_SIZE]))
-  tokenized = []
-  position = 0
-  for document in documents:
-    sentence_ids = [s for s in ids[position:position + len(document)] if s]
-    position += len(document)
-    if sentence_ids:
-      tokenized.append(sentence_ids)
-  return tokenized
-
-
-def _serialize(instance: Instance, max_seq_length: int) -> bytes:
-  num_padding = max_seq_length - len(instance.tokens)
-  features = {
-      "input_ids": instance.tokens + [tokenization.PAD_ID] * num_padding,
-      "input_mask": [1] * len(instance.tokens) + [0] * num_padding,
-      "segment_ids": instance.segment_ids + [0] * num_padding,
-      "next_sentence_labels": [int(instance.is_random_next)],
-  }
-  example = tf.train.Example(features=tf.train.Features(feature={
-      name: tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-      for name, values in features.items()
-  }))
-  return example.SerializeToString()
-
-
-def _write_atomically(path: str, records: Iterable[bytes]) -> None:
-  # A reader that sees `path` sees a whole file: it only appears, by rename, once complete.
+def _write_json_atomically(path: str, value: dict[str, Any]) -> None:
   temporary_path = f"{path}.tmp-{os.getpid()}"
-  with tf.io.TFRecordWriter(temporary_path) as writer:
-    for record in records:
-      writer.write(record)
+  with tf.io.gfile.GFile(temporary_path, "w") as f:
+    json.dump(value, f, indent=2)
   tf.io.gfile.rename(temporary_path, path, overwrite=True)
 
 
+def _wait_for_host_parts(output_dir: str, num_hosts: int, config: dict[str, Any],
+                         progress: shards.Progress,
+                         timeout_s: float | None) -> list[dict[str, Any]]:
+  """The parts of metadata the other hosts wrote for this same config, once all are there.
+
+  A part left by an earlier run with the same config describes the same files (the output is
+  a function of the config and the input), so it is as good as a fresh one.
+  """
+  parts = {}
+  deadline = None if timeout_s is None else time.time() + timeout_s
+  while len(parts) < num_hosts - 1:
+    for host_index in range(1, num_hosts):
+      path = os.path.join(output_dir, _host_part_filename(host_index, num_hosts))
+      if host_index not in parts and tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path, "r") as f:
+          part = json.load(f)
+        if part["config"] == config:
+          parts[host_index] = part
+    if len(parts) < num_hosts - 1:
+      if deadline is not None and time.time() > deadline:
+        missing = sorted(set(range(1, num_hosts)) - set(parts))
+        raise errors.UserError(f"{output_dir}: hosts {missing} did not finish their shards "
+                               f"within {timeout_s} s")
+      progress.maybe_print(message=f", waiting for {num_hosts - 1 - len(parts)} other hosts")
+      time.sleep(2.0)
+  return [parts[h] for h in range(1, num_hosts)]
+
+
+def _summarize(results: Sequence[dict[str, Any]], num_input_documents: int,
+               input_counters: dict[str, int]) -> dict[str, Any]:
+  """Totals over shards: the summary metadata.json keeps and the CLI prints."""
+  train = [r for r in results if r["file"] != EVAL_FILENAME]
+  eval_ = [r for r in results if r["file"] == EVAL_FILENAME]
+  def total(rs, key):
+    return sum(r[key] for r in rs)
+  num_train_instances = total(train, "instances")
+  histogram = [sum(counts) for counts in zip(*(r["length_histogram"] for r in train))]
+  return {
+      "input_documents": num_input_documents,
+      "skipped_documents": total(results, "skipped_documents"),
+      "train_documents": total(train, "documents"),
+      "eval_documents": total(eval_, "documents"),
+      "train_instances": num_train_instances,
+      "eval_instances": total(eval_, "instances"),
+      "train_tokens": total(train, "tokens"),
+      "eval_tokens": total(eval_, "tokens"),
+      "random_next_ratio": round(total(train, "random_next") / max(num_train_instances, 1), 4),
+      "train_length_histogram": {"bucket_width": shards.HISTOGRAM_BUCKET_WIDTH,
+                                 "counts": histogram},
+      "invalid_utf8_lines": int(input_counters.get("invalid_utf8_lines", 0)),
+  }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+  """A few human lines of a summary (metadata['summary'])."""
+  histogram = summary["train_length_histogram"]
+  width = histogram["bucket_width"]
+  buckets = ", ".join(f"{width * i}-{width * i + width - 1}: {count}"
+                      for i, count in enumerate(histogram["counts"]) if count)
+  return (f"documents: {summary['input_documents']} read, {summary['train_documents']} train, "
+          f"{summary['eval_documents']} eval, {summary['skipped_documents']} skipped (no "
+          f"tokens); invalid UTF-8 lines: {summary['invalid_utf8_lines']}\n"
+          f"instances: {summary['train_instances']} train, {summary['eval_instances']} eval; "
+          f"tokens (non-padding): {summary['train_tokens']} train, {summary['eval_tokens']} "
+          f"eval; random-next ratio: {summary['random_next_ratio']}\n"
+          f"train instance lengths: {buckets}")
+
+
 def prepare_pretraining_data(documents: Iterable[Sequence[str]],
-                             tokenizer: tokenization.SentencePieceTokenizer,
+                             load_tokenizer: Callable[[], Any],
                              output_dir: str,
                              *,
                              max_seq_length: int,
@@ -201,30 +166,53 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
                              dupe_factor: int,
                              num_eval_documents: int,
                              seed: int,
-                             num_shards: int,
-                             extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Writes training and eval instances of the documents as TFRecords, then metadata.json.
+                             next_sentence_prediction: bool = True,
+                             documents_per_shard: int = DEFAULT_DOCUMENTS_PER_SHARD,
+                             num_workers: int | None = None,
+                             num_hosts: int = 1,
+                             host_index: int = 0,
+                             input_counters: dict[str, int] | None = None,
+                             extra_metadata: dict[str, Any] | None = None,
+                             progress_interval_s: float | None = 10.0,
+                             host_wait_timeout_s: float | None = None) -> dict[str, Any]:
+  """Writes this host's training shards (and, on host 0, eval and metadata.json).
 
-  Deterministic: the same documents, tokenizer and arguments give the same files. Documents are
-  shuffled (seeded) and the last num_eval_documents of them are held out for eval.
+  Deterministic: the same documents, vocabulary and arguments give the same files, whatever
+  num_workers and num_hosts (see the module docstring for how the stream is cut).
 
   Args:
-    documents: Documents, each a sequence of sentences (strings).
-    tokenizer: Turns sentences into ids.
+    documents: Documents, each a sequence of sentences (strings); read once, as a stream.
+    load_tokenizer: Picklable, no arguments, returns the tokenizer (encode_batch, vocab_size,
+      pad_id, unk_id, cls_id, sep_id, mask_id), e.g. TokenizerLoader(vocab_file). Every worker
+      process calls it: tokenizers are loaded, never pickled.
     output_dir: Where to write (local or gs://); created if missing. A metadata.json already
-      there is removed first, so an interrupted rewrite never looks complete.
+      there is removed first (host 0), so an interrupted rewrite never looks complete.
     max_seq_length: Tokens per instance, [CLS] and [SEP]s included.
-    short_seq_prob: Probability of a shorter target length for a pass over a document.
-    dupe_factor: Passes over the training documents, each with new pairings.
-    num_eval_documents: Documents held out for eval; 0 = no eval set (eval.tfrecord is empty).
-    seed: Seed of the document shuffle and of instance creation.
-    num_shards: Number of training files.
+    short_seq_prob: NSP only: probability of a shorter target length for a pass over a
+      document.
+    dupe_factor: Passes over each training shard, each with new pairings (new packing without
+      NSP).
+    num_eval_documents: The first documents of the stream, held out for eval; 0 = no eval set
+      (eval.tfrecord is empty).
+    seed: With a shard's index, seeds everything random in that shard.
+    next_sentence_prediction: True: the original's sentence pairs. False: RoBERTa's
+      FULL-SENTENCES, packed single segments, next_sentence_labels all 0.
+    documents_per_shard: Documents of an input shard (and so of a training file); a worker's
+      memory and the pool of random-next documents.
+    num_workers: Worker processes; None = os.cpu_count(). A pool starts only when this host
+      has two training shards or more.
+    num_hosts: Hosts sharing the work, each running this with its own host_index.
+    host_index: This host, in [0, num_hosts).
+    input_counters: The reader's counters (corpus.text_file_documents), read once the stream
+      is exhausted, for the summary.
     extra_metadata: More JSON-serialisable entries for metadata.json; they replace entries of
       the same name (e.g. 'config', to record the caller's whole data config).
+    progress_interval_s: Seconds between progress lines on stderr; None = silent.
+    host_wait_timeout_s: Host 0 only: how long to wait for the other hosts; None = forever.
 
   Returns:
-    The metadata (also in output_dir/metadata.json), with 'train_files' and 'eval_files' as
-    full paths.
+    Host 0: the metadata (also in output_dir/metadata.json), with 'train_files' and
+    'eval_files' as full paths. Other hosts: their part of it (training files and counts).
 
   Raises:
     errors.UserError: When no training document is left.
@@ -233,70 +221,83 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
   if max_seq_length < 5:
     raise ValueError(f"max_seq_length must be at least 5 ([CLS] A [SEP] B [SEP]), "
                      f"not {max_seq_length}")
-  if num_shards < 1 or dupe_factor < 1 or num_eval_documents < 0:
-    raise ValueError(f"need num_shards >= 1, dupe_factor >= 1, num_eval_documents >= 0; got "
-                     f"{num_shards}, {dupe_factor}, {num_eval_documents}")
-  start_time = time.time()
+  if dupe_factor < 1 or num_eval_documents < 0 or documents_per_shard < 1:
+    raise ValueError(f"need dupe_factor >= 1, num_eval_documents >= 0, documents_per_shard >= 1;"
+                     f" got {dupe_factor}, {num_eval_documents}, {documents_per_shard}")
+  if not 0 <= host_index < num_hosts:
+    raise ValueError(f"host_index {host_index} not in [0, num_hosts={num_hosts})")
+  if num_workers is None:
+    num_workers = os.cpu_count() or 1
+  tokenizer = load_tokenizer()
+  config = {
+      "max_seq_length": max_seq_length,
+      "short_seq_prob": short_seq_prob,
+      "dupe_factor": dupe_factor,
+      "num_eval_documents": num_eval_documents,
+      "seed": seed,
+      "next_sentence_prediction": next_sentence_prediction,
+      "documents_per_shard": documents_per_shard,
+      "vocab_file": getattr(load_tokenizer, "vocab_file",
+                            getattr(tokenizer, "model_file", None)),
+  }
   tf.io.gfile.makedirs(output_dir)
   metadata_path = os.path.join(output_dir, METADATA_FILENAME)
-  if tf.io.gfile.exists(metadata_path):
-    tf.io.gfile.remove(metadata_path)
+  part_path = os.path.join(output_dir, _host_part_filename(host_index, num_hosts))
+  stale_path = metadata_path if host_index == 0 else part_path
+  if tf.io.gfile.exists(stale_path):
+    tf.io.gfile.remove(stale_path)
 
-  tokenized = tokenize_documents(documents, tokenizer)
-  rng = random.Random(seed)
-  rng.shuffle(tokenized)
-  num_train_documents = len(tokenized) - num_eval_documents
-  if num_train_documents < 1:
+  settings = shards.Settings(output_dir, max_seq_length, short_seq_prob, dupe_factor, seed,
+                       next_sentence_prediction)
+  counters: collections.Counter = collections.Counter()
+  progress = shards.Progress(progress_interval_s, counters,
+                       f" (host {host_index} of {num_hosts})" if num_hosts > 1 else "")
+  tasks = shards.iter_tasks(documents, num_eval_documents, documents_per_shard, num_hosts,
+                            host_index, counters)
+  results = shards.run_tasks(tasks, settings, load_tokenizer, tokenizer, num_workers,
+                             progress)
+  train_files = [r["file"] for r in results if r["file"] != EVAL_FILENAME]
+  part = {"config": config, "train_files": train_files, "results": results,
+          "documents_read": counters["documents_read"]}
+  if host_index != 0:
+    _write_json_atomically(part_path, part)
+    progress.maybe_print(force=True, message=", done; host 0 writes metadata.json")
+    return part
+
+  if num_hosts > 1:
+    for other in _wait_for_host_parts(output_dir, num_hosts, config, progress,
+                                      host_wait_timeout_s):
+      results.extend(other["results"])
+  # Each document is in exactly one shard (eval included) of exactly one host.
+  num_input_documents = sum(r["documents"] + r["skipped_documents"] for r in results)
+  results.sort(key=lambda r: (r["file"] != EVAL_FILENAME, r["file"]))
+  summary = _summarize(results, num_input_documents, dict(input_counters or {}))
+  if summary["train_documents"] < 1:
     raise errors.UserError(
         f"data.num_eval_documents={num_eval_documents} leaves no training document (there are "
-        f"{len(tokenized)} non-empty documents)")
-  train_documents = tokenized[:num_train_documents]
-  eval_documents = tokenized[num_train_documents:]
-  logging.info("Tokenized %d documents in %.1f s.", len(tokenized), time.time() - start_time)
-
-  train_instances = create_instances(train_documents, max_seq_length, short_seq_prob,
-                                     dupe_factor, rng)
-  eval_instances = create_instances(eval_documents, max_seq_length, short_seq_prob,
-                                    dupe_factor=1, rng=rng) if eval_documents else []
-
-  train_filenames = [f"train-{shard:05d}-of-{num_shards:05d}.tfrecord"
-                     for shard in range(num_shards)]
-  for shard, filename in enumerate(train_filenames):
-    # Round-robin, as the original spreads instances over its output files.
-    _write_atomically(os.path.join(output_dir, filename),
-                      (_serialize(instance, max_seq_length)
-                       for instance in train_instances[shard::num_shards]))
-  _write_atomically(os.path.join(output_dir, EVAL_FILENAME),
-                    (_serialize(instance, max_seq_length) for instance in eval_instances))
-
+        f"{summary['train_documents'] + summary['eval_documents']} non-empty documents)")
   metadata = {
-      "num_train_instances": len(train_instances),
-      "num_eval_instances": len(eval_instances),
-      "num_train_documents": len(train_documents),
-      "num_eval_documents": len(eval_documents),
-      "num_random_next_train_instances": sum(i.is_random_next for i in train_instances),
+      "num_train_instances": summary["train_instances"],
+      "num_eval_instances": summary["eval_instances"],
+      "num_train_documents": summary["train_documents"],
+      "num_eval_documents": summary["eval_documents"],
+      "num_random_next_train_instances": sum(r["random_next"] for r in results
+                                             if r["file"] != EVAL_FILENAME),
       "max_seq_length": max_seq_length,
+      "next_sentence_prediction": next_sentence_prediction,
       "vocab_size": tokenizer.vocab_size,
-      "train_files": train_filenames,
+      "special_ids": {name: int(getattr(tokenizer, name)) for name in SPECIAL_ID_NAMES},
+      "train_files": [r["file"] for r in results if r["file"] != EVAL_FILENAME],
+      # Per file, in the order above: lets a resumed run skip whole epochs without reading.
+      "train_file_instances": [r["instances"] for r in results if r["file"] != EVAL_FILENAME],
       "eval_files": [EVAL_FILENAME],
-      "config": {
-          "max_seq_length": max_seq_length,
-          "short_seq_prob": short_seq_prob,
-          "dupe_factor": dupe_factor,
-          "num_eval_documents": num_eval_documents,
-          "seed": seed,
-          "num_shards": num_shards,
-          "vocab_file": getattr(tokenizer, "model_file", None),
-      },
+      "summary": summary,
+      "config": config,
   }
   metadata.update(extra_metadata or {})
   # Written last and renamed into place: its presence means every file above is complete.
-  temporary_path = f"{metadata_path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(temporary_path, "w") as f:
-    json.dump(metadata, f, indent=2)
-  tf.io.gfile.rename(temporary_path, metadata_path, overwrite=True)
-  logging.info("Wrote %d train and %d eval instances to %s in %.1f s.", len(train_instances),
-               len(eval_instances), output_dir, time.time() - start_time)
+  _write_json_atomically(metadata_path, metadata)
+  progress.maybe_print(force=True, message=", done")
   return with_full_paths(metadata, output_dir)
 
 
@@ -313,43 +314,73 @@ def _define_flags() -> None:
   # command line (or clash with its own --vocab_file).
   flags.DEFINE_string("input_file", None, "Comma-separated globs of text files: one sentence "
                       "per line, a blank line between documents.")
-  flags.DEFINE_string("vocab_file", None, "SentencePiece .model (see "
-                      "tokenization.train_sentencepiece).")
+  flags.DEFINE_string("tfds_name", None, "TFDS text dataset instead of --input_file, e.g. "
+                      "wikipedia/20230601.en.")
+  flags.DEFINE_string("tfds_split", "train", "TFDS split, e.g. train or train[:1%].")
+  flags.DEFINE_string("tfds_text_key", "text", "TFDS feature that holds a document's text.")
+  flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir; unset = TFDS's default.")
+  flags.DEFINE_string("vocab_file", None, "SentencePiece .model or WordPiece vocab.txt.")
+  flags.DEFINE_boolean("do_lower_case", None, "Lower-case text before WordPiece; unset = the "
+                       "tokenizer's default.")
   flags.DEFINE_string("output_dir", None, "Directory to write the TFRecords and metadata to.")
   flags.DEFINE_integer("max_seq_length", 128, "Tokens per instance, [CLS] and [SEP]s included.")
   flags.DEFINE_float("short_seq_prob", 0.1,
-                     "Probability of creating sequences shorter than max_seq_length.")
+                     "Probability of creating sequences shorter than max_seq_length (NSP).")
   flags.DEFINE_integer("dupe_factor", 5,
                        "Passes over the training documents, each with new pairings.")
   flags.DEFINE_integer("num_eval_documents", 200,
-                       "Documents held out to build eval.tfrecord from.")
-  flags.DEFINE_integer("random_seed", 12345, "Seed of the document shuffle and the pairing.")
-  flags.DEFINE_integer("num_shards", 1, "Number of training TFRecord files.")
-  flags.mark_flags_as_required(["input_file", "vocab_file", "output_dir"])
+                       "The first documents of the input, held out to build eval.tfrecord.")
+  flags.DEFINE_integer("random_seed", 12345, "Seed of everything random (with shard indices).")
+  flags.DEFINE_boolean("next_sentence_prediction", True, "Sentence pairs with NSP labels (the "
+                       "original BERT); false: RoBERTa's FULL-SENTENCES packing.")
+  flags.DEFINE_integer("documents_per_shard", DEFAULT_DOCUMENTS_PER_SHARD,
+                       "Documents of an input shard, and so of a training file.")
+  flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Worker processes on this host.")
+  flags.DEFINE_integer("num_hosts", 1, "Hosts sharing the work.")
+  flags.DEFINE_integer("host_index", 0, "This host, in [0, num_hosts); host 0 writes eval and "
+                       "metadata.json once every other host is done.")
+  flags.mark_flags_as_required(["vocab_file", "output_dir"])
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   flag_values = flags.FLAGS
+  if (flag_values.input_file is None) == (flag_values.tfds_name is None):
+    raise app.UsageError("Give exactly one of --input_file and --tfds_name.")
+  counters: collections.Counter = collections.Counter()
   try:
+    if flag_values.input_file is not None:
+      documents = corpus.text_file_documents(flag_values.input_file, counters)
+    else:
+      documents = corpus.tfds_documents(flag_values.tfds_name, flag_values.tfds_split,
+                                        flag_values.tfds_text_key, flag_values.tfds_data_dir)
+    loader = TokenizerLoader(flag_values.vocab_file, flag_values.do_lower_case)
     metadata = prepare_pretraining_data(
-        corpus.text_file_documents(flag_values.input_file),
-        tokenization.load_tokenizer(flag_values.vocab_file),
-        flag_values.output_dir,
+        documents, loader, flag_values.output_dir,
         max_seq_length=flag_values.max_seq_length,
         short_seq_prob=flag_values.short_seq_prob,
         dupe_factor=flag_values.dupe_factor,
         num_eval_documents=flag_values.num_eval_documents,
         seed=flag_values.random_seed,
-        num_shards=flag_values.num_shards)
+        next_sentence_prediction=flag_values.next_sentence_prediction,
+        documents_per_shard=flag_values.documents_per_shard,
+        num_workers=flag_values.num_workers,
+        num_hosts=flag_values.num_hosts,
+        host_index=flag_values.host_index,
+        input_counters=counters,
+        progress_interval_s=5.0)
   except errors.UserError as e:
     # A bad flag or input file gets one line that names it, not a traceback.
     sys.exit(f"bert_jax.data.prepare: error: {e}")
-  print(f"{metadata['num_train_instances']} train instances "
-        f"({metadata['num_train_documents']} documents), {metadata['num_eval_instances']} eval "
-        f"instances ({metadata['num_eval_documents']} documents) in {flag_values.output_dir}")
+  if "summary" in metadata:
+    print(format_summary(metadata["summary"]))
+  print(f"{len(metadata['train_files'])} training files in {flag_values.output_dir}")
+
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  # Run through the module's real name, so that the functions the worker processes unpickle
+  # are bert_jax.data.prepare's, not this __main__'s.
+  from bert_jax.data import prepare as _prepare  # pylint: disable=import-self
+  _prepare._define_flags()  # pylint: disable=protected-access
+  app.run(_prepare.main)
