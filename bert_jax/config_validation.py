@@ -7,7 +7,7 @@ from jax.sharding import Mesh
 from bert_jax import errors
 from bert_jax import modeling
 
-_SOURCES = ("embedded", "text", "tfds")
+_SOURCES = ("embedded", "text", "tfds", "tfrecord")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -16,8 +16,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   data, train, model = config.data, config.train, config.model
   if data.source not in _SOURCES:
     raise errors.UserError(f"data.source={data.source!r} is not one of {', '.join(_SOURCES)}")
-  if data.source == "text" and not data.input_files:
-    raise errors.UserError("data.input_files is empty but data.source='text' needs text files")
+  if data.source in ("text", "tfrecord") and not data.input_files:
+    raise errors.UserError(f"data.input_files is empty but data.source={data.source!r} needs "
+                           "files")
+  if data.prepare_seq_length and not (
+      data.max_seq_length <= data.prepare_seq_length <= model.max_position_embeddings):
+    raise errors.UserError(
+        f"data.prepare_seq_length={data.prepare_seq_length} must be between "
+        f"data.max_seq_length={data.max_seq_length} and "
+        f"model.max_position_embeddings={model.max_position_embeddings}")
   if data.max_seq_length > model.max_position_embeddings:
     raise errors.UserError(f"data.max_seq_length={data.max_seq_length} is larger than "
                      f"model.max_position_embeddings={model.max_position_embeddings}")

@@ -36,8 +36,12 @@ def weighted_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -
 
 
 def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
-                     batch: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+                     batch: dict[str, jax.Array], next_sentence_prediction: bool = True
+                     ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The original's objective: mean MLM loss over real predictions + mean NSP loss.
+
+  With next_sentence_prediction=False (RoBERTa's recipe: packed full sentences, no pairs) the
+  loss is MLM only; NSP metrics are still computed but mean nothing.
 
   Returns:
     (scalar loss, sums): sums of losses, correct counts and weights, so that metrics from
@@ -48,7 +52,9 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
   nsp_loss_sum = next_sentence_loss(nsp_logits, batch["next_sentence_labels"])
   nsp_count = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
   # The original divides by (sum of weights + 1e-5) so a batch with no prediction is finite.
-  loss = mlm_loss_sum / (mlm_weight + 1e-5) + nsp_loss_sum / nsp_count
+  loss = mlm_loss_sum / (mlm_weight + 1e-5)
+  if next_sentence_prediction:
+    loss += nsp_loss_sum / nsp_count
   sums = {
       "mlm_loss": mlm_loss_sum,
       "mlm_correct": weighted_correct(mlm_logits, batch["masked_lm_ids"],
@@ -62,14 +68,14 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
   return loss, sums
 
 
-def summarize(sums: dict[str, float]) -> dict[str, float]:
+def summarize(sums: dict[str, float], next_sentence_prediction: bool = True) -> dict[str, float]:
   """Mean losses and accuracies from summed metrics (host side)."""
   mlm_weight = max(float(sums["mlm_weight"]), 1e-5)
   nsp_count = max(float(sums["nsp_count"]), 1.0)
   mlm_loss = float(sums["mlm_loss"]) / mlm_weight
   nsp_loss = float(sums["nsp_loss"]) / nsp_count
   return {
-      "loss": mlm_loss + nsp_loss,
+      "loss": mlm_loss + nsp_loss if next_sentence_prediction else mlm_loss,
       "mlm_loss": mlm_loss,
       "mlm_accuracy": float(sums["mlm_correct"]) / mlm_weight,
       "nsp_loss": nsp_loss,

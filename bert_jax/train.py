@@ -24,11 +24,8 @@ from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import sharding
-from bert_jax.data import pipeline
-from bert_jax.data import workdir_data
+from bert_jax.data import inputs
 
-# Metrics that are summed over steps and batches (see losses.pretraining_loss).
-_SUMMED = ("mlm_loss", "mlm_correct", "mlm_weight", "nsp_loss", "nsp_correct", "nsp_count")
 
 
 @flax.struct.dataclass
@@ -91,7 +88,8 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-               model: nn.Module, tx: optax.GradientTransformation
+               model: nn.Module, tx: optax.GradientTransformation,
+               next_sentence_prediction: bool = True
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer step on the MLM + NSP loss; returns the new state and summed metrics."""
   # Dropout depends only on (seed, step): a resumed run draws the same dropout masks.
@@ -101,7 +99,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
     mlm_logits, nsp_logits = model.apply(
         {"params": params}, *_model_inputs(batch), deterministic=False,
         rngs={"dropout": dropout_rng})
-    return losses.pretraining_loss(mlm_logits, nsp_logits, batch)
+    return losses.pretraining_loss(mlm_logits, nsp_logits, batch, next_sentence_prediction)
 
   (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -110,11 +108,11 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   return new_state, {**sums, "loss": loss, "grad_norm": optax.global_norm(grads)}
 
 
-def eval_step(params: Any, batch: dict[str, jax.Array], *,
-              model: nn.Module) -> dict[str, jax.Array]:
+def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
+              next_sentence_prediction: bool = True) -> dict[str, jax.Array]:
   """Summed eval metrics of one batch, no dropout."""
   mlm_logits, nsp_logits = model.apply({"params": params}, *_model_inputs(batch))
-  _, sums = losses.pretraining_loss(mlm_logits, nsp_logits, batch)
+  _, sums = losses.pretraining_loss(mlm_logits, nsp_logits, batch, next_sentence_prediction)
   return sums
 
 
@@ -123,26 +121,13 @@ def _sum_metrics(device_metrics: list[dict[str, jax.Array]]) -> dict[str, float]
   return {k: float(np.sum([m[k] for m in host])) for k in host[0]}
 
 
-def evaluate(p_eval_step, params, eval_batches, batch_sharding) -> dict[str, float]:
+def evaluate(p_eval_step, params, eval_batches, batch_sharding,
+             next_sentence_prediction: bool = True) -> dict[str, float]:
   """Mean losses and accuracies over the fixed held-out eval batches."""
   device_metrics = [
       p_eval_step(params, jax.make_array_from_process_local_data(batch_sharding, batch))
       for batch in eval_batches]
-  return losses.summarize(_sum_metrics(device_metrics))
-
-
-def most_frequent_token_accuracy(eval_batches: list[dict[str, np.ndarray]]) -> float:
-  """MLM accuracy of always predicting the eval set's most frequent masked token.
-
-  The best any constant predictor can do on this eval set: what a model must beat to have
-  learned anything from context.
-  """
-  ids = np.concatenate([b["masked_lm_ids"].ravel() for b in eval_batches])
-  weights = np.concatenate([b["masked_lm_weights"].ravel() for b in eval_batches])
-  real = ids[weights > 0]
-  if real.size == 0:
-    return 0.0
-  return float(np.bincount(real).max() / real.size)
+  return losses.summarize(_sum_metrics(device_metrics), next_sentence_prediction)
 
 
 def _check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
@@ -182,32 +167,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpointer.close()
       return meta.get("eval", {})
 
-  # ---- Data: vocabulary and TFRecords, built once into WORKDIR/data ----
-  data = workdir_data.prepare(config, workdir)
-  config_validation.validate_vocab(config, data["vocab_size"])
-  if data["vocab_size"] < config.model.vocab_size:
-    print(f"The tokenizer has {data['vocab_size']} pieces; embedding rows past them "
+  # ---- Data: records, vocabulary, masking; built once into WORKDIR/data from text ----
+  data = inputs.resolve(config, workdir)
+  config_validation.validate_vocab(config, data.vocab_size)
+  if data.vocab_size < config.model.vocab_size:
+    print(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
           f"(model.vocab_size={config.model.vocab_size}) are never used.", flush=True)
-  process_count = jax.process_count()
-  host_batch_size = config.train.batch_size // process_count
-  host_eval_batch_size = config.train.eval_batch_size // process_count
-  data_kwargs = dict(
-      max_seq_length=config.data.max_seq_length,
-      max_predictions_per_seq=config.data.max_predictions_per_seq,
-      masked_lm_prob=config.data.masked_lm_prob, vocab_size=data["vocab_size"],
-      process_index=jax.process_index(), process_count=process_count)
-  eval_dataset = pipeline.pretraining_dataset(
-      data["eval_files"], batch_size=host_eval_batch_size, seed=config.seed + 1,
-      is_training=False, **data_kwargs)
-  if config.train.max_eval_steps > 0:
-    eval_dataset = eval_dataset.take(config.train.max_eval_steps)
-  eval_batches = list(eval_dataset.as_numpy_iterator())
-  if not eval_batches:
-    raise errors.UserError(
-        f"the eval set ({data['num_eval_instances']} instances) has no full batch of "
-        f"train.eval_batch_size={config.train.eval_batch_size}: lower it, or raise "
-        f"data.num_eval_documents")
-  baseline = most_frequent_token_accuracy(eval_batches)
+  nsp = data.next_sentence_prediction
+  eval_batches = inputs.eval_batches(config, data)
+  baseline = inputs.most_frequent_token_accuracy(eval_batches)
 
   # ---- Model, optimizer, shardings ----
   model = modeling.BertForPreTraining(model_config)
@@ -237,20 +205,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     start_step = int(state.step)
 
     p_train_step = jax.jit(
-        functools.partial(train_step, model=model, tx=tx),
+        functools.partial(train_step, model=model, tx=tx, next_sentence_prediction=nsp),
         in_shardings=(state_shardings, batch_sharding, sharding.replicated(mesh)),
         out_shardings=(state_shardings, sharding.replicated(mesh)),
         donate_argnums=(0,))
     p_eval_step = jax.jit(
-        functools.partial(eval_step, model=model),
+        functools.partial(eval_step, model=model, next_sentence_prediction=nsp),
         in_shardings=(state_shardings.params, batch_sharding),
         out_shardings=sharding.replicated(mesh))
 
-    # Each process resumes its own stream right after the examples it has already consumed.
-    train_iter = pipeline.pretraining_dataset(
-        data["train_files"], batch_size=host_batch_size, seed=config.seed, is_training=True,
-        start_index=start_step * host_batch_size,
-        shuffle_buffer_size=config.data.shuffle_buffer_size, **data_kwargs).as_numpy_iterator()
+    # Each host resumes its own stream right after the examples it has already consumed; the
+    # count is kept in the checkpoint, so phases with different batch sizes add up.
+    examples_at_start = int(meta.get("examples_consumed", 0)) if latest is not None else 0
+    train_iter = inputs.train_dataset(
+        config, data, examples_at_start // jax.process_count()).as_numpy_iterator()
 
     writer = metrics.MetricWriter(workdir)
     throughput = metrics.Throughput(start_step)
@@ -259,7 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     def save(step: int, force: bool = False) -> None:
       checkpointer.save(step, state, {
-          "step": step, "examples_consumed": step * config.train.batch_size,
+          "step": step,
+          "examples_consumed": examples_at_start + (step - start_step) * config.train.batch_size,
           "model": dataclasses.asdict(model_config), "eval": eval_metrics,
           "config": config.to_dict()}, force=force)
 
@@ -272,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
       if step % config.train.log_every_steps == 0 or last:
         summed = _sum_metrics(pending)
-        scalars = losses.summarize(summed)
+        scalars = losses.summarize(summed, nsp)
         scalars["grad_norm"] = summed["grad_norm"] / len(pending)
         scalars["learning_rate"] = float(schedule(step - 1))
         scalars["sequences_per_second"] = throughput(step, config.train.batch_size)
@@ -285,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
       eval_every = config.train.eval_every_steps
       if (eval_every and step % eval_every == 0) or last:
-        eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding)
+        eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
         eval_metrics["most_frequent_token_accuracy"] = baseline
         metrics.log_line("eval", step, eval_metrics)
         writer.write_scalars("eval", step, eval_metrics)

@@ -44,8 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
 
   # The pre-training data.
   data = config.data = ml_collections.ConfigDict()
-  # Where the text comes from: 'tfds' (data.tfds_name), 'text' (data.input_files) or 'embedded'
-  # (the docstrings of this Python's standard library: no download, no network).
+  # Where the data comes from: 'tfds' (data.tfds_name), 'text' (data.input_files), 'embedded'
+  # (the docstrings of this Python's standard library: no download, no network), or 'tfrecord'
+  # (instances already prepared, by `python -m bert_jax.data.prepare` or by the original's
+  # create_pretraining_data.py: data.input_files and data.eval_input_files, data.vocab_file).
   data.source = "tfds"
   # TFDS text dataset and split, for source='tfds'.
   data.tfds_name = "wikipedia/20230601.en"
@@ -55,25 +57,44 @@ def get_config() -> ml_collections.ConfigDict:
   data.tfds_text_key = "text"
   # TFDS data_dir ('' = TFDS's default, ~/tensorflow_datasets or $TFDS_DATA_DIR).
   data.tfds_data_dir = ""
-  # Comma-separated globs of text files for source='text', in the original format: one sentence
-  # per line, a blank line between documents.
+  # Comma-separated globs: text files for source='text', in the original format (one sentence
+  # per line, a blank line between documents); TFRecord files for source='tfrecord'.
   data.input_files = ""
-  # SentencePiece .model to tokenize with; '' = train one from the corpus (cached in the workdir).
+  # Comma-separated globs of the eval TFRecords, for source='tfrecord'.
+  data.eval_input_files = ""
+  # Vocabulary: a WordPiece vocab.txt (e.g. Google's) or a SentencePiece .model; '' = train a
+  # SentencePiece model of model.vocab_size pieces from the corpus (cached in the workdir).
   data.vocab_file = ""
+  # Lower-case and strip accents before WordPiece (uncased vocabularies); unused by SentencePiece.
+  data.do_lower_case = True
   # Cap on the number of documents read (0 = all); handy to try a big corpus quickly.
   data.max_documents = 0
   # Documents held out (never trained on) to build the eval set from.
   data.num_eval_documents = 200
   # Tokens per instance, [CLS] and [SEP]s included.
   data.max_seq_length = 128
+  # Length the instances are prepared at (0 = data.max_seq_length). Prepare once at 512 and
+  # train a 128 phase then a 512 phase on the same data: longer instances are truncated as
+  # the original truncates pairs when read.
+  data.prepare_seq_length = 0
   # Most masked positions per instance (the MLM head runs only on these).
   data.max_predictions_per_seq = 20
-  # Fraction of tokens masked (80% [MASK], 10% random, 10% unchanged).
+  # Fraction of tokens masked (80% [MASK], 10% random, 10% unchanged); MosaicBERT uses 0.30.
   data.masked_lm_prob = 0.15
+  # Mask whole words (all their pieces) rather than single pieces.
+  data.whole_word_masking = False
+  # Mask each instance the same way in every epoch, as the original's static masks (default:
+  # new masks every epoch). Records the original already masked are always used as they are.
+  data.static_masks = False
+  # Sentence pairs with the NSP task (BERT); False = RoBERTa's packed full sentences, MLM only.
+  data.next_sentence_prediction = True
   # Probability of a shorter target length, so the model sees short sequences too.
   data.short_seq_prob = 0.1
   # Times each document is turned into instances, with different sentence pairings.
   data.dupe_factor = 5
+  # Documents per input shard of prepare: the unit of parallel work and of memory (random
+  # next sentences are drawn from within a shard, as NVIDIA's sharded creation does).
+  data.documents_per_shard = 2000
   # Instances in the tf.data shuffle buffer.
   data.shuffle_buffer_size = 10000
   # Sentences sampled to train the SentencePiece vocabulary.

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import tokenization
+from bert_jax.data import masking
 from bert_jax.data import pipeline
 
 MAX_SEQ_LENGTH = 48
@@ -57,10 +58,20 @@ def data(tmp_path_factory):
   return str(directory / "train-*.tfrecord"), records
 
 
-def _dataset(pattern, **overrides) -> tf.data.Dataset:
-  kwargs = dict(batch_size=8, max_seq_length=MAX_SEQ_LENGTH,
-                max_predictions_per_seq=MAX_PREDICTIONS, masked_lm_prob=0.15,
-                vocab_size=VOCAB_SIZE, seed=0, is_training=False, shuffle_buffer_size=64)
+def masking_config(**overrides) -> masking.MaskingConfig:
+  kwargs = dict(vocab_size=VOCAB_SIZE, cls_id=tokenization.CLS_ID, sep_id=tokenization.SEP_ID,
+                mask_id=tokenization.MASK_ID, special_ids=tuple(range(5)),
+                max_predictions_per_seq=MAX_PREDICTIONS, masked_lm_prob=0.15)
+  kwargs.update(overrides)
+  return masking.MaskingConfig(**kwargs)
+
+
+def _dataset(pattern, masked_lm_prob=0.15, masking_overrides=None,
+             **overrides) -> tf.data.Dataset:
+  kwargs = dict(batch_size=8, max_seq_length=MAX_SEQ_LENGTH, seed=0, is_training=False,
+                shuffle_buffer_size=64,
+                masking_config=masking_config(masked_lm_prob=masked_lm_prob,
+                                              **(masking_overrides or {})))
   kwargs.update(overrides)
   return pipeline.pretraining_dataset(pattern, **kwargs)
 
@@ -167,9 +178,8 @@ def test_masks_are_a_function_of_seed_and_index(data):
   features = {name: tf.constant(value, tf.int32) for name, value in records[7].items()}
   features["next_sentence_labels"] = features["next_sentence_labels"][0]
   def mask(seed, index):
-    masked = pipeline.mask_example(features, tf.constant(index, tf.int64), seed=seed,
-                                   max_predictions_per_seq=MAX_PREDICTIONS,
-                                   masked_lm_prob=0.15, vocab_size=VOCAB_SIZE)
+    masked = masking.mask_example(features, tf.constant([seed, index], tf.int64),
+                                  masking_config())
     return {name: value.numpy() for name, value in masked.items()}
   reference = mask(0, 123)
   for name, value in mask(0, 123).items():

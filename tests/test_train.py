@@ -136,3 +136,75 @@ def test_main_cli_runs_and_reports_bad_config_in_one_line(tmp_path):
   assert last.startswith("bert_jax: error: model.hidden_size=32 is not divisible by "
                          "model.num_attention_heads=5"), bad.stderr[-2000:]
   assert "Traceback" not in bad.stderr
+
+
+def test_sequence_length_phases_share_one_prepared_data_set(tmp_path, capsys):
+  """Prepare once at 32, train a 16 phase, then resume the same workdir at 32."""
+  corpus = write_corpus(str(tmp_path))
+  workdir = str(tmp_path / "work")
+  config = small_config(corpus, num_train_steps=3)
+  config.data.update(max_seq_length=16, prepare_seq_length=32, max_predictions_per_seq=3)
+  train.train_and_evaluate(config, workdir)
+  assert "train step=2 " in capsys.readouterr().out
+  config = small_config(corpus, num_train_steps=5, batch_size=4)
+  config.data.update(max_seq_length=32, prepare_seq_length=32)
+  train.train_and_evaluate(config, workdir)
+  out = capsys.readouterr().out
+  assert "Resumed from the checkpoint at step 3" in out and "train step=5 " in out
+  assert "Preparing" not in out  # The data set was not made again.
+  # Phase 1's 3 steps of 8 and phase 2's 2 steps of 4 examples.
+  from bert_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  meta = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore_meta(5)
+  assert meta["examples_consumed"] == 3 * 8 + 2 * 4
+  # Longer than prepared is an error that names the fields.
+  config.data.update(max_seq_length=48, prepare_seq_length=0)
+  config.train.num_train_steps = 6
+  try:
+    train.train_and_evaluate(config, workdir)
+  except ValueError as e:
+    assert "data.max_seq_length=48" in str(e) and "prepared at 32" in str(e)
+  else:
+    raise AssertionError("a phase longer than the prepared data ran")
+
+
+def test_roberta_recipe_without_nsp_and_with_whole_word_masking(tmp_path, capsys):
+  corpus = write_corpus(str(tmp_path))
+  config = small_config(corpus, num_train_steps=2)
+  config.data.update(next_sentence_prediction=False, whole_word_masking=True,
+                     masked_lm_prob=0.3, max_predictions_per_seq=10)
+  result = train.train_and_evaluate(config, str(tmp_path / "work"))
+  # Without NSP the loss is the MLM loss alone.
+  assert abs(result["loss"] - result["mlm_loss"]) < 1e-6
+  assert "train step=2 " in capsys.readouterr().out
+
+
+def test_records_prepared_beforehand_with_a_google_layout_wordpiece_vocab(tmp_path, capsys):
+  """prepare's CLI with a vocab.txt whose special ids are Google's ([CLS]=101), then train."""
+  from bert_jax.data import inputs  # pylint: disable=g-import-not-at-top
+  corpus = write_corpus(str(tmp_path))
+  vocab = (["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]",
+                                                               "[MASK]"]
+           + sorted(set(_WORDS)) + [".", "##s"])
+  vocab_file = tmp_path / "vocab.txt"
+  vocab_file.write_text("\n".join(vocab) + "\n")
+  out = tmp_path / "records"
+  prepare = subprocess.run(
+      [sys.executable, "-m", "bert_jax.data.prepare", f"--input_file={corpus}",
+       f"--vocab_file={vocab_file}", f"--output_dir={out}", "--max_seq_length=32",
+       "--num_eval_documents=6", "--dupe_factor=2", "--num_workers=1"],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+  assert prepare.returncode == 0, prepare.stderr[-3000:]
+
+  config = small_config("", num_train_steps=2)
+  config.model.vocab_size = len(vocab)
+  config.data.update(source="tfrecord", input_files=f"{out}/train-*.tfrecord",
+                     eval_input_files=f"{out}/eval.tfrecord", vocab_file=str(vocab_file))
+  data = inputs.resolve(config, str(tmp_path / "work"))
+  assert (data.masking_config.cls_id, data.masking_config.mask_id) == (101, 103)
+  batch = next(inputs.train_dataset(config, data, 0).as_numpy_iterator())
+  assert (batch["input_ids"][:, 0] == 101).all() and (batch["input_ids"] == 103).any()
+  real = batch["masked_lm_weights"] > 0
+  assert not np.isin(batch["masked_lm_ids"][real], [0, 100, 101, 102, 103]).any()
+  train.train_and_evaluate(config, str(tmp_path / "work"))
+  assert "train step=2 " in capsys.readouterr().out

@@ -1,16 +1,18 @@
-"""The pre-training input on each host: its share of the records -> shuffle -> MLM masking -> batch.
+"""The pre-training input on each host: its own records -> shuffle -> truncate -> mask -> batch.
 
-Records are the unmasked instances bert_jax/data/prepare.py writes. Masking happens here, on
-the host, and is a pure function of (seed, index of the example in this process's stream): the
-stream repeats forever and every pass over the data gets new masks, yet a run resumed at
-example k (`start_index=k`) sees exactly the masks and batches it would have seen.
+Records are sentence-pair instances as TFRecords with the original feature names: the unmasked
+ones bert_jax/data/prepare.py writes (masked here, dynamically), or the statically masked ones
+google-research/bert's create_pretraining_data.py writes (used as they are).
 
-Masking follows the original BERT: up to max_predictions_per_seq positions, about
-masked_lm_prob of the real tokens, never [CLS], [SEP] or padding; of the chosen positions 80%
-become [MASK], 10% a random ordinary token, 10% stay as they are.
+Determinism: the training stream is a sequence of epochs, each a seeded shuffle of this host's
+files and records; example k of the stream (counting from the start of training) is masked
+with a stateless seed made of (seed, k). So the stream is a pure function of (seed, example
+index), and a run resumed at example k (`start_index=k`) sees exactly the batches it would have
+seen; with `records_per_epoch` known, resuming skips whole epochs without reading them.
 """
 
 from collections.abc import Sequence
+import dataclasses
 import json
 import os
 from typing import Any
@@ -18,20 +20,18 @@ from typing import Any
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax import tokenization
+from bert_jax.data import masking
 from bert_jax.data import prepare
 
-# The fraction of chosen positions replaced by [MASK], and by a random token; the rest keep
-# their token (the original's 80/10/10).
-MASK_TOKEN_PROB = 0.8
-RANDOM_TOKEN_PROB = 0.1
+_MASKED_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
+# Files read at once by each host.
+_CYCLE_LENGTH = 16
+# Makes the truncation seeds a stream of their own, apart from the masks' seeds.
+_TRUNCATION_SALT = 0x5BD1E995
 
 
 def read_metadata(data_dir: str) -> dict[str, Any]:
   """Reads the metadata.json of a prepared data directory.
-
-  Args:
-    data_dir: A directory prepare_pretraining_data wrote (local or gs://).
 
   Returns:
     The metadata, with 'train_files' and 'eval_files' as full paths.
@@ -48,179 +48,247 @@ def read_metadata(data_dir: str) -> dict[str, Any]:
     return prepare.with_full_paths(json.load(f), data_dir)
 
 
-def _list_files(file_patterns: Sequence[str] | str) -> list[str]:
+def list_files(file_patterns: Sequence[str] | str) -> list[str]:
+  """Sorted files matching comma-separated globs; a glob that matches nothing is an error."""
   if isinstance(file_patterns, str):
     file_patterns = file_patterns.split(",")
   files = []
   for pattern in file_patterns:
     matches = sorted(tf.io.gfile.glob(pattern.strip()))
     if not matches:
-      raise errors.UserError(f"no TFRecord file matches {pattern!r}")
+      raise errors.UserError(f"no TFRecord file matches {pattern.strip()!r}")
     files.extend(matches)
   return files
 
 
-def _parse(record: tf.Tensor, max_seq_length: int) -> dict[str, tf.Tensor]:
-  """One serialized instance -> its features as int32 (TF stores them as int64)."""
-  sequence_feature = tf.io.FixedLenFeature([max_seq_length], tf.int64)
-  features = tf.io.parse_single_example(record, {
-      "input_ids": sequence_feature,
-      "input_mask": sequence_feature,
-      "segment_ids": sequence_feature,
-      "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
-  })
-  features = {name: tf.cast(value, tf.int32) for name, value in features.items()}
+@dataclasses.dataclass(frozen=True)
+class RecordFormat:
+  """What the records hold: their length and, for the original's files, static masks."""
+  seq_length: int
+  max_predictions_per_seq: int | None  # Set when the records are already masked.
+
+
+def inspect_records(files: Sequence[str]) -> RecordFormat:
+  """Reads the first record to learn the format (ours, or the original's masked one)."""
+  for record in tf.data.TFRecordDataset(list(files)).take(1):
+    example = tf.train.Example.FromString(record.numpy())
+    features = example.features.feature
+    if "input_ids" not in features:
+      raise errors.UserError(f"{files[0]}: records have no 'input_ids' feature; not BERT "
+                             "pre-training instances")
+    predictions = (len(features["masked_lm_positions"].int64_list.value)
+                   if "masked_lm_positions" in features else None)
+    return RecordFormat(len(features["input_ids"].int64_list.value), predictions)
+  raise errors.UserError(f"no record in {', '.join(files[:3])}{'...' if len(files) > 3 else ''}")
+
+
+def _parse(record: tf.Tensor, record_format: RecordFormat) -> dict[str, tf.Tensor]:
+  """One serialized instance -> its features as int32 (TF stores int64), weights float32."""
+  length = tf.io.FixedLenFeature([record_format.seq_length], tf.int64)
+  spec = {"input_ids": length, "input_mask": length, "segment_ids": length,
+          "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64)}
+  predictions = record_format.max_predictions_per_seq
+  if predictions is not None:
+    spec["masked_lm_positions"] = tf.io.FixedLenFeature([predictions], tf.int64)
+    spec["masked_lm_ids"] = tf.io.FixedLenFeature([predictions], tf.int64)
+    spec["masked_lm_weights"] = tf.io.FixedLenFeature([predictions], tf.float32)
+  features = tf.io.parse_single_example(record, spec)
+  features = {name: value if value.dtype == tf.float32 else tf.cast(value, tf.int32)
+              for name, value in features.items()}
   features["next_sentence_labels"] = features["next_sentence_labels"][0]  # []
   return features
 
 
-def mask_example(features: dict[str, tf.Tensor], index: tf.Tensor, *, seed: int,
-                 max_predictions_per_seq: int, masked_lm_prob: float,
-                 vocab_size: int) -> dict[str, tf.Tensor]:
-  """Chooses and masks MLM positions in one example; a pure function of (seed, index).
+def truncate_instance(features: dict[str, tf.Tensor], max_seq_length: int, seed: tf.Tensor,
+                      cls_id: int, sep_id: int) -> dict[str, tf.Tensor]:
+  """Cuts a longer unmasked instance down to max_seq_length, as the original truncates pairs.
+
+  This is what lets one prepared data set (say at 512) serve a 128 phase too: tokens are taken
+  from the longer segment until the pair fits, each from its front or back at random (the
+  original's truncate_seq_pair); B still follows A (or not) as its label says. A single segment
+  (NSP off) keeps its beginning.
 
   Args:
-    features: One parsed example: input_ids, input_mask, segment_ids [L] int32,
-      next_sentence_labels [] int32.
-    index: Scalar int64, the example's index in this process's stream; with seed, it alone
-      decides the masks.
-    seed: The run's seed.
-    max_predictions_per_seq: P, the most positions masked.
-    masked_lm_prob: Fraction of the real tokens ([CLS] and [SEP]s counted, as the original)
-      to mask.
-    vocab_size: Random replacements are drawn from the ordinary ids [5, vocab_size).
+    features: input_ids, input_mask, segment_ids [L0] int32 with L0 >= max_seq_length.
+    max_seq_length: L, the length wanted.
+    seed: [2] int64 stateless seed of the front/back choices.
+    cls_id, sep_id: The special ids to write.
 
   Returns:
-    The features with input_ids masked, plus masked_lm_positions and masked_lm_ids [P] int32
-    (ascending positions, then padding 0) and masked_lm_weights [P] float32 (1.0 real, 0.0
-    padding).
+    The features with input_ids, input_mask, segment_ids of length L.
   """
-  input_ids = features["input_ids"]  # [L]
-  input_mask = features["input_mask"]  # [L]
-  length = input_ids.shape[0]
-  # top_k cannot pick more positions than there are; the rest is padding either way.
-  num_slots = min(max_predictions_per_seq, length)
+  input_ids, input_mask = features["input_ids"], features["input_mask"]
+  segment_ids = features["segment_ids"]
+  real = input_mask == 1
+  length_a = tf.reduce_sum(tf.cast(real & (segment_ids == 0), tf.int32)) - 2  # [CLS] A [SEP]
+  length_b = tf.maximum(tf.reduce_sum(tf.cast(real & (segment_ids == 1), tf.int32)) - 1, 0)
+  has_b = length_b > 0
+  room = max_seq_length - tf.where(has_b, 3, 2)
+  excess = tf.maximum(length_a + length_b - room, 0)
+  # The original removes one token at a time from the longer segment (B on ties): first the
+  # difference, then alternately, B first.
+  gap = tf.abs(length_a - length_b)
+  from_longer = tf.minimum(excess, gap)
+  rest = excess - from_longer
+  cut_a = tf.where(length_a > length_b, from_longer, 0) + rest // 2
+  cut_b = tf.where(length_a > length_b, 0, from_longer) + rest - rest // 2
+  cut_a = tf.where(has_b, cut_a, excess)  # One segment: the excess comes off A's end.
+  # Each removed token comes off the front or the back with probability 1/2.
+  front = tf.random.stateless_binomial(
+      [2], seed, counts=tf.cast(tf.stack([cut_a, cut_b]), tf.float64),
+      probs=tf.constant([0.5, 0.5], tf.float64),
+      output_dtype=tf.int32)
+  front_a = tf.where(has_b, front[0], 0)
+  front_b = front[1]
+  new_a, new_b = length_a - cut_a, length_b - cut_b
 
-  is_candidate = ((input_mask == 1) & (input_ids != tokenization.CLS_ID) &
-                  (input_ids != tokenization.SEP_ID))  # [L]
-  num_tokens = tf.reduce_sum(input_mask)
-  # float64 and round-half-to-even, as Python's round() in the original.
-  num_to_predict = tf.cast(
-      tf.round(tf.cast(num_tokens, tf.float64) * masked_lm_prob), tf.int32)
-  num_to_predict = tf.minimum(
-      tf.minimum(max_predictions_per_seq, tf.maximum(1, num_to_predict)),
-      tf.reduce_sum(tf.cast(is_candidate, tf.int32)))
-
-  # One draw for everything: choice scores [L], then per slot the action and the random id.
-  # philox, not 'auto_select', so masks do not depend on the device that runs tf.data.
-  uniform = tf.random.stateless_uniform(
-      [length + 2 * num_slots], seed=tf.stack([tf.constant(seed, tf.int64), index]),
-      dtype=tf.float64, alg="philox")
-  scores = tf.where(is_candidate, uniform[:length], -1.0)  # [L]; non-candidates never win
-  _, chosen = tf.math.top_k(scores, k=num_slots)  # [num_slots], a uniform random subset
-  # Slots past num_to_predict point at `length`, one past the end: a padding sentinel that
-  # sorts last and is dropped below.
-  slot = tf.range(num_slots)
-  positions = tf.sort(tf.where(slot < num_to_predict, chosen, length))  # [num_slots]
-  is_real = positions < length
-
-  ids_with_sentinel = tf.concat([input_ids, [0]], axis=0)  # [L + 1]
-  original_ids = tf.gather(ids_with_sentinel, positions)  # [num_slots]
-  action = uniform[length:length + num_slots]
-  num_ordinary = vocab_size - tokenization.NUM_SPECIAL_TOKENS
-  random_ids = tokenization.NUM_SPECIAL_TOKENS + tf.minimum(
-      tf.cast(uniform[length + num_slots:] * num_ordinary, tf.int32), num_ordinary - 1)
-  new_ids = tf.where(
-      action < MASK_TOKEN_PROB, tokenization.MASK_ID,
-      tf.where(action < MASK_TOKEN_PROB + RANDOM_TOKEN_PROB, random_ids, original_ids))
-  # Padding slots all write to the sentinel, which is cut off.
-  masked_input_ids = tf.tensor_scatter_nd_update(
-      ids_with_sentinel, positions[:, None], new_ids)[:length]  # [L]
-
-  padding = [[0, max_predictions_per_seq - num_slots]]
+  # Where each output position reads from: [CLS] A' [SEP] B' [SEP] then padding.
+  position = tf.range(max_seq_length)
+  b_start = new_a + 2
+  end = tf.where(has_b, b_start + new_b + 1, new_a + 2)  # One past the last real token.
+  source = tf.where(position <= new_a, position + front_a,  # [CLS] and A'
+                    (length_a + 2) + front_b + (position - b_start))  # B'
+  source = tf.clip_by_value(source, 0, tf.shape(input_ids)[0] - 1)
+  ids = tf.gather(input_ids, source)
+  ids = tf.where(position == 0, cls_id, ids)
+  is_sep = (position == new_a + 1) | (has_b & (position == end - 1))
+  ids = tf.where(is_sep, sep_id, ids)
+  in_sequence = position < end
   features = dict(features)
-  features["input_ids"] = masked_input_ids
-  features["masked_lm_positions"] = tf.pad(tf.where(is_real, positions, 0), padding)
-  features["masked_lm_ids"] = tf.pad(tf.where(is_real, original_ids, 0), padding)
-  features["masked_lm_weights"] = tf.pad(tf.cast(is_real, tf.float32), padding)
+  features["input_ids"] = tf.where(in_sequence, ids, 0)
+  features["input_mask"] = tf.cast(in_sequence, tf.int32)
+  features["segment_ids"] = tf.cast(in_sequence & (position >= b_start) & has_b, tf.int32)
   return features
+
+
+def _host_files(files: list[str], process_index: int,
+                process_count: int) -> tuple[list[str], bool]:
+  """This host's files, and whether records (not files) must be split between hosts.
+
+  With at least as many files as hosts, each host reads only its own files. With fewer, every
+  host reads every file and keeps every process_count-th record.
+  """
+  if len(files) >= process_count:
+    return files[process_index::process_count], False
+  return files, True
+
+
+def host_records_per_epoch(files: Sequence[str], file_counts: dict[str, int],
+                           process_index: int, process_count: int) -> int:
+  """Records this host reads per training epoch (files as list_files gives them)."""
+  host_files, split_records = _host_files(list(files), process_index, process_count)
+  total = sum(file_counts[f] for f in host_files)
+  if split_records:  # Every process_count-th record, from process_index.
+    return len(range(process_index, total, process_count))
+  return total
 
 
 def pretraining_dataset(file_patterns: Sequence[str] | str,
                         *,
                         batch_size: int,
                         max_seq_length: int,
-                        max_predictions_per_seq: int,
-                        masked_lm_prob: float,
-                        vocab_size: int,
+                        masking_config: masking.MaskingConfig,
                         seed: int,
                         is_training: bool,
                         start_index: int = 0,
                         process_index: int = 0,
                         process_count: int = 1,
-                        shuffle_buffer_size: int = 10_000) -> tf.data.Dataset:
-  """This process's batches of masked pre-training examples.
-
-  Training: this process's share of the records (every process_count-th, from process_index),
-  shuffled (seeded, new order each pass), repeated forever, masked, batched. Eval: one pass in
-  file order with fixed masks, so every evaluation sees the same examples and masks; a last
-  partial batch is dropped.
-
-  Every process reads all files and keeps its share of the records: the shares are exactly
-  equal (to one record) whatever the number of files, at the cost of each host reading bytes
-  it then skips.
+                        shuffle_buffer_size: int = 10_000,
+                        static_masks: bool = False,
+                        records_per_epoch: int | None = None) -> tf.data.Dataset:
+  """This host's batches of masked pre-training examples.
 
   Args:
-    file_patterns: Globs of TFRecord files (a list, or one comma-separated string); matched
-      files are read in sorted order.
-    batch_size: Examples per batch on this process (the global batch / process_count).
-    max_seq_length: L, the length the records were prepared with.
-    max_predictions_per_seq: P, the most masked positions per example.
-    masked_lm_prob: Fraction of the real tokens to mask.
-    vocab_size: Size of the tokenizer's vocabulary (random replacements stay below it).
-    seed: Seed of the shuffle and of the masks.
-    is_training: Training stream (shuffled, endless) or eval stream (one fixed pass).
-    start_index: Training only: examples of this process's stream already consumed; the
-      dataset starts at that example (a resumed run passes step * batch_size).
-    process_index: This process, jax.process_index().
-    process_count: Number of processes, jax.process_count().
+    file_patterns: Globs of TFRecord files (a list, or one comma-separated string).
+    batch_size: Examples per batch on this host (the global batch / process_count).
+    max_seq_length: L; longer unmasked records are truncated to it (sequence-length phases).
+    masking_config: The special ids and the masking recipe.
+    seed: Seed of the shuffles, truncations and masks.
+    is_training: Training stream (shuffled, endless) or eval stream (one fixed pass in file
+      order, masks fixed, a last partial batch dropped).
+    start_index: Training only: examples of this host's stream already consumed.
+    process_index: This host, jax.process_index().
+    process_count: Number of hosts, jax.process_count().
     shuffle_buffer_size: Records in the shuffle buffer.
+    static_masks: Mask each record the same way in every epoch (the original's recipe);
+      records that are already masked are always used as they are.
+    records_per_epoch: Records this host reads per epoch, if known: resuming then skips
+      whole epochs without reading them.
 
   Returns:
     A dataset of dicts: input_ids, input_mask, segment_ids [B, L] int32; masked_lm_positions,
     masked_lm_ids [B, P] int32; masked_lm_weights [B, P] float32; next_sentence_labels [B] int32.
-
-  Raises:
-    errors.UserError: If a pattern matches no file.
-    ValueError: If an argument is out of range.
   """
-  if vocab_size <= tokenization.NUM_SPECIAL_TOKENS:
-    raise ValueError(f"vocab_size must exceed the {tokenization.NUM_SPECIAL_TOKENS} special "
-                     f"tokens, not {vocab_size}")
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-  if start_index < 0 or batch_size < 1 or max_predictions_per_seq < 1:
-    raise ValueError(f"need start_index >= 0, batch_size >= 1, max_predictions_per_seq >= 1; "
-                     f"got {start_index}, {batch_size}, {max_predictions_per_seq}")
-  files = _list_files(file_patterns)
+  if start_index < 0 or batch_size < 1:
+    raise ValueError(f"need start_index >= 0 and batch_size >= 1; got {start_index}, "
+                     f"{batch_size}")
+  files = list_files(file_patterns)
+  record_format = inspect_records(files)
+  premasked = record_format.max_predictions_per_seq is not None
+  if premasked and record_format.seq_length != max_seq_length:
+    raise errors.UserError(
+        f"data.max_seq_length={max_seq_length} but the statically masked records in {files[0]} "
+        f"have length {record_format.seq_length}; masked records cannot be truncated")
+  if premasked and record_format.max_predictions_per_seq != masking_config.max_predictions_per_seq:
+    raise errors.UserError(
+        f"data.max_predictions_per_seq={masking_config.max_predictions_per_seq} but the masked "
+        f"records in {files[0]} have {record_format.max_predictions_per_seq}")
+  if record_format.seq_length < max_seq_length:
+    raise errors.UserError(
+        f"data.max_seq_length={max_seq_length} is longer than the records in {files[0]} "
+        f"({record_format.seq_length}): prepare the data at the longest length you train with")
 
-  dataset = tf.data.TFRecordDataset(files)
-  dataset = dataset.shard(process_count, process_index)
   if is_training:
-    dataset = dataset.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat()
-  # (index, record): the index, not any stateful RNG, seeds the example's masks.
-  dataset = dataset.enumerate()
-  if is_training and start_index:
-    # Skipping raw records costs a read, not a parse or a mask.
-    dataset = dataset.skip(start_index)
+    host_files, split_records = _host_files(files, process_index, process_count)
+  else:
+    # Eval splits records, not files: every host must get the same number of batches.
+    host_files, split_records = files, process_count > 1
 
-  def parse_and_mask(index: tf.Tensor, record: tf.Tensor) -> dict[str, tf.Tensor]:
-    return mask_example(_parse(record, max_seq_length), index, seed=seed,
-                        max_predictions_per_seq=max_predictions_per_seq,
-                        masked_lm_prob=masked_lm_prob, vocab_size=vocab_size)
+  def records_of_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+    epoch_seed = tf.cast(seed, tf.int64) * 1_000_003 + epoch
+    names = tf.data.Dataset.from_tensor_slices(host_files)
+    if is_training:
+      # Every host shuffles the file list with the same seed, so record-level splitting
+      # below still gives disjoint shares.
+      names = names.shuffle(len(host_files), seed=epoch_seed)
+    # Eval reads its files one after the other: a fixed, readable order.
+    records = names.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(host_files), _CYCLE_LENGTH) if is_training else 1,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if split_records:
+      records = records.shard(process_count, process_index)
+    if is_training:
+      records = records.shuffle(shuffle_buffer_size, seed=epoch_seed)
+    return records
 
-  dataset = dataset.map(parse_and_mask, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if is_training:
+    first_epoch, skip = 0, start_index
+    if records_per_epoch:
+      first_epoch, skip = divmod(start_index, records_per_epoch)
+    dataset = tf.data.Dataset.range(first_epoch, 2**62).flat_map(records_of_epoch)
+    # (example index in the stream, record): the index, not any stateful RNG, seeds the masks.
+    dataset = dataset.enumerate(start=start_index - skip).skip(skip)
+  else:
+    dataset = records_of_epoch(tf.constant(0, tf.int64)).enumerate()
+
+  def parse_truncate_mask(index: tf.Tensor, record: tf.Tensor) -> dict[str, tf.Tensor]:
+    features = _parse(record, record_format)
+    if premasked:
+      return features
+    # Static masks depend on the record itself, dynamic ones on its place in the stream.
+    key = tf.strings.to_hash_bucket_fast(record, 2**62) if static_masks else index
+    if record_format.seq_length > max_seq_length:
+      truncation_seed = tf.stack([tf.constant(seed ^ _TRUNCATION_SALT, tf.int64), key])
+      features = truncate_instance(features, max_seq_length, truncation_seed,
+                                   masking_config.cls_id, masking_config.sep_id)
+    mask_seed = tf.stack([tf.constant(seed, tf.int64), key])
+    return masking.mask_example(features, mask_seed, masking_config)
+
+  dataset = dataset.map(parse_truncate_mask, num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
   # Static shapes: jit compiles train_step once.
   dataset = dataset.batch(batch_size, drop_remainder=True)
   return dataset.prefetch(tf.data.AUTOTUNE)

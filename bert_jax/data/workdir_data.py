@@ -22,8 +22,14 @@ from bert_jax.data import prepare as prepare_lib
 
 # The data config fields that decide what the instances are.
 _INSTANCE_FIELDS = ("source", "tfds_name", "tfds_split", "tfds_text_key", "input_files",
-                    "vocab_file", "max_documents", "num_eval_documents", "max_seq_length",
-                    "short_seq_prob", "dupe_factor")
+                    "vocab_file", "do_lower_case", "max_documents", "num_eval_documents",
+                    "short_seq_prob", "dupe_factor", "next_sentence_prediction",
+                    "documents_per_shard")
+
+
+def prepare_seq_length(data_config: ml_collections.ConfigDict) -> int:
+  """The length instances are prepared at: data.prepare_seq_length, else data.max_seq_length."""
+  return data_config.prepare_seq_length or data_config.max_seq_length
 
 
 def _fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -34,6 +40,15 @@ def _fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def _check_same_data(saved: dict[str, Any], config: ml_collections.ConfigDict,
                      data_dir: str) -> None:
+  # Instances prepared longer than data.max_seq_length serve it (they are truncated when read):
+  # that is how a 128 phase and a 512 phase share one data set.
+  prepared_length = saved["max_seq_length"]
+  wanted = config.data.prepare_seq_length
+  if (wanted and wanted != prepared_length) or config.data.max_seq_length > prepared_length:
+    raise errors.UserError(
+        f"data.max_seq_length={config.data.max_seq_length} (data.prepare_seq_length={wanted}) "
+        f"but {data_dir} was prepared at {prepared_length}: use a new --workdir, or prepare "
+        f"at the longest length you train with (data.prepare_seq_length)")
   saved = saved.get("config", {})
   for name, value in _fields(config).items():
     if saved.get(name) != value:
@@ -45,22 +60,28 @@ def _check_same_data(saved: dict[str, Any], config: ml_collections.ConfigDict,
 
 def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
   data = config.data
-  documents = list(corpus.load_documents(data))
-  if not documents:
-    raise errors.UserError(f"data.source={data.source!r} gave no documents")
   vocab_file = data.vocab_file
-  if not vocab_file:
+  if vocab_file:
+    # Streamed: prepare holds a few input shards at a time, never the corpus.
+    documents = corpus.load_documents(data)
+  else:
+    # The vocabulary is trained on the corpus first: it is read twice, so kept in memory.
+    documents = list(corpus.load_documents(data))
+    if not documents:
+      raise errors.UserError(f"data.source={data.source!r} gave no documents")
     vocab_file = tokenization.train_sentencepiece(
         (sentence for document in documents for sentence in document),
         vocab_size=config.model.vocab_size, model_prefix=os.path.join(data_dir, "vocab"),
         input_sentence_size=data.vocab_input_sentence_size, seed=config.seed)
-  tokenizer = tokenization.load_tokenizer(vocab_file)
-  prepare_lib.prepare_pretraining_data(
-      documents, tokenizer, data_dir, max_seq_length=data.max_seq_length,
-      short_seq_prob=data.short_seq_prob, dupe_factor=data.dupe_factor,
-      num_eval_documents=data.num_eval_documents, seed=config.seed,
-      num_shards=max(jax.process_count(), 1),
+  metadata = prepare_lib.prepare_pretraining_data(
+      documents, prepare_lib.TokenizerLoader(vocab_file, data.do_lower_case), data_dir,
+      max_seq_length=prepare_seq_length(data), short_seq_prob=data.short_seq_prob,
+      dupe_factor=data.dupe_factor, num_eval_documents=data.num_eval_documents,
+      seed=config.seed,
+      next_sentence_prediction=data.next_sentence_prediction,
+      documents_per_shard=data.documents_per_shard,
       extra_metadata={"config": _fields(config), "vocab_file": vocab_file})
+  print(prepare_lib.format_summary(metadata["summary"]), flush=True)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""A run's inputs: which records, which vocabulary, how to mask, and this host's datasets.
+
+Two ways in: data prepared once into WORKDIR/data from text (sources 'embedded', 'text',
+'tfds'; see workdir_data.py), or TFRecords prepared beforehand (source 'tfrecord'), by
+`python -m bert_jax.data.prepare` or by the original's create_pretraining_data.py.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from bert_jax import errors
+from bert_jax import tokenization
+from bert_jax.data import masking
+from bert_jax.data import pipeline
+from bert_jax.data import workdir_data
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What the datasets are built from.
+
+  Attributes:
+    train_files, eval_files: TFRecord files.
+    vocab_size: The tokenizer's vocabulary size.
+    masking_config: Special ids and the masking recipe.
+    next_sentence_prediction: Whether the records are sentence pairs with NSP labels.
+    file_counts: Records in each training file, when known (cheap resume).
+  """
+  train_files: list[str]
+  eval_files: list[str]
+  vocab_size: int
+  masking_config: masking.MaskingConfig
+  next_sentence_prediction: bool
+  file_counts: dict[str, int] | None
+
+
+def _masking_config(config: ml_collections.ConfigDict, tokenizer) -> masking.MaskingConfig:
+  data = config.data
+  return masking.MaskingConfig(
+      vocab_size=tokenizer.vocab_size, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+      mask_id=tokenizer.mask_id, special_ids=tuple(tokenizer.special_ids),
+      max_predictions_per_seq=data.max_predictions_per_seq,
+      masked_lm_prob=data.masked_lm_prob, whole_word_masking=data.whole_word_masking,
+      word_starts=tokenizer.word_starts() if data.whole_word_masking else None)
+
+
+def resolve(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
+  """Prepares (once) or finds the records, and loads the vocabulary they were made with."""
+  data = config.data
+  if data.source == "tfrecord":
+    if not data.vocab_file:
+      raise errors.UserError("data.vocab_file is empty but data.source='tfrecord' needs the "
+                             "vocabulary the records were made with")
+    if not data.eval_input_files:
+      raise errors.UserError("data.eval_input_files is empty but data.source='tfrecord' needs "
+                             "held-out eval records")
+    tokenizer = tokenization.load_tokenizer(data.vocab_file, do_lower_case=data.do_lower_case)
+    return Inputs(
+        train_files=pipeline.list_files(data.input_files),
+        eval_files=pipeline.list_files(data.eval_input_files),
+        vocab_size=tokenizer.vocab_size, masking_config=_masking_config(config, tokenizer),
+        next_sentence_prediction=data.next_sentence_prediction, file_counts=None)
+
+  metadata = workdir_data.prepare(config, workdir)
+  tokenizer = tokenization.load_tokenizer(metadata["vocab_file"],
+                                          do_lower_case=data.do_lower_case)
+  counts = metadata.get("train_file_instances")
+  file_counts = None
+  if counts is not None:
+    file_counts = dict(zip(metadata["train_files"], counts))
+  return Inputs(
+      train_files=metadata["train_files"], eval_files=metadata["eval_files"],
+      vocab_size=tokenizer.vocab_size, masking_config=_masking_config(config, tokenizer),
+      next_sentence_prediction=metadata.get("next_sentence_prediction", True),
+      file_counts=file_counts)
+
+
+def train_dataset(config: ml_collections.ConfigDict, inputs: Inputs,
+                  start_index: int) -> tf.data.Dataset:
+  """This host's endless training batches, starting after `start_index` of its examples."""
+  records_per_epoch = None
+  if inputs.file_counts is not None and start_index:
+    records_per_epoch = pipeline.host_records_per_epoch(
+        inputs.train_files, inputs.file_counts, jax.process_index(), jax.process_count())
+  return pipeline.pretraining_dataset(
+      inputs.train_files, batch_size=config.train.batch_size // jax.process_count(),
+      max_seq_length=config.data.max_seq_length, masking_config=inputs.masking_config,
+      seed=config.seed, is_training=True, start_index=start_index,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      shuffle_buffer_size=config.data.shuffle_buffer_size,
+      static_masks=config.data.static_masks, records_per_epoch=records_per_epoch)
+
+
+def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict[str, Any]]:
+  """This host's fixed eval batches (same examples, same masks at every evaluation)."""
+  dataset = pipeline.pretraining_dataset(
+      inputs.eval_files, batch_size=config.train.eval_batch_size // jax.process_count(),
+      max_seq_length=config.data.max_seq_length, masking_config=inputs.masking_config,
+      seed=config.seed + 1, is_training=False, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  if config.train.max_eval_steps > 0:
+    dataset = dataset.take(config.train.max_eval_steps)
+  batches = list(dataset.as_numpy_iterator())
+  if not batches:
+    raise errors.UserError(
+        f"the eval records ({', '.join(os.path.basename(f) for f in inputs.eval_files)}) "
+        f"hold no full batch of train.eval_batch_size={config.train.eval_batch_size}: lower "
+        f"it, or hold out more (data.num_eval_documents)")
+  return batches
+
+
+def most_frequent_token_accuracy(batches: list[dict[str, np.ndarray]]) -> float:
+  """MLM accuracy of always predicting the most frequent masked token of these batches.
+
+  The best any constant predictor can do on this eval set: what a model must beat to have
+  learned anything from context.
+  """
+  ids = np.concatenate([b["masked_lm_ids"].ravel() for b in batches])
+  weights = np.concatenate([b["masked_lm_weights"].ravel() for b in batches])
+  real = ids[weights > 0]
+  if real.size == 0:
+    return 0.0
+  return float(np.bincount(real).max() / real.size)
