@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",  # tf.summary writes through it.
     "importlib_resources==7.1.0",  # TFDS imports it without declaring it.
     "sentencepiece==0.2.3",
+    "safetensors==0.8.0",  # Hugging Face checkpoints in and out, without pickle.
     "tokenizers==0.22.2",  # WordPiece fast path; the newest transformers 4.57.6 accepts.
     "huggingface-hub>=0.34.0,<1.0",  # tokenizers alone would take 1.x, which transformers rejects.
     "ml-collections==1.1.0",
@@ -30,7 +31,8 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # transformers: golden tokenizer (and, later, model parity) tests against HF's BERT.
-        "test": ["pytest==9.2.0", "transformers==4.57.6"],
+        # transformers + torch (2.13.0 is the CPU build): parity tests against HF's BERT, and
+        # golden tokenizer tests.
+        "test": ["pytest==9.2.0", "transformers==4.57.6", "torch==2.13.0"],
     },
 )

@@ -137,8 +137,21 @@ def _check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
     current = getattr(model_config, field, None)
     if field != "dtype" and current != value:
       raise errors.UserError(
-          f"model.{field}={current!r} but the checkpoints in {directory} were trained with "
-          f"{value!r}: use a new --workdir, or the same model config")
+          f"model.{field}={current!r} but {directory} holds a model with {value!r}: use a new "
+          f"--workdir (or another checkpoint), or the same model config")
+
+
+def _initial_params(path: str, model_config: modeling.BertConfig, shardings: Any) -> Any:
+  """Params of another checkpoint (ours, HF's or Google's), placed with our shardings."""
+  from bert_jax import interop  # pylint: disable=g-import-not-at-top
+  loaded_config, params = interop.load_params(path)
+  _check_same_model(dataclasses.asdict(loaded_config), model_config, path)
+  try:
+    params = jax.tree_util.tree_map(jax.device_put, params, shardings)
+  except ValueError as e:
+    raise errors.UserError(f"{path}: its params do not fit this model: {e}") from e
+  print(f"Initialised the params from {path}", flush=True)
+  return params
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -195,6 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state = jax.jit(
           functools.partial(create_train_state, model=model, tx=tx, batch=shapes),
           out_shardings=state_shardings)(init_rng)
+      if config.init_checkpoint:
+        state = state.replace(params=_initial_params(
+            config.init_checkpoint, model_config, state_shardings.params))
     else:
       target = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),

@@ -13,6 +13,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.mode = "pretrain"
   # Seed of everything random: init, data order, masks, dropout.
   config.seed = 0
+  # Params to start from instead of a random init (continued pre-training): an Orbax params
+  # dir or bert_jax workdir, a Hugging Face BERT dir, or a Google TF checkpoint prefix. Only the
+  # params are taken (a fresh optimizer); ignored once the workdir has a checkpoint of its own.
+  config.init_checkpoint = ""
 
   # The model: the original BERT's config fields (bert_config.json / HF config.json).
   model = config.model = ml_collections.ConfigDict()

@@ -208,3 +208,35 @@ def test_records_prepared_beforehand_with_a_google_layout_wordpiece_vocab(tmp_pa
   assert not np.isin(batch["masked_lm_ids"][real], [0, 100, 101, 102, 103]).any()
   train.train_and_evaluate(config, str(tmp_path / "work"))
   assert "train step=2 " in capsys.readouterr().out
+
+
+def test_init_checkpoint_from_a_workdir_and_from_an_hf_export(tmp_path, capsys):
+  """Continued pre-training starts from another run's params (ours, or exported to HF)."""
+  from bert_jax import interop  # pylint: disable=g-import-not-at-top
+  corpus = write_corpus(str(tmp_path))
+  first = str(tmp_path / "first")
+  train.train_and_evaluate(small_config(corpus, num_train_steps=3), first)
+  _, trained = interop.load_params(first)
+  hf_dir = str(tmp_path / "hf")
+  interop.save_hf(hf_dir, modeling.BertConfig.from_dict(small_config("").model.to_dict()),
+                  trained)
+  for source in (first, hf_dir):
+    # Warmup starts at a learning rate of 0, so after step 1 the params are still the loaded ones.
+    config = small_config(corpus, num_train_steps=1, num_warmup_steps=5)
+    config.init_checkpoint = source
+    workdir = str(tmp_path / f"from_{os.path.basename(source)}")
+    train.train_and_evaluate(config, workdir)
+    assert f"Initialised the params from {source}" in capsys.readouterr().out
+    _, started = interop.load_params(workdir)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                           started, trained)
+  # A checkpoint of another model shape is refused, naming the field.
+  config = small_config(corpus, num_train_steps=1)
+  config.model.intermediate_size = 96
+  config.init_checkpoint = hf_dir
+  try:
+    train.train_and_evaluate(config, str(tmp_path / "other"))
+  except ValueError as e:
+    assert "model.intermediate_size=96" in str(e)
+  else:
+    raise AssertionError("a checkpoint of another shape was loaded")
