@@ -34,6 +34,7 @@ from sentencepiece import sentencepiece_model_pb2
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files as files_lib
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
@@ -300,18 +301,7 @@ def read_sentences(patterns: str) -> Iterator[str]:
     errors.UserError: If patterns is empty or a glob matches no file (raised at the call), or
       a file cannot be read as UTF-8 text (raised while iterating).
   """
-  globs = [pattern.strip() for pattern in patterns.split(",") if pattern.strip()]
-  if not globs:
-    raise errors.UserError("--input is empty: give comma-separated globs of text files")
-  files = []
-  for pattern in globs:
-    matches = sorted(tf.io.gfile.glob(pattern))
-    if not matches:
-      raise errors.UserError(f"no file matches {pattern!r}")
-    for path in matches:
-      if tf.io.gfile.isdir(path):
-        raise errors.UserError(f"{path!r} (matched by {pattern!r}) is a directory, not a text file")
-    files.extend(matches)
+  files = files_lib.match_files(patterns, "--input")
   return _read_lines(files)
 
 

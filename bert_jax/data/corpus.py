@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax import errors
+from bert_jax import files as files_lib
 
 # Directories of the standard library that are not its documentation: installed packages,
 # test suites (fixtures, not prose), and the IDE and 2to3 (mostly grammar and UI strings).
@@ -150,15 +151,7 @@ def text_file_documents(patterns: str,
     errors.UserError: If patterns is empty or a glob matches no file (raised at the call,
       before anything is read).
   """
-  globs = [pattern.strip() for pattern in patterns.split(",") if pattern.strip()]
-  if not globs:
-    raise errors.UserError("data.input_files is empty: give comma-separated globs of text files")
-  files = []
-  for pattern in globs:
-    matches = sorted(tf.io.gfile.glob(pattern))
-    if not matches:
-      raise errors.UserError(f"data.input_files: no file matches {pattern!r}")
-    files.extend(matches)
+  files = files_lib.match_files(patterns, "data.input_files")
   return _read_text_files(files, collections.Counter() if counters is None else counters)
 
 

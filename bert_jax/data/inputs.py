@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files as files_lib
 from bert_jax import tokenization
 from bert_jax.data import masking
 from bert_jax.data import pipeline
@@ -62,8 +63,8 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
                              "held-out eval records")
     tokenizer = tokenization.load_tokenizer(data.vocab_file, do_lower_case=data.do_lower_case)
     return Inputs(
-        train_files=pipeline.list_files(data.input_files),
-        eval_files=pipeline.list_files(data.eval_input_files),
+        train_files=files_lib.match_files(data.input_files, "data.input_files"),
+        eval_files=files_lib.match_files(data.eval_input_files, "data.eval_input_files"),
         vocab_size=tokenizer.vocab_size, masking_config=_masking_config(config, tokenizer),
         next_sentence_prediction=data.next_sentence_prediction, file_counts=None)
 

@@ -20,6 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files as files_lib
 from bert_jax.data import masking
 from bert_jax.data import prepare
 
@@ -49,16 +50,8 @@ def read_metadata(data_dir: str) -> dict[str, Any]:
 
 
 def list_files(file_patterns: Sequence[str] | str) -> list[str]:
-  """Sorted files matching comma-separated globs; a glob that matches nothing is an error."""
-  if isinstance(file_patterns, str):
-    file_patterns = file_patterns.split(",")
-  files = []
-  for pattern in file_patterns:
-    matches = sorted(tf.io.gfile.glob(pattern.strip()))
-    if not matches:
-      raise errors.UserError(f"no TFRecord file matches {pattern.strip()!r}")
-    files.extend(matches)
-  return files
+  """TFRecord files matching the globs (see files.match_files)."""
+  return files_lib.match_files(file_patterns, "TFRecord files")
 
 
 @dataclasses.dataclass(frozen=True)
