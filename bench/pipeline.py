@@ -1,11 +1,11 @@
 """Host input pipeline throughput (read + mask + batch) against the train step it feeds.
 
-    python bench/pipeline.py [--config=configs/tiny.py] [--workdir=/tmp/bench_pipeline]
-        [--batches=200] [--threads=1]
+    taskset -c 0 python bench/pipeline.py [--config=configs/tiny.py]
+        [--workdir=/tmp/bench_pipeline] [--batches=200]
 
 Prepares the config's data in the workdir once (the embedded corpus by default), then times
-this host's training batches with tf.data restricted to `--threads` threads, and one jitted
-train step of the config's model on the same batch size, and prints both and their ratio.
+this host's training batches and one jitted train step of the config's model on the same batch
+size, and prints both and their ratio. Pin it to one core (taskset) for the per-core figure.
 The target (DESIGN.md) is a pipeline at least 10x faster than the step it feeds.
 """
 
@@ -18,7 +18,6 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bert_jax import modeling  # pylint: disable=g-import-not-at-top
@@ -30,17 +29,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/bench_pipeline", "Where the data is prepared.")
 _BATCHES = flags.DEFINE_integer("batches", 200, "Batches to time.")
-_THREADS = flags.DEFINE_integer("threads", 1, "tf.data threads (host cores used).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Train steps to time.")
 
 
-def time_pipeline(config, data, num_batches: int, threads: int) -> float:
+def time_pipeline(config, data, num_batches: int) -> float:
   """Sequences per second out of the host pipeline, after a warm-up batch."""
-  dataset = inputs.train_dataset(config, data, start_index=0)
-  options = tf.data.Options()
-  options.threading.private_threadpool_size = threads
-  options.autotune.cpu_budget = threads
-  iterator = dataset.with_options(options).as_numpy_iterator()
+  iterator = inputs.train_dataset(config, data, start_index=0).as_numpy_iterator()
   next(iterator)
   start = time.perf_counter()
   for _ in range(num_batches):
@@ -66,17 +60,16 @@ def time_train_step(config, batch, num_steps: int) -> float:
 def main(argv):
   del argv
   config = _CONFIG.value
-  tf.config.threading.set_inter_op_parallelism_threads(_THREADS.value)
-  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
   data = inputs.resolve(config, _WORKDIR.value)
-  pipeline_rate = time_pipeline(config, data, _BATCHES.value, _THREADS.value)
+  pipeline_rate = time_pipeline(config, data, _BATCHES.value)
   batch = next(inputs.train_dataset(config, data, start_index=0).as_numpy_iterator())
   step_rate = time_train_step(config, {k: np.asarray(v) for k, v in batch.items()},
                               _STEPS.value)
   print(f"config: batch {config.train.batch_size}, seq {config.data.max_seq_length}, "
         f"predictions {config.data.max_predictions_per_seq}, "
         f"whole_word_masking={config.data.whole_word_masking}")
-  print(f"pipeline ({_THREADS.value} tf.data thread(s)): {pipeline_rate:,.0f} sequences/s")
+  cores = len(os.sched_getaffinity(0))
+  print(f"pipeline ({cores} core(s)): {pipeline_rate:,.0f} sequences/s")
   print(f"train step ({jax.devices()[0].platform}, {jax.device_count()} device(s)): "
         f"{step_rate:,.1f} sequences/s")
   print(f"pipeline / step: {pipeline_rate / step_rate:.1f}x")

@@ -27,6 +27,9 @@ from bert_jax.data import prepare
 _MASKED_FEATURES = ("masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
 # Files read at once by each host.
 _CYCLE_LENGTH = 16
+# Parallel parse/mask calls (every host core) and batches prefetched ahead of the train step.
+_PARALLEL_CALLS = os.cpu_count() or 1
+_PREFETCH_BATCHES = 4
 # Makes the truncation seeds a stream of their own, apart from the masks' seeds.
 _TRUNCATION_SALT = 0x5BD1E995
 
@@ -247,10 +250,10 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
       # below still gives disjoint shares.
       names = names.shuffle(len(host_files), seed=epoch_seed)
     # Eval reads its files one after the other: a fixed, readable order.
+    cycle_length = min(len(host_files), _CYCLE_LENGTH) if is_training else 1
     records = names.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=min(len(host_files), _CYCLE_LENGTH) if is_training else 1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        tf.data.TFRecordDataset, cycle_length=cycle_length,
+        num_parallel_calls=min(cycle_length, _PARALLEL_CALLS), deterministic=True)
     if split_records:
       records = records.shard(process_count, process_index)
     if is_training:
@@ -280,8 +283,13 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
     mask_seed = tf.stack([tf.constant(seed, tf.int64), key])
     return masking.mask_example(features, mask_seed, masking_config)
 
-  dataset = dataset.map(parse_truncate_mask, num_parallel_calls=tf.data.AUTOTUNE,
+  dataset = dataset.map(parse_truncate_mask, num_parallel_calls=_PARALLEL_CALLS,
                         deterministic=True)
   # Static shapes: jit compiles train_step once.
   dataset = dataset.batch(batch_size, drop_remainder=True)
-  return dataset.prefetch(tf.data.AUTOTUNE)
+  dataset = dataset.prefetch(_PREFETCH_BATCHES)
+  options = tf.data.Options()
+  # No autotuning: its background optimisation loop sometimes held the iterator's destructor,
+  # and so the end of a run, for half a minute; fixed parallelism keeps up as well here.
+  options.autotune.enabled = False
+  return dataset.with_options(options)
