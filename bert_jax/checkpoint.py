@@ -8,7 +8,6 @@ directory and renames it when complete, so a crash mid-save never leaves a step 
 import os
 from typing import Any
 
-from absl import logging
 import orbax.checkpoint as ocp
 
 

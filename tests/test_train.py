@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
 import numpy as np
 
