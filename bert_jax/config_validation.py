@@ -36,7 +36,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"between 1 and data.max_seq_length - 3 = {data.max_seq_length - 3}")
   if not 0 < data.masked_lm_prob < 1:
     raise errors.UserError(f"data.masked_lm_prob={data.masked_lm_prob} must be in (0, 1)")
-  for field in ("batch_size", "num_train_steps", "eval_batch_size", "log_every_steps",
+  for field in ("batch_size", "grad_accum_steps", "num_train_steps", "eval_batch_size",
+                "log_every_steps",
                 "checkpoint_every_steps", "max_checkpoints_to_keep"):
     if train[field] < 1:
       raise errors.UserError(f"train.{field}={train[field]} must be at least 1")
@@ -57,6 +58,12 @@ def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
     if size % jax.process_count():
       raise errors.UserError(f"train.{field}={size} is not divisible by the {jax.process_count()} "
                        "processes")
+  accum = config.train.grad_accum_steps
+  if config.train.batch_size % (accum * data_parallel):
+    raise errors.UserError(
+        f"train.batch_size={config.train.batch_size} is not divisible by train.grad_accum_steps="
+        f"{accum} times the data-parallel size {data_parallel}: micro-batches must split evenly "
+        f"over the devices")
 
 
 def validate_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

@@ -35,13 +35,30 @@ def weighted_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -
   return jnp.sum(correct * weights.astype(jnp.float32))
 
 
+def loss_normalizers(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+  """What the summed MLM and NSP losses of `batch` are divided by to make the mean loss.
+
+  The original divides the MLM loss by (sum of weights + 1e-5) so that a batch with no
+  prediction is finite.
+  """
+  mlm = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32)) + 1e-5
+  nsp = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
+  return mlm, nsp
+
+
 def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
-                     batch: dict[str, jax.Array], next_sentence_prediction: bool = True
+                     batch: dict[str, jax.Array], next_sentence_prediction: bool = True,
+                     normalizers: tuple[jax.Array, jax.Array] | None = None
                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The original's objective: mean MLM loss over real predictions + mean NSP loss.
 
   With next_sentence_prediction=False (RoBERTa's recipe: packed full sentences, no pairs) the
   loss is MLM only; NSP metrics are still computed but mean nothing.
+
+  Args:
+    normalizers: `loss_normalizers` of the whole batch when `batch` is one micro-batch of it:
+      then the micro-batches' losses (and gradients) add up to exactly the whole batch's.
+      Default: this batch's own.
 
   Returns:
     (scalar loss, sums): sums of losses, correct counts and weights, so that metrics from
@@ -51,10 +68,10 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
       mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
   nsp_loss_sum = next_sentence_loss(nsp_logits, batch["next_sentence_labels"])
   nsp_count = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
-  # The original divides by (sum of weights + 1e-5) so a batch with no prediction is finite.
-  loss = mlm_loss_sum / (mlm_weight + 1e-5)
+  mlm_normalizer, nsp_normalizer = normalizers or loss_normalizers(batch)
+  loss = mlm_loss_sum / mlm_normalizer
   if next_sentence_prediction:
-    loss += nsp_loss_sum / nsp_count
+    loss += nsp_loss_sum / nsp_normalizer
   sums = {
       "mlm_loss": mlm_loss_sum,
       "mlm_correct": weighted_correct(mlm_logits, batch["masked_lm_ids"],

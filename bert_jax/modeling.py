@@ -32,14 +32,24 @@ _ACTIVATIONS = {
     "gelu_new": lambda x: nn.gelu(x, approximate=True),  # HF's name for the tanh approximation.
     "relu": nn.relu,
 }
+# What each layer keeps for the backward pass (`model.remat_policy`); the rest is recomputed.
+REMAT_POLICIES = {
+    "none": None,  # No rematerialisation: every activation is kept (fastest, most memory).
+    "full": jax.checkpoint_policies.nothing_saveable,  # Only the layer's input is kept.
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,  # Matmul outputs kept.
+    # Weight matmul outputs kept, attention scores ([batch, heads, q, k]) recomputed.
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """Hyperparameters of a BERT model, with the original's field names.
 
-  `dtype` is the compute dtype of activations and matmuls; it is a runtime choice, not part of
-  the model, so it is not written to config.json.
+  `dtype` (compute dtype of activations and matmuls), `scan_layers` (one scanned layer body
+  rather than num_hidden_layers unrolled copies) and `remat_policy` (what the backward pass
+  recomputes, one of REMAT_POLICIES) are runtime choices, not part of the model: they change
+  neither the params nor the numbers, and are not written to config.json.
   """
   vocab_size: int = 30522
   hidden_size: int = 768
@@ -54,6 +64,11 @@ class BertConfig:
   initializer_range: float = 0.02
   layer_norm_eps: float = 1e-12
   dtype: str = "float32"
+  scan_layers: bool = True
+  remat_policy: str = "none"
+
+  # Fields that do not change the params: a checkpoint serves any value of them.
+  RUNTIME_FIELDS = ("dtype", "scan_layers", "remat_policy")
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -64,6 +79,9 @@ class BertConfig:
       raise errors.UserError(f"model.hidden_act={self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise errors.UserError(f"model.dtype={self.dtype!r} is not float32, bfloat16 or float16")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise errors.UserError(f"model.remat_policy={self.remat_policy!r} is not one of "
+                             f"{', '.join(REMAT_POLICIES)}")
 
   @property
   def head_dim(self) -> int:
@@ -228,21 +246,34 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-  """All layers as one scan: params get a leading 'layers' axis of size num_hidden_layers."""
+  """All layers as one scan: params get a leading 'layers' axis of size num_hidden_layers.
+
+  With scan_layers=False the same scan is fully unrolled: the same params and numbers, one copy
+  of the layer per depth in the compiled program (compile time grows with depth; XLA may
+  schedule across layers).
+  """
   config: BertConfig
 
   @nn.compact
   def __call__(self, hidden: jax.Array, attention_mask: jax.Array,
                deterministic: bool) -> jax.Array:
+    config = self.config
+    layer = BertLayer
+    policy = REMAT_POLICIES[config.remat_policy]
+    if config.remat_policy != "none":
+      # Inside a scan the loop already keeps XLA from merging the recomputation back into the
+      # forward pass, so CSE prevention (extra barriers) is only needed when unrolled.
+      layer = nn.remat(BertLayer, policy=policy, prevent_cse=not config.scan_layers)
     layers = nn.scan(
-        BertLayer,
+        layer,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
         in_axes=nn.broadcast,
-        length=self.config.num_hidden_layers,
+        length=config.num_hidden_layers,
+        unroll=1 if config.scan_layers else config.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    hidden, _ = layers(self.config, deterministic, name="layer")(hidden, attention_mask)
+    hidden, _ = layers(config, deterministic, name="layer")(hidden, attention_mask)
     return hidden
 
 

@@ -87,21 +87,58 @@ def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
   return abstract_state, state_shardings
 
 
+def _micro_batches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array]:
+  """[batch, ...] -> [num, batch // num, ...]: row j * num + i goes to micro-batch i.
+
+  Strided rather than contiguous, so each device's shard of the batch holds its share of every
+  micro-batch and no example moves between devices.
+  """
+  def split(x):
+    x = x.reshape(x.shape[0] // num, num, *x.shape[1:])  # [batch // num, num, ...]
+    x = jnp.swapaxes(x, 0, 1)  # [num, batch // num, ...]
+    return nn.with_logical_constraint(x, (None, "batch") + (None,) * (x.ndim - 2))
+  return jax.tree.map(split, batch)
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformation,
-               next_sentence_prediction: bool = True
+               next_sentence_prediction: bool = True, grad_accum_steps: int = 1
                ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimizer step on the MLM + NSP loss; returns the new state and summed metrics."""
+  """One optimizer step on the MLM + NSP loss; returns the new state and summed metrics.
+
+  With grad_accum_steps=k the batch runs as k sequential micro-batches whose gradients are
+  summed: the same update as the whole batch at once (losses are normalised by the whole
+  batch's weights), in 1/k of the activation memory.
+  """
   # Dropout depends only on (seed, step): a resumed run draws the same dropout masks.
   dropout_rng = jax.random.fold_in(rng, state.step)
+  normalizers = losses.loss_normalizers(batch)
 
-  def loss_fn(params):
+  def loss_fn(params, micro_batch, micro_rng):
     mlm_logits, nsp_logits = model.apply(
-        {"params": params}, *_model_inputs(batch), deterministic=False,
-        rngs={"dropout": dropout_rng})
-    return losses.pretraining_loss(mlm_logits, nsp_logits, batch, next_sentence_prediction)
+        {"params": params}, *_model_inputs(micro_batch), deterministic=False,
+        rngs={"dropout": micro_rng})
+    return losses.pretraining_loss(mlm_logits, nsp_logits, micro_batch,
+                                   next_sentence_prediction, normalizers)
 
-  (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if grad_accum_steps == 1:
+    (loss, sums), grads = grad_fn(state.params, batch, dropout_rng)
+  else:
+    def accumulate(totals, micro):
+      micro_batch, index = micro
+      (loss, sums), grads = grad_fn(state.params, micro_batch,
+                                    jax.random.fold_in(dropout_rng, index))
+      return jax.tree.map(jnp.add, totals, (loss, sums, grads)), None
+
+    micro_batches = _micro_batches(batch, grad_accum_steps)
+    (loss_shape, sums_shape), _ = jax.eval_shape(
+        grad_fn, state.params, jax.tree.map(lambda x: x[0], micro_batches), dropout_rng)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (loss_shape, sums_shape))
+    # Gradients accumulate in the params' dtype (float32) and, like them, sharded.
+    zeros += (jax.tree.map(jnp.zeros_like, state.params),)
+    (loss, sums, grads), _ = jax.lax.scan(
+        accumulate, zeros, (micro_batches, jnp.arange(grad_accum_steps)))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
@@ -114,6 +151,66 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
   mlm_logits, nsp_logits = model.apply({"params": params}, *_model_inputs(batch))
   _, sums = losses.pretraining_loss(mlm_logits, nsp_logits, batch, next_sentence_prediction)
   return sums
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What a run compiles: the model, its optimizer, the state's layout and the jitted steps.
+
+  Attributes:
+    abstract_state: The train state as jax.ShapeDtypeStruct (nothing materialised).
+    state_shardings: The matching tree of NamedSharding.
+    batch_sharding: How a global batch is split over the mesh.
+    train_step: jit of `train_step(state, batch, rng)`, the state donated.
+    eval_step: jit of `eval_step(params, batch)`.
+  """
+  model: nn.Module
+  tx: optax.GradientTransformation
+  abstract_state: TrainState
+  state_shardings: TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  train_step: Any
+  eval_step: Any
+
+
+def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                  rules: sharding.Rules, next_sentence_prediction: bool) -> Program:
+  """The model, optimizer, shardings and jitted steps of `config` on `mesh`.
+
+  Shared by training and by ahead-of-time compilation (aot.py), so that what is compiled for a
+  TPU slice is exactly what runs there. Call it under `jax.set_mesh(mesh)` and
+  `nn.logical_axis_rules(rules)`.
+  """
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  tx = optim.create_optimizer(config.train)
+  shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
+  abstract_state, state_shardings = abstract_train_state(
+      model, tx, shapes, jax.random.key(config.seed), mesh, rules)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  replicated = sharding.replicated(mesh)
+  p_train_step = jax.jit(
+      functools.partial(train_step, model=model, tx=tx,
+                        next_sentence_prediction=next_sentence_prediction,
+                        grad_accum_steps=config.train.grad_accum_steps),
+      in_shardings=(state_shardings, batch_sharding, replicated),
+      out_shardings=(state_shardings, replicated),
+      donate_argnums=(0,))
+  p_eval_step = jax.jit(
+      functools.partial(eval_step, model=model, next_sentence_prediction=next_sentence_prediction),
+      in_shardings=(state_shardings.params, batch_sharding),
+      out_shardings=replicated)
+  return Program(model=model, tx=tx, abstract_state=abstract_state,
+                 state_shardings=state_shardings, batch_sharding=batch_sharding,
+                 train_step=p_train_step, eval_step=p_eval_step)
+
+
+def abstract_batch(config: ml_collections.ConfigDict, batch_size: int,
+                   batch_sharding: jax.sharding.NamedSharding) -> dict[str, jax.ShapeDtypeStruct]:
+  """A global batch's shapes and shardings, to lower a step without any data."""
+  shapes = jax.eval_shape(functools.partial(
+      dummy_batch, batch_size, config.data.max_seq_length, config.data.max_predictions_per_seq))
+  return {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+          for k, v in shapes.items()}
 
 
 def _sum_metrics(device_metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -135,7 +232,7 @@ def _check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
   """A workdir is never silently shared by two model shapes."""
   for field, value in saved.items():
     current = getattr(model_config, field, None)
-    if field != "dtype" and current != value:
+    if field not in modeling.BertConfig.RUNTIME_FIELDS and current != value:
       raise errors.UserError(
           f"model.{field}={current!r} but {directory} holds a model with {value!r}: use a new "
           f"--workdir (or another checkpoint), or the same model config")
@@ -190,21 +287,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   eval_batches = inputs.eval_batches(config, data)
   baseline = inputs.most_frequent_token_accuracy(eval_batches)
 
-  # ---- Model, optimizer, shardings ----
-  model = modeling.BertForPreTraining(model_config)
-  tx = optim.create_optimizer(config.train)
+  # ---- Model, optimizer, shardings, compiled steps ----
   schedule = optim.learning_rate_schedule(config.train)
-  rng = jax.random.key(config.seed)
-  init_rng, dropout_rng = jax.random.split(rng)
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_state, state_shardings = abstract_train_state(model, tx, shapes, init_rng, mesh,
-                                                           rules)
+    program = build_program(config, mesh, rules, nsp)
+    model, tx = program.model, program.tx
+    state_shardings, batch_sharding = program.state_shardings, program.batch_sharding
+    p_train_step, p_eval_step = program.train_step, program.eval_step
 
     # ---- Create or restore the state ----
     if latest is None:
+      shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
       state = jax.jit(
           functools.partial(create_train_state, model=model, tx=tx, batch=shapes),
           out_shardings=state_shardings)(init_rng)
@@ -214,21 +309,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     else:
       target = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          abstract_state, state_shardings)
+          program.abstract_state, state_shardings)
       state, _ = checkpointer.restore(latest, target)
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
             flush=True)
     start_step = int(state.step)
-
-    p_train_step = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, next_sentence_prediction=nsp),
-        in_shardings=(state_shardings, batch_sharding, sharding.replicated(mesh)),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=(0,))
-    p_eval_step = jax.jit(
-        functools.partial(eval_step, model=model, next_sentence_prediction=nsp),
-        in_shardings=(state_shardings.params, batch_sharding),
-        out_shardings=sharding.replicated(mesh))
 
     # Each host resumes its own stream right after the examples it has already consumed; the
     # count is kept in the checkpoint, so phases with different batch sizes add up.

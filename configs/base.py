@@ -45,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Compute dtype of activations and matmuls: 'float32', or 'bfloat16' on TPU/GPU. Params,
   # softmax, LayerNorm statistics and losses stay float32.
   model.dtype = "float32"
+  # Run the layers as one scanned body (compile time flat in depth) rather than unrolled.
+  model.scan_layers = True
+  # What each layer recomputes in the backward pass instead of keeping: 'none', 'full',
+  # 'dots_saveable' or 'dots_with_no_batch_dims_saveable' (see modeling.REMAT_POLICIES).
+  model.remat_policy = "none"
 
   # The pre-training data.
   data = config.data = ml_collections.ConfigDict()
@@ -108,6 +113,9 @@ def get_config() -> ml_collections.ConfigDict:
   train = config.train = ml_collections.ConfigDict()
   # Global batch size in sequences, over all hosts and devices.
   train.batch_size = 256
+  # Micro-batches per step: the batch runs in this many sequential pieces whose gradients add
+  # up (same update, less activation memory); batch_size / (it * data-parallel size) per device.
+  train.grad_accum_steps = 1
   # Optimizer steps to train for.
   train.num_train_steps = 1_000_000
   # Peak learning rate, reached after warmup.
