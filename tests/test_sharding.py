@@ -1,5 +1,6 @@
 """Mesh shapes, logical rules, and a real run sharded over 8 (fake) CPU devices."""
 
+import json
 import os
 import subprocess
 import sys
@@ -70,3 +71,36 @@ def test_train_on_a_2x2x2_mesh_then_resume_on_another_mesh(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert "Resumed from the checkpoint at step 2" in second.stdout
   assert "train step=3 " in second.stdout
+
+
+def test_meshes_give_the_one_device_numbers_and_shard_params_as_the_rules_say():
+  """3 steps (dropout on) on meshes (8,1,1), (2,4,1), (2,2,2) vs the same steps on one device.
+
+  Tolerance: sharding changes only the order of float32 sums, so metrics agree to 1e-5
+  relative and params to 1e-5 absolute, while the steps move the params by ~3e-3.
+  """
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+         "TF_CPP_MIN_LOG_LEVEL": "3",
+         "PYTHONPATH": os.pathsep.join([REPO, os.path.join(REPO, "tests")])}
+  result = subprocess.run([sys.executable, os.path.join(REPO, "tests", "mesh_worker.py")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout)
+  for name in ("8x1x1", "2x4x1", "2x2x2"):
+    mesh = report[name]
+    assert mesh["max_metric_rel_diff"] < 1e-5, (name, mesh["loss"], report["reference_loss"])
+    assert mesh["max_param_abs_diff"] < 1e-5, name
+    assert mesh["layout"]["max_update"] > 1e-3, name
+  # On (data=2, fsdp=2, tensor=2): vocab/heads/mlp split over 'tensor', embed over 'fsdp'.
+  layout = report["2x2x2"]["layout"]
+  assert layout["bert/embeddings/word_embeddings/embedding"] == {
+      "spec": "P('tensor', 'fsdp')", "shard_shape": [64, 16]}
+  assert layout["bert/encoder/layer/attention/query_kernel"] == {
+      "spec": "P(None, 'fsdp', 'tensor', None)", "shard_shape": [2, 16, 2, 8]}
+  assert layout["bert/encoder/layer/intermediate/kernel"] == {
+      "spec": "P(None, 'fsdp', 'tensor')", "shard_shape": [2, 16, 32]}
+  assert layout["cls/predictions/output_bias"]["shard_shape"] == [64]
+  assert layout["adam_mu_of_query_kernel"]["spec"] == "P(None, 'fsdp', 'tensor', None)"
+  # Pure data parallelism keeps whole params on every device.
+  assert report["8x1x1"]["layout"]["bert/encoder/layer/intermediate/kernel"]["shard_shape"] == [
+      2, 32, 64]
