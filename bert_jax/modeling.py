@@ -177,7 +177,8 @@ class BertEmbeddings(nn.Module):
                   + self.position_embeddings(jnp.arange(length))[None]
                   + self.token_type_embeddings(segment_ids))  # [batch, length, embed]
     embeddings = self.layer_norm(embeddings)
-    return self.dropout(embeddings, deterministic=deterministic)
+    embeddings = self.dropout(embeddings, deterministic=deterministic)
+    return nn.with_logical_constraint(embeddings, ("batch", "length", "embed"))
 
 
 class BertSelfAttention(nn.Module):

@@ -7,8 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bert_jax import config_validation
+from bert_jax import errors
 from bert_jax import modeling
 from bert_jax import optim
+from bert_jax import sharding
 from bert_jax import train
 from batches import random_batch
 from configs import tiny
@@ -22,6 +25,7 @@ def _config(**model_overrides):
   config.model.update(vocab_size=128, hidden_size=32, num_hidden_layers=3,
                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
   config.model.update(model_overrides)
+  config.data.update(max_seq_length=32, max_predictions_per_seq=5)
   config.train.update(num_warmup_steps=0, learning_rate=1e-3, num_train_steps=10)
   return config
 
@@ -117,3 +121,17 @@ def test_bfloat16_compute_trains_close_to_float32(batch, reference):
   for got, want in zip(history, reference[0]):
     np.testing.assert_allclose(got["loss"], want["loss"], rtol=2e-2)
     assert np.isfinite(got["grad_norm"])
+
+
+def test_scale_out_config_errors_name_the_field():
+  config = _config(remat_policy="sometimes")
+  with pytest.raises(errors.UserError, match="model.remat_policy='sometimes'"):
+    config_validation.validate(config)
+  config = _config()
+  config.train.update(batch_size=8, eval_batch_size=8, grad_accum_steps=3)
+  mesh = sharding.create_mesh(config.mesh, jax.devices()[:1])
+  with pytest.raises(errors.UserError, match="train.grad_accum_steps=3"):
+    config_validation.validate_batch_sizes(config, mesh)
+  config.train.grad_accum_steps = 0
+  with pytest.raises(errors.UserError, match="train.grad_accum_steps=0"):
+    config_validation.validate(config)
