@@ -205,8 +205,10 @@ class BertSelfAttention(nn.Module):
     use_dropout = not self.deterministic and config.attention_probs_dropout_prob > 0
     if use_dropout:
       # jax.nn.dot_product_attention has no dropout on the probabilities; the original has.
-      scores = jnp.einsum("bqhd,bkhd->bhqk", query, key) / jnp.sqrt(head_dim).astype(query.dtype)
-      scores = jnp.where(attention_mask, scores.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+      # Scores and softmax in float32 whatever the compute dtype, as dot_product_attention does.
+      scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
+                          preferred_element_type=jnp.float32) / jnp.sqrt(head_dim)
+      scores = jnp.where(attention_mask, scores, jnp.finfo(jnp.float32).min)
       probs = jax.nn.softmax(scores, axis=-1).astype(config.compute_dtype)  # [batch, heads, q, k]
       probs = nn.Dropout(config.attention_probs_dropout_prob)(probs, deterministic=False)
       context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, length, heads, head_dim]
