@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -108,6 +109,12 @@ def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict
   if config.train.max_eval_steps > 0:
     dataset = dataset.take(config.train.max_eval_steps)
   batches = list(dataset.as_numpy_iterator())
+  if jax.process_count() > 1:
+    # Each eval step is one global batch, so every host must feed the same number; hosts' shares
+    # differ by at most a record, and the fewest batches of any host are exactly the full global
+    # batches of all the eval records (records are dealt out in turn), as in one process.
+    counts = multihost_utils.process_allgather(np.int32(len(batches)))
+    batches = batches[:int(np.min(counts))]
   if not batches:
     raise errors.UserError(
         f"the eval records ({', '.join(os.path.basename(f) for f in inputs.eval_files)}) "
@@ -125,6 +132,12 @@ def most_frequent_token_accuracy(batches: list[dict[str, np.ndarray]]) -> float:
   ids = np.concatenate([b["masked_lm_ids"].ravel() for b in batches])
   weights = np.concatenate([b["masked_lm_weights"].ravel() for b in batches])
   real = ids[weights > 0]
-  if real.size == 0:
+  if jax.process_count() == 1:
+    counts = np.bincount(real)
+  else:
+    # Each host holds its share of the eval batches; the baseline is over all of them.
+    length = int(np.max(multihost_utils.process_allgather(np.int32(real.max(initial=0) + 1))))
+    counts = multihost_utils.process_allgather(np.bincount(real, minlength=length)).sum(axis=0)
+  if counts.sum() == 0:
     return 0.0
-  return float(np.bincount(real).max() / real.size)
+  return float(counts.max() / counts.sum())

@@ -6,9 +6,12 @@ google-research/bert's create_pretraining_data.py writes (used as they are).
 
 Determinism: the training stream is a sequence of epochs, each a seeded shuffle of this host's
 files and records; example k of the stream (counting from the start of training) is masked
-with a stateless seed made of (seed, k). So the stream is a pure function of (seed, example
-index), and a run resumed at example k (`start_index=k`) sees exactly the batches it would have
-seen; with `records_per_epoch` known, resuming skips whole epochs without reading them.
+with a stateless seed made of (seed, k) (of (seed, k * process_count + process_index) with
+several hosts). So the stream is a pure function of (seed, example index), and a run resumed at
+example k (`start_index=k`) sees exactly the batches it would have seen; with
+`records_per_epoch` known, resuming skips whole epochs without reading them. Each host's stream
+depends on the number of hosts: resuming with another number keeps the step count and the
+state, not the data order.
 """
 
 from collections.abc import Sequence
@@ -274,8 +277,12 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
     features = _parse(record, record_format)
     if premasked:
       return features
-    # Static masks depend on the record itself, dynamic ones on its place in the stream.
-    key = tf.strings.to_hash_bucket_fast(record, 2**62) if static_masks else index
+    # Static masks depend on the record itself, dynamic ones on its place in the stream:
+    # example k of host h is example k * process_count + h of all hosts together, so no two
+    # hosts draw the same masks, and where records are dealt out in turn (eval) each record
+    # gets the masks it gets in a single process.
+    key = (tf.strings.to_hash_bucket_fast(record, 2**62) if static_masks
+           else index * process_count + process_index)
     if record_format.seq_length > max_seq_length:
       truncation_seed = tf.stack([tf.constant(seed ^ _TRUNCATION_SALT, tf.int64), key])
       features = truncate_instance(features, max_seq_length, truncation_seed,

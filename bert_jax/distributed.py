@@ -1,0 +1,111 @@
+"""Joins the processes of a multi-host job into one JAX system, before the backend starts.
+
+Three cases, decided from flags and the environment only (nothing here may touch the JAX
+backend: `jax.distributed.initialize` refuses to run after it):
+- explicit: --coordinator_address, --num_processes and --process_id (GPU clusters, local runs);
+- detected: a cluster that `jax.distributed.initialize()` configures by itself (a Cloud TPU
+  slice, a SLURM job step or an Open MPI job of more than one task);
+- neither: one process, nothing to do.
+"""
+
+import os
+
+import jax
+
+from bert_jax import errors
+
+# Set by SLURM's srun in every task of a job step; jax reads the same ones.
+_SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+                    "SLURM_LOCALID")
+
+
+def _on_cloud_tpu_vm() -> bool:
+  # Set by jax's own import-time TPU probe (TPU chips on the PCI bus and libtpu), which reads
+  # no backend. Private, so read defensively: an unknown jax means "not a TPU VM".
+  try:
+    from jax._src import cloud_tpu_init  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+def detect_cluster() -> str | None:
+  """Names the multi-process environment jax can configure itself, or None.
+
+  Mirrors jax 0.10's cluster detection (jax/_src/clusters/) without its network queries. A
+  Cloud TPU VM counts even when it is a single host: jax then finds a slice of one process,
+  which costs nothing. SLURM and Open MPI count only with more than one task, so a plain
+  `srun python ...` or `mpirun -n 1` stays a single process. Kubernetes other than GKE TPUs and
+  mpi4py are left to the explicit flags: detecting them needs extra packages.
+  """
+  if _on_cloud_tpu_vm():
+    gke = "TPU_PROCESS_ADDRESSES" in os.environ or "TPU_WORKER_HOSTNAMES" in os.environ
+    # Without GKE's variables jax asks the GCE metadata server, which TPU_SKIP_MDS_QUERY turns
+    # off; then jax finds no cluster and neither do we.
+    if gke or "TPU_SKIP_MDS_QUERY" not in os.environ:
+      return "Cloud TPU"
+  if all(name in os.environ for name in _SLURM_VARIABLES):
+    if _task_count("SLURM_NTASKS") > 1:
+      return "SLURM"
+  if "OMPI_MCA_orte_hnp_uri" in os.environ and _task_count("OMPI_COMM_WORLD_SIZE") > 1:
+    return "Open MPI"
+  return None
+
+
+def _task_count(variable: str) -> int:
+  try:
+    return int(os.environ.get(variable, "1"))
+  except ValueError:
+    return 1
+
+
+def _check_flags(coordinator_address: str | None, num_processes: int | None,
+                 process_id: int | None) -> None:
+  given = {"--coordinator_address": coordinator_address is not None,
+           "--num_processes": num_processes is not None, "--process_id": process_id is not None}
+  if any(given.values()) and not all(given.values()):
+    missing = ", ".join(name for name, present in given.items() if not present)
+    raise errors.UserError(
+        f"{missing} not given: pass all of --coordinator_address, --num_processes and "
+        f"--process_id, or none (single process, or a cluster jax detects)")
+  if not any(given.values()):
+    return
+  if not coordinator_address or ":" not in coordinator_address:
+    raise errors.UserError(f"--coordinator_address={coordinator_address!r}: need HOST:PORT of "
+                           f"process 0, the same on every process")
+  if num_processes < 1:
+    raise errors.UserError(f"--num_processes={num_processes}: must be at least 1")
+  if not 0 <= process_id < num_processes:
+    raise errors.UserError(f"--process_id={process_id}: must be in [0, {num_processes})")
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Calls `jax.distributed.initialize` when the job spans processes; else does nothing.
+
+  Must run before anything touches the JAX backend (even `jax.devices()`). Prints one line
+  saying which process this is when there is more than one.
+
+  Args:
+    coordinator_address: HOST:PORT where process 0 serves the coordination service.
+    num_processes: Processes in the job.
+    process_id: This process, in [0, num_processes).
+
+  Raises:
+    errors.UserError: Some but not all of the three are given, or one is out of range.
+  """
+  _check_flags(coordinator_address, num_processes, process_id)
+  if coordinator_address is not None:
+    if num_processes == 1:
+      return  # A job of one process needs no coordinator.
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    source = f"coordinator {coordinator_address}"
+  else:
+    source = detect_cluster()
+    if source is None:
+      return
+    jax.distributed.initialize()
+  if jax.process_count() > 1:
+    print(f"Process {jax.process_index()} of {jax.process_count()} ({source}; "
+          f"{jax.local_device_count()} local, {jax.device_count()} global devices)", flush=True)

@@ -1,0 +1,160 @@
+"""Multi-host: two local processes joined by jax.distributed (gloo) over one 8-device mesh.
+
+Each process has 4 fake CPU devices, so the processes together look like two hosts of a pod.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+from bert_jax import distributed
+from bert_jax import errors
+from test_train import REPO, write_corpus
+
+_WORKER = os.path.join(REPO, "tests", "distributed_worker.py")
+# Generous: on 2 busy cores a process takes ~40 s; a hang must fail, not block.
+_TIMEOUT_S = 240
+
+
+def _env(devices: int) -> dict[str, str]:
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+          "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _run_processes(commands: list[list[str]], envs: list[dict[str, str]] | dict[str, str]
+                   ) -> list[subprocess.CompletedProcess]:
+  """Starts the commands at once (they wait for each other) and waits for all of them.
+
+  Output goes to files, not pipes: waiting on one process while another blocks on a full pipe
+  would hang both at their next collective.
+  """
+  if isinstance(envs, dict):
+    envs = [envs] * len(commands)
+  outputs = [(tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")) for _ in commands]
+  processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr,
+                                text=True)
+               for command, env, (stdout, stderr) in zip(commands, envs, outputs)]
+  deadline = time.monotonic() + _TIMEOUT_S
+  results = []
+  try:
+    for command, process, (stdout, stderr) in zip(commands, processes, outputs):
+      process.wait(timeout=max(deadline - time.monotonic(), 1))
+      stdout.seek(0)
+      stderr.seek(0)
+      results.append(subprocess.CompletedProcess(command, process.returncode, stdout.read(),
+                                                 stderr.read()))
+  finally:
+    for process in processes:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+    for stdout, stderr in outputs:
+      stdout.close()
+      stderr.close()
+  return results
+
+
+def test_two_processes_train_exactly_as_one(tmp_path):
+  """3 steps on a fixed batch, each process feeding its rows = the same steps in one process."""
+  port = _free_port()
+  multi, single = str(tmp_path / "multi.npz"), str(tmp_path / "single.npz")
+  # All three at once: each process keeps about one core busy, and the reference (one
+  # process, 8 devices) needs nothing from the other two.
+  runs = _run_processes(
+      [[sys.executable, _WORKER, multi, "2", str(i), str(port)] for i in range(2)]
+      + [[sys.executable, _WORKER, single, "1", "0"]],
+      [_env(4), _env(4), _env(8)])
+  for run in runs:
+    assert run.returncode == 0, run.stderr[-3000:]
+  multi, single = np.load(multi), np.load(single)
+  assert sorted(multi) == sorted(single)
+  for name in multi:
+    if name.startswith("batch/"):
+      # The processes' rows, put together, are the whole batch in its order.
+      np.testing.assert_array_equal(multi[name], single[name], err_msg=name)
+    else:
+      # float32 with the same mesh but other collectives (gloo across processes) summing in
+      # another order: seen ~1e-6 relative, tolerance 10x that.
+      np.testing.assert_allclose(multi[name], single[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  # Rows in the wrong place change the result far beyond that tolerance (dropout differs per
+  # row), so the comparison above would catch a process feeding the wrong rows.
+  assert abs(float(single["wrong_rows_loss"]) - float(single["step0/loss"])) > 1e-3
+
+
+def test_cli_with_two_processes_checkpoints_and_one_process_resumes(tmp_path):
+  """The real main on 2 processes (shared workdir), then a single process goes on from it."""
+  corpus = write_corpus(str(tmp_path))
+  workdir = tmp_path / "work"
+  command = [sys.executable, "-m", "bert_jax.main", "--config=configs/tiny.py",
+             f"--workdir={workdir}", "--config.data.source=text",
+             f"--config.data.input_files={corpus}", "--config.model.vocab_size=128",
+             "--config.model.hidden_size=32", "--config.model.num_hidden_layers=1",
+             "--config.model.num_attention_heads=2", "--config.model.intermediate_size=64",
+             "--config.data.max_seq_length=32", "--config.data.max_predictions_per_seq=5",
+             "--config.data.num_eval_documents=6", "--config.train.batch_size=8",
+             "--config.train.eval_batch_size=8", "--config.train.log_every_steps=1",
+             "--config.train.max_eval_steps=2", "--config.train.checkpoint_every_steps=2"]
+  port = _free_port()
+  first = _run_processes(
+      [command + ["--config.train.num_train_steps=2", f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}"] for i in range(2)], _env(4))
+  for run in first:
+    assert run.returncode == 0, run.stderr[-3000:]
+  lead, other = first
+  assert "Process 0 of 2" in lead.stdout
+  assert "train step=1 " in lead.stdout and "train step=2 " in lead.stdout
+  assert "eval step=2 " in lead.stdout
+  # Progress and metrics come from process 0 only (gloo's own lines aside).
+  other_lines = [line for line in other.stdout.splitlines() if not line.startswith("[Gloo]")]
+  assert len(other_lines) == 1 and other_lines[0].startswith("Process 1 of 2"), other.stdout
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
+  assert sorted(os.listdir(workdir / "tensorboard")) == ["eval", "train"]
+
+  # One process, one device: the checkpoint crosses process counts and meshes.
+  second = subprocess.run(command + ["--config.train.num_train_steps=3"], cwd=REPO, env=_env(1),
+                          capture_output=True, text=True, timeout=_TIMEOUT_S)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "Resumed from the checkpoint at step 2" in second.stdout
+  assert "Preparing" not in second.stdout  # Process 0 prepared the data once, for all.
+  assert "train step=3 " in second.stdout and "train step=2 " not in second.stdout
+  assert "3" in os.listdir(workdir / "checkpoints")
+  # The eval set is dealt out in turn to the hosts with the masks each record gets in one
+  # process: the baseline over all of it does not depend on the number of processes.
+  baseline = lambda out: out.rsplit("most-frequent-token baseline ", 1)[1].split(";")[0]
+  assert baseline(lead.stdout) == baseline(second.stdout)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(coordinator_address="127.0.0.1:1234"), "--num_processes, --process_id not given"),
+    (dict(num_processes=2, process_id=0), "--coordinator_address not given"),
+    (dict(coordinator_address="127.0.0.1", num_processes=2, process_id=0), "HOST:PORT"),
+    (dict(coordinator_address="h:1", num_processes=2, process_id=2), r"must be in \[0, 2\)"),
+    (dict(coordinator_address="h:1", num_processes=0, process_id=0), "at least 1"),
+])
+def test_bad_flag_combinations_are_user_errors(flags, message):
+  with pytest.raises(errors.UserError, match=message):
+    distributed.initialize(**flags)
+
+
+def test_no_flags_and_no_cluster_is_a_single_process(monkeypatch):
+  for name in ("SLURM_JOB_ID", "OMPI_MCA_orte_hnp_uri", "TPU_WORKER_HOSTNAMES"):
+    monkeypatch.delenv(name, raising=False)
+  assert distributed.detect_cluster() is None
+  distributed.initialize()  # Does nothing.
+  monkeypatch.setenv("OMPI_MCA_orte_hnp_uri", "1234.0;tcp://10.0.0.1:5678")
+  monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "1")
+  assert distributed.detect_cluster() is None  # `mpirun -n 1` is one process.
+  monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+  assert distributed.detect_cluster() == "Open MPI"
