@@ -37,14 +37,18 @@ class TrainState:
 
 def dummy_batch(batch_size: int, max_seq_length: int,
                 max_predictions_per_seq: int) -> dict[str, jax.Array]:
-  """A batch of the right shapes and dtypes, for init and for abstract evaluation."""
-  tokens = jnp.zeros((batch_size, max_seq_length), jnp.int32)
-  predictions = jnp.zeros((batch_size, max_predictions_per_seq), jnp.int32)
+  """A batch of the right shapes and dtypes, for init and for abstract evaluation.
+
+  Host numpy, not device arrays: it is built under meshes of compile-only devices too (aot.py),
+  where no device op can run.
+  """
+  tokens = np.zeros((batch_size, max_seq_length), np.int32)
+  predictions = np.zeros((batch_size, max_predictions_per_seq), np.int32)
   return {
       "input_ids": tokens, "input_mask": tokens, "segment_ids": tokens,
       "masked_lm_positions": predictions, "masked_lm_ids": predictions,
-      "masked_lm_weights": predictions.astype(jnp.float32),
-      "next_sentence_labels": jnp.zeros((batch_size,), jnp.int32),
+      "masked_lm_weights": predictions.astype(np.float32),
+      "next_sentence_labels": np.zeros((batch_size,), np.int32),
   }
 
 
@@ -178,14 +182,16 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   """The model, optimizer, shardings and jitted steps of `config` on `mesh`.
 
   Shared by training and by ahead-of-time compilation (aot.py), so that what is compiled for a
-  TPU slice is exactly what runs there. Call it under `jax.set_mesh(mesh)` and
-  `nn.logical_axis_rules(rules)`.
+  TPU slice is exactly what runs there. Call it under `nn.logical_axis_rules(rules)`; the
+  jitted steps must be traced (first call, or `lower`) under `jax.set_mesh(mesh)` too, for the
+  activations' sharding constraints.
   """
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
   shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
-  abstract_state, state_shardings = abstract_train_state(
-      model, tx, shapes, jax.random.key(config.seed), mesh, rules)
+  # Abstract, like everything here: no op may run under a mesh of compile-only devices.
+  rng = jax.eval_shape(lambda: jax.random.key(config.seed))
+  abstract_state, state_shardings = abstract_train_state(model, tx, shapes, rng, mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = sharding.replicated(mesh)
   p_train_step = jax.jit(

@@ -1,6 +1,10 @@
 """BERT-Base pre-training, as in the paper: L12/H768/A12, batch 256, 1M steps, lr 1e-4.
 
     python -m bert_jax.main --config=configs/base.py --workdir=DIR [--config.a.b=value ...]
+
+Fits a v5litepod-16 in bf16, data parallel (3.5 of 16 GiB per chip; docs/BENCHMARKS.md):
+    python -m bert_jax.aot --config=configs/base.py --topology=v5litepod-16 \
+        --config.model.dtype=bfloat16
 """
 
 import ml_collections

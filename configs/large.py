@@ -3,6 +3,11 @@
 One real step on a CPU, on the embedded corpus:
     python -m bert_jax.main --config=configs/large.py --workdir=/tmp/large \
         --config.data.source=embedded --config.train.num_train_steps=1 --config.train.batch_size=2
+
+Fits a v5litepod-16 in bf16 with FSDP over all 16 chips (4.7 of 16 GiB per chip at seq 128;
+seq 512 needs remat, docs/BENCHMARKS.md):
+    python -m bert_jax.aot --config=configs/large.py --topology=v5litepod-16 \
+        --config.model.dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
 """
 
 import ml_collections

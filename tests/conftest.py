@@ -1,6 +1,12 @@
 """Fixtures shared by the data tests: a synthetic corpus and a tiny SentencePiece model."""
 
+import os
 import random
+
+# Tests run on the CPU. The test extra installs libtpu (for test_aot's TPU compiler), and without
+# this every process would probe for a TPU, take libtpu's lock file and print its warnings;
+# subprocesses of the tests inherit it.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest
 
