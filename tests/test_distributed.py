@@ -94,7 +94,8 @@ def test_two_processes_train_exactly_as_one(tmp_path):
 
 
 def test_cli_with_two_processes_checkpoints_and_one_process_resumes(tmp_path):
-  """The real main on 2 processes (shared workdir), then a single process goes on from it."""
+  """The real main on 2 processes (shared workdir, a 2x2x2 mesh), then one process on one
+  device goes on from its checkpoint."""
   corpus = write_corpus(str(tmp_path))
   workdir = tmp_path / "work"
   command = [sys.executable, "-m", "bert_jax.main", "--config=configs/tiny.py",
@@ -109,7 +110,8 @@ def test_cli_with_two_processes_checkpoints_and_one_process_resumes(tmp_path):
   port = _free_port()
   first = _run_processes(
       [command + ["--config.train.num_train_steps=2", f"--coordinator_address=127.0.0.1:{port}",
-                  "--num_processes=2", f"--process_id={i}"] for i in range(2)], _env(4))
+                  "--num_processes=2", f"--process_id={i}", "--config.mesh.data=2",
+                  "--config.mesh.fsdp=2", "--config.mesh.tensor=2"] for i in range(2)], _env(4))
   for run in first:
     assert run.returncode == 0, run.stderr[-3000:]
   lead, other = first
