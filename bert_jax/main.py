@@ -50,9 +50,13 @@ def main(argv: list[str]) -> None:
     # Before anything touches the JAX backend.
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     _quiet_unless_first_process()
-    if config.mode != "pretrain":
-      raise errors.UserError(f"config.mode={config.mode!r} is not supported (only 'pretrain')")
-    train.train_and_evaluate(config, _WORKDIR.value)
+    if config.mode == "pretrain":
+      train.train_and_evaluate(config, _WORKDIR.value)
+    elif config.mode == "finetune":
+      from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+      finetune.finetune(config, _WORKDIR.value)
+    else:
+      raise errors.UserError(f"config.mode={config.mode!r} is not 'pretrain' or 'finetune'")
   except errors.UserError as e:
     # A user's mistake gets one line that names the field or file, not a traceback.
     sys.exit(f"bert_jax: error: {e}")

@@ -129,12 +129,12 @@ def _truncated_normal(stddev: float):
   return init
 
 
-def _init(config: BertConfig, names: tuple[str | None, ...]):
+def weight_init(config: BertConfig, names: tuple[str | None, ...]):
   """The original's initializer for every weight, tagged with logical axis names."""
   return nn.with_logical_partitioning(_truncated_normal(config.initializer_range), names)
 
 
-def _zeros(names: tuple[str | None, ...]):
+def zeros_init(names: tuple[str | None, ...]):
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
@@ -143,13 +143,13 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
       epsilon=config.layer_norm_eps, dtype=config.compute_dtype, name=name,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-      bias_init=_zeros(("embed",)))
+      bias_init=zeros_init(("embed",)))
 
 
 def _dense(config: BertConfig, features: int, names: tuple[str | None, str | None],
            name: str) -> nn.Dense:
   return nn.Dense(features, dtype=config.compute_dtype, name=name,
-                  kernel_init=_init(config, names), bias_init=_zeros(names[1:]))
+                  kernel_init=weight_init(config, names), bias_init=zeros_init(names[1:]))
 
 
 class BertEmbeddings(nn.Module):
@@ -160,13 +160,13 @@ class BertEmbeddings(nn.Module):
     config = self.config
     self.word_embeddings = nn.Embed(
         config.vocab_size, config.hidden_size, dtype=config.compute_dtype,
-        embedding_init=_init(config, ("vocab", "embed")))
+        embedding_init=weight_init(config, ("vocab", "embed")))
     self.position_embeddings = nn.Embed(
         config.max_position_embeddings, config.hidden_size, dtype=config.compute_dtype,
-        embedding_init=_init(config, (None, "embed")))
+        embedding_init=weight_init(config, (None, "embed")))
     self.token_type_embeddings = nn.Embed(
         config.type_vocab_size, config.hidden_size, dtype=config.compute_dtype,
-        embedding_init=_init(config, (None, "embed")))
+        embedding_init=weight_init(config, (None, "embed")))
     self.layer_norm = _layer_norm(config, "LayerNorm")
     self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -192,9 +192,9 @@ class BertSelfAttention(nn.Module):
     heads, head_dim = config.num_attention_heads, config.head_dim
 
     def projection(name):
-      kernel = self.param(f"{name}_kernel", _init(config, ("embed", "heads", "kv")),
+      kernel = self.param(f"{name}_kernel", weight_init(config, ("embed", "heads", "kv")),
                           (config.hidden_size, heads, head_dim))
-      bias = self.param(f"{name}_bias", _zeros(("heads", "kv")), (heads, head_dim))
+      bias = self.param(f"{name}_bias", zeros_init(("heads", "kv")), (heads, head_dim))
       dtype = config.compute_dtype
       # [batch, length, embed] x [embed, heads, head_dim] -> [batch, length, heads, head_dim]
       return jnp.einsum("ble,ehd->blhd", hidden.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
@@ -214,9 +214,9 @@ class BertSelfAttention(nn.Module):
       context = jnp.einsum("bhqk,bkhd->bqhd", probs, value)  # [batch, length, heads, head_dim]
     else:
       context = jax.nn.dot_product_attention(query, key, value, mask=attention_mask)
-    kernel = self.param("output_kernel", _init(config, ("heads", "kv", "embed")),
+    kernel = self.param("output_kernel", weight_init(config, ("heads", "kv", "embed")),
                         (heads, head_dim, config.hidden_size))
-    bias = self.param("output_bias", _zeros(("embed",)), (config.hidden_size,))
+    bias = self.param("output_bias", zeros_init(("embed",)), (config.hidden_size,))
     # [batch, length, heads, head_dim] x [heads, head_dim, embed] -> [batch, length, embed]
     output = jnp.einsum("blhd,hde->ble", context, kernel.astype(context.dtype)) + bias.astype(
         context.dtype)
@@ -329,7 +329,7 @@ class _Predictions(nn.Module):
     hidden = _ACTIVATIONS[config.hidden_act](hidden)
     hidden = _layer_norm(config, "transform_LayerNorm")(hidden)
     logits = word_embeddings.attend(hidden)  # [batch, predictions, vocab], tied decoder
-    output_bias = self.param("output_bias", _zeros(("vocab",)), (config.vocab_size,))
+    output_bias = self.param("output_bias", zeros_init(("vocab",)), (config.vocab_size,))
     return logits.astype(jnp.float32) + output_bias
 
 

@@ -53,8 +53,11 @@ def dummy_batch(batch_size: int, max_seq_length: int,
 
 
 def _model_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
-  return (batch["input_ids"], batch["segment_ids"], batch["input_mask"],
-          batch["masked_lm_positions"])
+  """The model's positional inputs; fine-tuning batches have no masked positions."""
+  inputs = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])
+  if "masked_lm_positions" in batch:
+    inputs += (batch["masked_lm_positions"],)
+  return inputs
 
 
 def init_params(rng: jax.Array, model: nn.Module, batch: dict[str, jax.Array]):

@@ -1,0 +1,287 @@
+"""Fine-tuning: GLUE-style classification and regression, SQuAD spans and NER tags.
+
+    python -m bert_jax.main --config=configs/glue.py --config.task=sst2 \
+        --config.init_checkpoint=DIR --workdir=WORKDIR
+
+Reads top to bottom like train.py: the task's data and vocabulary; the model, its encoder
+params taken from `init_checkpoint` (any checkpoint interop.load_params reads; the pre-training
+heads are dropped, the task head starts fresh); then one loop of jitted steps with evaluation
+every `train.eval_every_steps` and at the end. WORKDIR gets `checkpoints/` (the latest states,
+to resume), `best/` (the params of the best evaluation so far, by the task's first metric),
+`predictions/step_N/` and `best.json`.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+import optax
+import tensorflow as tf
+
+from bert_jax import checkpoint
+from bert_jax import errors
+from bert_jax import heads
+from bert_jax import metrics
+from bert_jax import modeling
+from bert_jax import optim
+from bert_jax import sharding
+from bert_jax import task_eval
+from bert_jax import train
+from bert_jax.data import finetune_data
+
+
+def create_model(family: str, model_config: modeling.BertConfig, num_labels: int) -> nn.Module:
+  if family == "span":
+    return heads.BertForQuestionAnswering(model_config)
+  if family == "token":
+    return heads.BertForTokenClassification(model_config, num_labels)
+  return heads.BertForSequenceClassification(model_config, num_labels)
+
+
+def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Array:
+  """The family's loss; `batch['weights']` (1 real, 0 padding) when present."""
+  weights = batch.get("weights", jnp.ones(batch["input_ids"].shape[:1], jnp.float32))
+  if family == "span":
+    return heads.span_loss(*outputs, batch["start_positions"], batch["end_positions"], weights)
+  if family == "token":
+    return heads.token_loss(outputs, batch["label_ids"],
+                            batch["label_weights"] * weights[:, None])
+  if family == "regression":
+    return heads.regression_loss(outputs, batch["label_ids"], weights)
+  return heads.classification_loss(outputs, batch["label_ids"], weights)
+
+
+def finetune_step(state: train.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+                  model: nn.Module, tx, family: str
+                  ) -> tuple[train.TrainState, dict[str, jax.Array]]:
+  """One optimizer step on the task loss."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    outputs = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                          batch["input_mask"], deterministic=False, rngs={"dropout": dropout_rng})
+    return task_loss(family, outputs, batch)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return (train.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
+          {"loss": loss})
+
+
+def predict_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> Any:
+  return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                     batch["input_mask"])
+
+
+def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+  """Rows of the global batch of `step` (0-based): epoch after epoch, each a fresh seeded
+  shuffle, so a resumed run sees exactly the batches it would have seen."""
+  positions = np.arange(step * batch_size, (step + 1) * batch_size)
+  epochs, offsets = np.divmod(positions, num_examples)
+  rows = np.empty_like(positions)
+  for epoch in np.unique(epochs):
+    order = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
+    rows[epochs == epoch] = order[offsets[epochs == epoch]]
+  return rows
+
+
+def _host_rows(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """This host's share of a global batch (rows are split evenly over the processes)."""
+  count = len(next(iter(global_batch.values()))) // jax.process_count()
+  start = jax.process_index() * count
+  return {k: v[start:start + count] for k, v in global_batch.items()}
+
+
+def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any]:
+  """The architecture (the checkpoint's, when there is one) and the pre-trained params."""
+  runtime = {k: config.model[k] for k in modeling.BertConfig.RUNTIME_FIELDS}
+  if not config.init_checkpoint:
+    print("No config.init_checkpoint: fine-tuning from a random init (a smoke test, not BERT).",
+          flush=True)
+    return modeling.BertConfig.from_dict(config.model.to_dict()), None
+  from bert_jax import interop  # pylint: disable=g-import-not-at-top
+  loaded_config, params = interop.load_params(config.init_checkpoint)
+  print(f"Fine-tuning from {config.init_checkpoint} (its architecture: "
+        f"L{loaded_config.num_hidden_layers}/H{loaded_config.hidden_size}/"
+        f"A{loaded_config.num_attention_heads})", flush=True)
+  return dataclasses.replace(loaded_config, **runtime), params
+
+
+def _validate(config: ml_collections.ConfigDict, model_config: modeling.BertConfig,
+              mesh: jax.sharding.Mesh, tokenizer_vocab_size: int) -> None:
+  train_config, data = config.train, config.data
+  if data.max_seq_length > model_config.max_position_embeddings:
+    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} is larger than the "
+                           f"model's max_position_embeddings={model_config.max_position_embeddings}")
+  if tokenizer_vocab_size > model_config.vocab_size:
+    raise errors.UserError(f"the vocabulary ({tokenizer_vocab_size} tokens) is larger than the "
+                           f"model's vocab_size={model_config.vocab_size}: wrong data.vocab_file?")
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  for field in ("batch_size", "eval_batch_size"):
+    size = train_config[field]
+    if size < 1 or size % data_parallel or size % jax.process_count():
+      raise errors.UserError(f"train.{field}={size} must be a positive multiple of the "
+                             f"data-parallel size {data_parallel} and of the process count")
+  if config.task in finetune_data.SQUAD_TASKS and data.max_seq_length <= data.max_query_length + 3:
+    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for the "
+                           f"context after data.max_query_length={data.max_query_length}")
+  if train_config.num_train_epochs <= 0 and train_config.num_train_steps <= 0:
+    raise errors.UserError("train.num_train_epochs and train.num_train_steps are both 0")
+
+
+def _predict(p_predict, params, features: dict[str, np.ndarray], batch_size: int,
+             batch_sharding) -> Any:
+  """The model's outputs for every row of `features`, the last batch padded then trimmed."""
+  count = len(features["input_ids"])
+  padded = math.ceil(count / batch_size) * batch_size
+  inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
+  inputs = {k: np.concatenate([v, np.zeros((padded - count,) + v.shape[1:], v.dtype)])
+            for k, v in inputs.items()}
+  outputs = []
+  for start in range(0, padded, batch_size):
+    global_batch = {k: v[start:start + batch_size] for k, v in inputs.items()}
+    batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
+    outputs.append(multihost_utils.process_allgather(p_predict(params, batch), tiled=True))
+  return jax.tree.map(lambda *parts: np.concatenate(parts)[:count], *outputs)
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Fine-tunes as `config` says in `workdir`; resumes from its latest checkpoint.
+
+  Returns:
+    The final eval metrics, {split: {metric: value}}.
+  """
+  tokenizer = finetune_data.load_tokenizer(config)
+  model_config, pretrained = _model_config(config)
+  rules = sharding.logical_axis_rules(config)
+  mesh = sharding.create_mesh(config.mesh)
+  _validate(config, model_config, mesh, tokenizer.vocab_size)
+  data = finetune_data.load(config, tokenizer)
+  num_examples = len(data.train["input_ids"])
+  if not num_examples:
+    raise errors.UserError(f"task {data.name}: no training example could be used")
+  train_config = ml_collections.ConfigDict(config.train.to_dict())
+  if train_config.num_train_steps <= 0:
+    train_config.num_train_steps = max(1, math.ceil(
+        num_examples * train_config.num_train_epochs / train_config.batch_size))
+  train_config.num_warmup_steps = int(train_config.num_train_steps * train_config.warmup_proportion)
+  num_steps = train_config.num_train_steps
+  print(f"Task {data.name}: {num_examples} training rows, {num_steps} steps of "
+        f"{train_config.batch_size}; eval on {', '.join(e.split for e in data.evals)}",
+        flush=True)
+
+  checkpointer = checkpoint.Checkpointer(
+      checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
+  best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
+  latest = checkpointer.latest_step()
+  meta = checkpointer.restore_meta(latest) if latest is not None else {}
+  if latest is not None and latest >= num_steps:
+    print(f"Fine-tuning is already complete: step {latest} of {num_steps} in "
+          f"{checkpointer.directory}; nothing to do.", flush=True)
+    checkpointer.close()
+    best_checkpointer.close()
+    return meta.get("eval", {})
+
+  model = create_model(data.family, model_config, data.num_labels)
+  tx = optim.create_optimizer(train_config)
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  shapes = {k: v[:1] for k, v in data.train.items()}
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract_state, state_shardings = train.abstract_train_state(
+        model, tx, shapes, init_rng, mesh, rules)
+    if latest is None:
+      state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx,
+                                        batch=shapes), out_shardings=state_shardings)(init_rng)
+      if pretrained is not None:
+        # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
+        bert = jax.tree.map(jax.device_put, pretrained["bert"], state_shardings.params["bert"])
+        state = state.replace(params={**state.params, "bert": bert})
+    else:
+      target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            abstract_state, state_shardings)
+      state, _ = checkpointer.restore(latest, target)
+      print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
+            flush=True)
+    start_step = int(state.step)
+
+    batch_sharding = sharding.batch_sharding(mesh, rules)
+    replicated = sharding.replicated(mesh)
+    p_step = jax.jit(
+        functools.partial(finetune_step, model=model, tx=tx, family=data.family),
+        in_shardings=(state_shardings, batch_sharding, replicated),
+        out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+    p_predict = jax.jit(functools.partial(predict_step, model=model),
+                        in_shardings=(state_shardings.params, batch_sharding))
+
+    writer = metrics.MetricWriter(workdir)
+    throughput = metrics.Throughput(start_step)
+    best = meta.get("best", {"step": 0, "value": -math.inf})
+    main_metric = data.metrics[0]
+    eval_metrics = meta.get("eval", {})
+    pending = []
+
+    def evaluate(step: int) -> dict[str, dict[str, float]]:
+      results = {}
+      for eval_set in data.evals:
+        outputs = _predict(p_predict, state.params, eval_set.features,
+                           train_config.eval_batch_size, batch_sharding)
+        results[eval_set.split], predictions = task_eval.score(
+            data, eval_set, outputs, config, tokenizer)
+        if jax.process_index() == 0:
+          task_eval.write_predictions(os.path.join(workdir, "predictions", f"step_{step}"),
+                                      eval_set.split, predictions)
+        metrics.log_line(f"eval {eval_set.split}", step, results[eval_set.split])
+        writer.write_scalars(f"eval/{eval_set.split}", step, results[eval_set.split])
+      return results
+
+    for step in range(start_step + 1, num_steps + 1):
+      rows = batch_indices(num_examples, train_config.batch_size, step - 1, config.seed)
+      global_batch = {k: v[rows] for k, v in data.train.items()}
+      batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
+      state, step_metrics = p_step(state, batch, dropout_rng)
+      pending.append(step_metrics["loss"])
+      last = step == num_steps
+      if step % train_config.log_every_steps == 0 or last:
+        scalars = {"loss": float(np.mean(jax.device_get(pending))),
+                   "learning_rate": float(optim.learning_rate_schedule(train_config)(step - 1)),
+                   "sequences_per_second": throughput(step, train_config.batch_size)}
+        pending = []
+        metrics.log_line("train", step, scalars)
+        writer.write_scalars("train", step, scalars)
+
+      eval_every = train_config.eval_every_steps
+      if (eval_every and step % eval_every == 0) or last:
+        eval_metrics = evaluate(step)
+        value = eval_metrics[data.evals[0].split][main_metric]
+        if value > best["value"]:
+          best = {"step": step, "value": value, "metric": main_metric, "eval": eval_metrics}
+          best_checkpointer.save(step, {"params": state.params}, {
+              "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+              "task": data.name, "label_names": data.label_names}, force=True)
+        throughput(step, 0)
+
+      if step % train_config.checkpoint_every_steps == 0 or last:
+        checkpointer.save(step, state, {
+            "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+            "best": best, "config": config.to_dict()}, force=last)
+
+    writer.close()
+    checkpointer.close()
+    best_checkpointer.close()
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(os.path.join(workdir, "best.json"), "w") as f:
+      f.write(json.dumps(best, indent=1, sort_keys=True) + "\n")
+  print(f"Best {main_metric} {best['value']:.4f} at step {best['step']} (params in "
+        f"{workdir}/best); predictions in {workdir}/predictions", flush=True)
+  return eval_metrics
+

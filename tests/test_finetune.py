@@ -1,0 +1,155 @@
+"""Fine-tuning: heads on the pre-training encoder, the batch order, and each task family end
+to end (TFDS tasks through tfds.testing.mock_data, local files, a pre-trained checkpoint)."""
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from bert_jax import finetune
+from bert_jax import heads
+from bert_jax import modeling
+from bert_jax import train
+from configs import finetune as finetune_config
+from test_train import small_config, write_corpus
+
+MODEL = dict(vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+             intermediate_size=64, max_position_embeddings=64)
+
+
+def _config(task: str, vocab_file: str, **data):
+  config = finetune_config.get_config()
+  config.task = task
+  config.model.update(MODEL)
+  config.data.update(vocab_file=vocab_file, max_seq_length=32, max_examples=24)
+  config.data.update(data)
+  config.train.update(batch_size=8, eval_batch_size=8, num_train_steps=3, log_every_steps=1,
+                      learning_rate=1e-3)
+  return config
+
+
+def test_heads_keep_the_pretraining_encoder_layout():
+  config = modeling.BertConfig(**MODEL)
+  ids = jnp.zeros((2, 16), jnp.int32)
+  pretraining = jax.eval_shape(lambda: modeling.BertForPreTraining(config).init(
+      jax.random.key(0), ids, ids, ids, ids[:, :3]))["params"]
+  for model, head, shape in [
+      (heads.BertForSequenceClassification(config, 3), "classifier", (32, 3)),
+      (heads.BertForTokenClassification(config, 9), "classifier", (32, 9)),
+      (heads.BertForQuestionAnswering(config), "qa_outputs", (32, 2))]:
+    params = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), ids, ids, ids))["params"]
+    assert set(params) == {"bert", head}
+    assert jax.tree.structure(params["bert"]) == jax.tree.structure(pretraining["bert"])
+    assert nn.meta.unbox(params[head]["kernel"]).shape == shape
+
+
+def test_batches_cover_each_epoch_once_and_are_reproducible():
+  rows = np.concatenate([finetune.batch_indices(10, 4, step, seed=1) for step in range(5)])
+  assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:20]) == list(range(10))
+  assert not np.array_equal(rows[:10], rows[10:20])  # A fresh shuffle every epoch.
+  np.testing.assert_array_equal(finetune.batch_indices(10, 4, 3, seed=1), rows[12:16])
+
+
+def test_padding_rows_do_not_change_the_loss():
+  logits = jnp.asarray([[2.0, 0.0], [0.0, 1.0], [5.0, -5.0]])
+  labels = jnp.asarray([0, 1, 1])
+  full = heads.classification_loss(logits[:2], labels[:2], jnp.ones(2))
+  padded = heads.classification_loss(logits, labels, jnp.asarray([1.0, 1.0, 0.0]))
+  np.testing.assert_allclose(full, padded, rtol=1e-6)
+
+
+@pytest.mark.parametrize("task, metric", [
+    ("sst2", "accuracy"), ("stsb", "pearson"), ("mnli", "accuracy"), ("conll2003", "f1")])
+def test_tfds_task_families_end_to_end(tmp_path, sentencepiece_model, task, metric):
+  config = _config(task, sentencepiece_model)
+  with tfds.testing.mock_data(num_examples=24):
+    results = finetune.finetune(config, str(tmp_path))
+  assert all(np.isfinite(m[metric]) for m in results.values())
+  if task == "mnli":
+    assert set(results) == {"validation_matched", "validation_mismatched"}
+  assert json.load(open(tmp_path / "best.json"))["step"] == 3
+  assert os.listdir(tmp_path / "predictions" / "step_3")
+
+
+def _squad_rows(version_2: bool) -> tuple[list[dict], dict]:
+  """Mock SQuAD records whose answers really are at their offsets (random mock text is not)."""
+  words = "alpha beta gamma delta river stone light water green small".split()
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(24):
+    context = " ".join(rng.choice(words, 12))
+    answer = context.split()[int(rng.integers(12))]
+    impossible = version_2 and i % 3 == 0
+    row = {"id": f"q{i}", "title": "t", "context": context, "question": f"where is {answer}",
+           "answers": {"text": [] if impossible else [answer],
+                       "answer_start": [] if impossible else [context.index(answer)]}}
+    if version_2:
+      row["is_impossible"] = impossible
+    rows.append(row)
+  signature = {"id": tf.TensorSpec([], tf.string), "title": tf.TensorSpec([], tf.string),
+               "context": tf.TensorSpec([], tf.string), "question": tf.TensorSpec([], tf.string),
+               "answers": {"text": tf.TensorSpec([None], tf.string),
+                           "answer_start": tf.TensorSpec([None], tf.int32)}}
+  if version_2:
+    signature["is_impossible"] = tf.TensorSpec([], tf.bool)
+  return rows, signature
+
+
+@pytest.mark.parametrize("version_2", [False, True])
+def test_squad_end_to_end(tmp_path, sentencepiece_model, version_2):
+  rows, signature = _squad_rows(version_2)
+
+  def as_dataset(self, split, **kwargs):
+    del self, split, kwargs
+    return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
+
+  config = _config("squad_v2.0" if version_2 else "squad_v1.1", sentencepiece_model,
+                   version_2_with_negative=version_2, max_query_length=8, doc_stride=8)
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    results = finetune.finetune(config, str(tmp_path))
+  metrics = results["validation"]
+  assert 0.0 <= metrics["exact_match"] <= metrics["f1"] <= 100.0
+  files = os.listdir(tmp_path / "predictions" / "step_3")
+  assert "validation_predictions.json" in files
+  if version_2:
+    assert "best_f1_thresh" in metrics and "NoAns_f1" in metrics
+    assert "validation_null_odds.json" in files
+
+
+def test_pretrain_then_finetune_a_local_csv_and_resume(tmp_path, capsys):
+  """The README's path: pre-train, then classify a small labelled file from that checkpoint."""
+  pretrain_dir = str(tmp_path / "pretrain")
+  corpus = write_corpus(str(tmp_path))
+  train.train_and_evaluate(small_config(corpus, num_train_steps=2), pretrain_dir)
+  rng = np.random.default_rng(0)
+  words = "alpha beta gamma delta river stone light water green small".split()
+  for name, count in (("train.csv", 48), ("dev.csv", 16)):
+    with open(tmp_path / name, "w") as f:
+      f.write("review,stars\n")
+      for _ in range(count):
+        sentence = list(rng.choice(words, 6))
+        label = "good" if "alpha" in sentence else "bad"
+        f.write(f"{' '.join(sentence)},{label}\n")
+  config = _config("classification", "", train_file=str(tmp_path / "train.csv"),
+                   eval_file=str(tmp_path / "dev.csv"), text_a_key="review", label_key="stars",
+                   max_examples=0)
+  config.init_checkpoint = pretrain_dir
+  config.train.update(num_train_steps=0, num_train_epochs=1.0, eval_every_steps=3)
+  workdir = str(tmp_path / "sst")
+  results = finetune.finetune(config, workdir)
+  out = capsys.readouterr().out
+  assert f"Fine-tuning from {pretrain_dir}" in out
+  assert "48 training rows, 6 steps" in out
+  assert "eval validation step=3 " in out and "eval validation step=6 " in out
+  assert 0.0 <= results["validation"]["accuracy"] <= 1.0
+  rows = [json.loads(line) for line in open(os.path.join(
+      workdir, "predictions", "step_6", "validation.jsonl"))]
+  assert len(rows) == 16 and {r["prediction"] for r in rows} <= {"bad", "good"}
+  finetune.finetune(config, workdir)
+  assert "Fine-tuning is already complete: step 6 of 6" in capsys.readouterr().out
