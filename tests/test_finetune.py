@@ -1,6 +1,7 @@
 """Fine-tuning: heads on the pre-training encoder, the batch order, and each task family end
 to end (TFDS tasks through tfds.testing.mock_data, local files, a pre-trained checkpoint)."""
 
+import csv
 import json
 import os
 
@@ -16,6 +17,7 @@ from bert_jax import finetune
 from bert_jax import heads
 from bert_jax import modeling
 from bert_jax import train
+from bert_jax.data import example_task
 from configs import finetune as finetune_config
 from test_train import small_config, write_corpus
 
@@ -153,3 +155,12 @@ def test_pretrain_then_finetune_a_local_csv_and_resume(tmp_path, capsys):
   assert len(rows) == 16 and {r["prediction"] for r in rows} <= {"bad", "good"}
   finetune.finetune(config, workdir)
   assert "Fine-tuning is already complete: step 6 of 6" in capsys.readouterr().out
+
+
+def test_example_task_is_labelled_by_package(tmp_path):
+  sizes = example_task.write_task(str(tmp_path))
+  assert sizes["train.csv"] > 1000 and sizes["dev.csv"] > 200
+  with open(tmp_path / "dev.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert {r["label"] for r in rows} == set(example_task.PACKAGES)
+  assert len(rows) == sizes["dev.csv"] and all(len(r["sentence"].split()) >= 5 for r in rows)

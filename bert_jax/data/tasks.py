@@ -117,10 +117,11 @@ TASKS: dict[str, TaskSpec] = {task.name: task for task in (
     TaskSpec(name="conll2003", family="token", tfds_name="conll2003", text_keys=("tokens",),
              label_key="ner", num_labels=len(CONLL2003_TAGS), label_names=CONLL2003_TAGS,
              train_split="train", eval_splits=("dev",), metrics=("entity_f1",)),
-    # The user's own data: data.train_file and data.eval_file.
+    # The user's own data: data.train_file and data.eval_file. Accuracy only: binary F1 means
+    # nothing with more than two classes.
     TaskSpec(name="classification", family="classification", tfds_name="",
              text_keys=("sentence",), label_key="label", num_labels=0, label_names=None,
-             train_split="train", eval_splits=("validation",), metrics=("accuracy", "f1")),
+             train_split="train", eval_splits=("validation",), metrics=("accuracy",)),
     TaskSpec(name="regression", family="regression", tfds_name="", text_keys=("sentence",),
              label_key="label", num_labels=1, label_names=None, train_split="train",
              eval_splits=("validation",), metrics=("pearson", "spearman")),
