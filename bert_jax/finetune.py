@@ -161,6 +161,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   Returns:
     The final eval metrics, {split: {metric: value}}.
   """
+  finetune_data.check_task(config)
   tokenizer = finetune_data.load_tokenizer(config)
   model_config, pretrained = _model_config(config)
   rules = sharding.logical_axis_rules(config)
@@ -185,6 +186,16 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
   latest = checkpointer.latest_step()
   meta = checkpointer.restore_meta(latest) if latest is not None else {}
+  if latest is not None:
+    saved = (meta.get("task"), meta.get("num_labels"))
+    if saved[0] is None:
+      raise errors.UserError(f"{checkpointer.directory} holds a pre-training run: fine-tune in a "
+                             f"new --workdir, with --config.init_checkpoint={workdir}")
+    if saved != (data.name, data.num_labels):
+      raise errors.UserError(
+          f"config.task={config.task!r} ({data.num_labels} labels) but {checkpointer.directory} "
+          f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
+    train.check_same_model(meta["model"], model_config, checkpointer.directory)
   if latest is not None and latest >= num_steps:
     print(f"Fine-tuning is already complete: step {latest} of {num_steps} in "
           f"{checkpointer.directory}; nothing to do.", flush=True)
@@ -273,7 +284,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       if step % train_config.checkpoint_every_steps == 0 or last:
         checkpointer.save(step, state, {
             "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-            "best": best, "config": config.to_dict()}, force=last)
+            "best": best, "task": data.name, "num_labels": data.num_labels,
+            "config": config.to_dict()}, force=last)
 
     writer.close()
     checkpointer.close()

@@ -236,7 +236,7 @@ def evaluate(p_eval_step, params, eval_batches, batch_sharding,
   return losses.summarize(_sum_metrics(device_metrics), next_sentence_prediction)
 
 
-def _check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
+def check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
                       directory: str) -> None:
   """A workdir is never silently shared by two model shapes."""
   for field, value in saved.items():
@@ -251,7 +251,7 @@ def _initial_params(path: str, model_config: modeling.BertConfig, shardings: Any
   """Params of another checkpoint (ours, HF's or Google's), placed with our shardings."""
   from bert_jax import interop  # pylint: disable=g-import-not-at-top
   loaded_config, params = interop.load_params(path)
-  _check_same_model(dataclasses.asdict(loaded_config), model_config, path)
+  check_same_model(dataclasses.asdict(loaded_config), model_config, path)
   try:
     params = jax.tree_util.tree_map(jax.device_put, params, shardings)
   except ValueError as e:
@@ -278,7 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if latest is not None:
     # Cheap checks on the JSON metadata before reading any array.
     meta = checkpointer.restore_meta(latest)
-    _check_same_model(meta["model"], model_config, checkpointer.directory)
+    check_same_model(meta["model"], model_config, checkpointer.directory)
     if latest >= config.train.num_train_steps:
       print(f"Training is already complete: step {latest} of "
             f"{config.train.num_train_steps} in {checkpointer.directory}; nothing to do.",

@@ -4,6 +4,8 @@ to end (TFDS tasks through tfds.testing.mock_data, local files, a pre-trained ch
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -13,13 +15,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from bert_jax import errors
 from bert_jax import finetune
 from bert_jax import heads
 from bert_jax import modeling
 from bert_jax import train
 from bert_jax.data import example_task
 from configs import finetune as finetune_config
-from test_train import small_config, write_corpus
+from test_train import REPO, small_config, write_corpus
 
 MODEL = dict(vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
              intermediate_size=64, max_position_embeddings=64)
@@ -164,3 +167,21 @@ def test_example_task_is_labelled_by_package(tmp_path):
     rows = list(csv.DictReader(f))
   assert {r["label"] for r in rows} == set(example_task.PACKAGES)
   assert len(rows) == sizes["dev.csv"] and all(len(r["sentence"].split()) >= 5 for r in rows)
+
+
+def test_cli_bad_task_is_one_line_before_anything_loads(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "bert_jax.main", "--config=configs/glue.py", "--config.task=sst3",
+       f"--workdir={tmp_path / 'work'}", "--config.init_checkpoint=/nonexistent"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("bert_jax: error: config.task: unknown task 'sst3'"), result.stderr
+  assert not (tmp_path / "work").exists()
+
+
+def test_a_workdir_of_another_task_is_an_error(tmp_path, sentencepiece_model):
+  with tfds.testing.mock_data(num_examples=24):
+    finetune.finetune(_config("sst2", sentencepiece_model), str(tmp_path))
+    with pytest.raises(errors.UserError, match=r"holds a fine-tuning run of 'sst2' \(2 labels\)"):
+      finetune.finetune(_config("mnli", sentencepiece_model), str(tmp_path))

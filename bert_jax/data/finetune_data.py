@@ -55,6 +55,15 @@ class TaskData:
   version_2_with_negative: bool = False
 
 
+def check_task(config: ml_collections.ConfigDict) -> None:
+  """A task name that is neither SQuAD nor in the task registry is a one-line error."""
+  if config.task not in SQUAD_TASKS:
+    try:
+      tasks.get_task(config.task)
+    except errors.UserError as e:
+      raise errors.UserError(f"config.task: {e} (or {', '.join(SQUAD_TASKS)})") from e
+
+
 def vocab_file(config: ml_collections.ConfigDict) -> str:
   """data.vocab_file, else the vocabulary that came with config.init_checkpoint."""
   if config.data.vocab_file:
