@@ -1,5 +1,8 @@
 """Config checks that run before anything is built or compiled; each error names its field."""
 
+import difflib
+import importlib
+
 import jax
 import ml_collections
 from jax.sharding import Mesh
@@ -8,10 +11,88 @@ from bert_jax import errors
 from bert_jax import modeling
 
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
+# The config every config of a mode starts from: what decides which fields exist.
+_REFERENCE_CONFIGS = {"pretrain": "configs.base", "finetune": "configs.finetune"}
+
+
+def _field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Dotted paths of the leaves (non-ConfigDict values) of a config."""
+  paths = []
+  for name, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      paths.extend(_field_paths(value, f"{prefix}{name}."))
+    else:
+      paths.append(f"{prefix}{name}")
+  return paths
+
+
+def _reference_fields(mode: str) -> tuple[str, set[str]] | None:
+  """(module, its field paths) of the reference config of `mode`; None where there is none."""
+  module_name = _REFERENCE_CONFIGS.get(mode)
+  if module_name is None:
+    return None
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError:  # Run from outside the repository: there is nothing to compare with.
+    return None
+  return module_name, set(_field_paths(module.get_config()))
+
+
+def _did_you_mean(path: str, known: set[str]) -> str:
+  close = difflib.get_close_matches(path, sorted(known), n=1)
+  return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Every field of `config` exists in its mode's reference config, and none is missing.
+
+  A config file of one's own that sets `config.train.bacth_size = 8` adds a field nothing
+  reads, and the run would silently train with the default batch size.
+
+  Raises:
+    errors.UserError: Naming the first unknown (or missing) field.
+  """
+  if "mode" not in config:
+    raise errors.UserError("config.mode is missing: 'pretrain' or 'finetune'")
+  if config.mode not in _REFERENCE_CONFIGS:
+    raise errors.UserError(f"config.mode={config.mode!r} is not 'pretrain' or 'finetune'")
+  reference = _reference_fields(config.mode)
+  if reference is None:
+    return
+  module_name, known = reference
+  reference_file = module_name.replace(".", "/") + ".py"
+  fields = set(_field_paths(config))
+  unknown = sorted(fields - known)
+  if unknown:
+    raise errors.UserError(f"unknown config field {unknown[0]}: {reference_file} has no such "
+                           f"field{_did_you_mean(unknown[0], known)}")
+  missing = sorted(known - fields)
+  if missing:
+    raise errors.UserError(f"config field {missing[0]} is missing: configs of "
+                           f"mode={config.mode!r} start from {reference_file}, which has it")
+
+
+def unknown_override(config: ml_collections.ConfigDict, path: str) -> str | None:
+  """Why `--config.<path>=...` names no field of `config`; None when it does name one.
+
+  ml_collections reports such an override with a traceback from deep inside flag parsing, and
+  without the path: this is the message main prints instead.
+  """
+  node = config
+  parts = path.split(".")
+  for depth, part in enumerate(parts):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      prefix = "".join(f"{p}." for p in parts[:depth])
+      names = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
+      known = {prefix + name for name in names}
+      return f"unknown config field {path}{_did_you_mean(prefix + part, known)}"
+    node = node[part]
+  return None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError, with a one-line message naming the field, on a config that cannot run."""
+  """Raises UserError, with a one-line message naming the field, on a config that cannot run."""
+  check_fields(config)
   modeling.BertConfig.from_dict(config.model.to_dict())  # Its own checks (heads, act, dtype).
   data, train, model = config.data, config.train, config.model
   if data.source not in _SOURCES:

@@ -4,11 +4,14 @@ Only wires flags to library calls, so everything it runs can be imported from a 
 notebook. Run the same command on every host of a multi-host job.
 """
 
+import importlib.util
 import os
+import re
 import sys
 
 from absl import app
 from absl import flags
+import ml_collections
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -37,6 +40,71 @@ def _quiet_unless_first_process() -> None:
     sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
 
 
+def _config_argument(argv: list[str]) -> str | None:
+  """The value of --config in argv, before absl has parsed it."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(("--config=", "-config=")):
+      return arg.split("=", 1)[1]
+    if arg in ("--config", "-config") and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _load_config_file(path: str) -> ml_collections.ConfigDict | None:
+  """get_config() of the file at `path` ('file.py' or 'file.py:argument'); None if no file."""
+  filename, *arguments = path.split(":", 1)
+  if not os.path.isfile(filename):
+    return None
+  spec = importlib.util.spec_from_file_location("bert_jax_config_to_check", filename)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*arguments)
+
+
+def _flag_error(argv: list[str]) -> str | None:
+  """The one line for an --config or --config.a.b=v that ml_collections fails on; None if not."""
+  path = _config_argument(argv)
+  if path is None:
+    return None
+  config = _load_config_file(path)
+  if config is None:
+    return f"--config={path}: no such file"
+  from bert_jax import config_validation  # pylint: disable=g-import-not-at-top
+  for arg in argv:
+    override = re.match(r"^--?(?:no)?config\.([^=]+)", arg)
+    if override:
+      message = config_validation.unknown_override(config, override.group(1))
+      if message:
+        return message
+  return None
+
+
+def _config_file_error(path: str, config: object) -> str:
+  """Why the config file at `path` gave `config`, not a ConfigDict."""
+  if not os.path.isfile(path.split(":", 1)[0]):
+    return f"--config={path}: no such file"
+  try:
+    getattr(config, "mode")
+  except (OSError, AttributeError) as e:
+    return f"--config={path}: " + " ".join(str(e).split())
+  return f"--config={path}: get_config() did not return a ConfigDict"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every mistake in a flag reported as one line (exit status 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"bert_jax: error: {e}")
+  except (AttributeError, KeyError, OSError):
+    # ml_collections raises these from deep inside on --config.a.b=v of a field that does not
+    # exist, or when the config file is missing.
+    message = _flag_error(argv)
+    if message is None:
+      raise
+    sys.exit(f"bert_jax: error: {message}")
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -47,6 +115,13 @@ def main(argv: list[str]) -> None:
 
   config = _CONFIG.value
   try:
+    if not isinstance(config, ml_collections.ConfigDict):
+      raise errors.UserError(_config_file_error(
+          config_flags.get_config_filename(flags.FLAGS["config"]), config))
+    from bert_jax import config_validation  # pylint: disable=g-import-not-at-top
+    # Before anything is built, written or compiled: a misspelt field in a config file of one's
+    # own is otherwise silently ignored.
+    config_validation.check_fields(config)
     # Before anything touches the JAX backend.
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     _quiet_unless_first_process()
@@ -63,4 +138,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

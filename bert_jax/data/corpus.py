@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import itertools
 import os
 import re
+import sys
 import sysconfig
 
 import ml_collections
@@ -135,45 +136,155 @@ def text_file_documents(patterns: str,
                         counters: collections.Counter | None = None) -> Iterator[list[str]]:
   """Reads documents from text files in the original BERT format.
 
-  One sentence per line; a blank line ends a document, and so does the end of a file. Bytes
-  that are not UTF-8 become U+FFFD (the original drops them), and the line is counted.
+  One sentence per line; a blank line ends a document, and so does the end of a file. What is
+  not text is skipped or repaired, and counted (prepare's summary prints the counts):
+
+    input_files         files matched.
+    empty_files         files without a line of text (empty, or only blank lines).
+    binary_files        files with a NUL byte in their first 8 KiB (as git decides): skipped,
+                        with a line on stderr naming each.
+    binary_lines        lines of a text file holding NUL bytes: skipped.
+    invalid_utf8_lines  lines that are not UTF-8: kept, their bad bytes as U+FFFD (the
+                        original drops the bytes).
+    long_lines          lines over MAX_LINE_BYTES: not one sentence, whatever the format says;
+                        read a piece at a time and cut into sentences (split_sentences, then
+                        at spaces to MAX_CUT_SENTENCE_CHARS), so a file that is one huge line
+                        never sits whole in memory nor makes one sentence of a million tokens.
 
   Args:
     patterns: Comma-separated globs (local or gs://); files of each glob are read in sorted
       order.
-    counters: If given, counters['invalid_utf8_lines'] is incremented for every line that did
-      not decode as UTF-8.
+    counters: If given, the counts above are added to it as the stream is read.
 
   Returns:
     An iterator of documents, each a non-empty list of sentences.
 
   Raises:
     errors.UserError: If patterns is empty or a glob matches no file (raised at the call,
-      before anything is read).
+      before anything is read), or a file cannot be read (when it is reached).
   """
   files = files_lib.match_files(patterns, "data.input_files")
-  return _read_text_files(files, collections.Counter() if counters is None else counters)
+  counters = collections.Counter() if counters is None else counters
+  counters["input_files"] += len(files)
+  return _read_text_files(files, counters)
+
+
+# Lines are read at most this many bytes at a time; longer ones are cut into sentences. Far
+# above any sentence, or a Wikipedia paragraph.
+MAX_LINE_BYTES = 64 * 1024
+# Sentences cut from a long line are cut again, at spaces, to at most this many characters
+# (~500 tokens: an instance of the longest usual length): text without punctuation is
+# still used, not truncated away.
+MAX_CUT_SENTENCE_CHARS = 2000
+# A file with a NUL byte in this many first bytes is binary (git's test).
+_BINARY_TEST_BYTES = 8000
+
+
+def _decode(raw: bytes, counters: collections.Counter) -> str:
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError:
+    counters["invalid_utf8_lines"] += 1
+    return raw.decode("utf-8", errors="replace")
+
+
+def _long_line_sentences(text: str) -> Iterator[str]:
+  """The sentences of a piece of a long line, none over MAX_CUT_SENTENCE_CHARS."""
+  for sentence in split_sentences(text, paragraph_per_line=True):
+    while len(sentence) > MAX_CUT_SENTENCE_CHARS:
+      cut = sentence.rfind(" ", 0, MAX_CUT_SENTENCE_CHARS)
+      cut = cut if cut > 0 else MAX_CUT_SENTENCE_CHARS
+      yield sentence[:cut]
+      sentence = sentence[cut:].lstrip()
+    if sentence:
+      yield sentence
+
+
+def _read_lines(f, counters: collections.Counter) -> Iterator[str]:
+  """The stripped lines of an open binary file; a long line comes as its sentences."""
+  in_long_line = False
+  rest = b""  # The end of the last piece of a long line, after its last space.
+  while True:
+    piece = f.readline(MAX_LINE_BYTES)
+    if not piece:
+      if rest:  # The file ended within a long line.
+        yield from _long_line_sentences(_decode(rest, counters))
+      break
+    line_ends = piece.endswith(b"\n") or len(piece) < MAX_LINE_BYTES
+    if not in_long_line and line_ends:
+      if b"\0" in piece:
+        counters["binary_lines"] += 1
+        continue
+      yield _decode(piece, counters).strip()
+      continue
+    if not in_long_line:
+      counters["long_lines"] += 1
+      in_long_line = True
+    text = rest + piece
+    rest = b""
+    if line_ends:
+      in_long_line = False
+    else:
+      # Cut at a space, so no word (and no UTF-8 character: 0x20 is never part of one) is
+      # split between two pieces; the words after it start the next piece.
+      cut = text.rfind(b" ")
+      if cut > 0:
+        text, rest = text[:cut], text[cut:]
+    if b"\0" in text:
+      counters["binary_lines"] += 1
+      continue
+    yield from _long_line_sentences(_decode(text, counters))
 
 
 def _read_text_files(files: list[str], counters: collections.Counter) -> Iterator[list[str]]:
   for path in files:
     # Python's own file object for local files: reading lines through gfile is ~10x slower.
     opener = tf.io.gfile.GFile if "://" in path else open
-    with opener(path, "rb") as f:
+    try:
+      f = opener(path, "rb")
+      head = f.read(_BINARY_TEST_BYTES)
+      f.seek(0)
+    except (OSError, tf.errors.OpError) as e:
+      raise errors.UserError(f"data.input_files: cannot read {path}: "
+                             f"{getattr(e, 'strerror', None) or e}") from e
+    with f:
+      if b"\0" in head:
+        counters["binary_files"] += 1
+        print(f"Skipped {path}: a binary file, not text (NUL bytes)", file=sys.stderr,
+              flush=True)
+        continue
       document = []
-      for raw_line in f:
-        try:
-          line = raw_line.decode("utf-8").strip()
-        except UnicodeDecodeError:
-          counters["invalid_utf8_lines"] += 1
-          line = raw_line.decode("utf-8", errors="replace").strip()
+      num_documents = 0
+      for line in _read_lines(f, counters):
         if line:
           document.append(line)
         elif document:
+          num_documents += 1
           yield document
           document = []
       if document:
+        num_documents += 1
         yield document
+      if not num_documents:
+        counters["empty_files"] += 1
+
+
+# What text_file_documents counts, and how the summary says it.
+INPUT_COUNTERS = {
+    "input_files": "files",
+    "empty_files": "empty (no text)",
+    "binary_files": "binary (skipped)",
+    "binary_lines": "lines with NUL bytes (skipped)",
+    "long_lines": f"lines over {MAX_LINE_BYTES // 1024} KiB (cut into sentences)",
+}
+
+
+def input_summary(counters: dict[str, int]) -> str:
+  """One line of the files read and what was skipped; '' when no file was read (TFDS)."""
+  if not counters.get("input_files"):
+    return ""
+  return ", ".join(f"{counters[key]} {what}" for key, what in INPUT_COUNTERS.items()
+                   if counters.get(key))
 
 
 def tfds_documents(name: str, split: str, text_key: str,
@@ -198,12 +309,14 @@ def tfds_documents(name: str, split: str, text_key: str,
       yield document
 
 
-def load_documents(data_config: ml_collections.ConfigDict) -> Iterator[list[str]]:
+def load_documents(data_config: ml_collections.ConfigDict,
+                   counters: collections.Counter | None = None) -> Iterator[list[str]]:
   """The documents config.data asks for.
 
   Args:
     data_config: config.data; reads source, max_documents and the fields of that source
       (input_files; tfds_name, tfds_split, tfds_text_key, tfds_data_dir).
+    counters: Counts of what text files held that was not text (see text_file_documents).
 
   Returns:
     An iterator of documents (lists of sentences), at most data_config.max_documents of them
@@ -218,7 +331,7 @@ def load_documents(data_config: ml_collections.ConfigDict) -> Iterator[list[str]
   if source == "embedded":
     documents = stdlib_documents()
   elif source == "text":
-    documents = text_file_documents(data_config.input_files)
+    documents = text_file_documents(data_config.input_files, counters)
   elif source == "tfds":
     documents = tfds_documents(data_config.tfds_name, data_config.tfds_split,
                                data_config.tfds_text_key, data_config.tfds_data_dir)

@@ -108,7 +108,7 @@ def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict
       process_count=jax.process_count())
   if config.train.max_eval_steps > 0:
     dataset = dataset.take(config.train.max_eval_steps)
-  batches = list(dataset.as_numpy_iterator())
+  batches = list(pipeline.numpy_iterator(dataset, inputs.eval_files, "data.eval_input_files"))
   if jax.process_count() > 1:
     # Each eval step is one global batch, so every host must feed the same number; hosts' shares
     # differ by at most a record, and the fewest batches of any host are exactly the full global

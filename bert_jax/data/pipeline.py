@@ -14,12 +14,15 @@ depends on the number of hosts: resuming with another number keeps the step coun
 state, not the data order.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
+from google.protobuf import message as message_lib
 import tensorflow as tf
 
 from bert_jax import errors
@@ -35,6 +38,8 @@ _PARALLEL_CALLS = os.cpu_count() or 1
 _PREFETCH_BATCHES = 4
 # Makes the truncation seeds a stream of their own, apart from the masks' seeds.
 _TRUNCATION_SALT = 0x5BD1E995
+# Files whose first bytes are read at once when checking them (gs:// reads are slow, not busy).
+_HEADER_CHECK_THREADS = 16
 
 
 def read_metadata(data_dir: str) -> dict[str, Any]:
@@ -60,6 +65,82 @@ def list_files(file_patterns: Sequence[str] | str) -> list[str]:
   return files_lib.match_files(file_patterns, "TFRecord files")
 
 
+def _crc32c(data: bytes) -> int:
+  """CRC-32C (Castagnoli), bit by bit: only ever run on 8-byte record headers."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc ^= byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+  return crc ^ 0xFFFFFFFF
+
+
+def _masked_crc32c(data: bytes) -> int:
+  # TFRecord's masking of its CRCs (tensorflow/core/lib/hash/crc32c.h).
+  crc = _crc32c(data)
+  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_header_error(path: str) -> str | None:
+  """What is wrong with the first record header of a TFRecord file; None if nothing.
+
+  Reads 12 bytes: the first record's length and that length's checksum. Text, binaries and
+  other formats fail it, so a wrong glob is caught before training rather than by tf.data in
+  the middle of it. (A file cut short after its first record is not: tf.data silently drops
+  a truncated last record.)
+  """
+  with tf.io.gfile.GFile(path, "rb") as f:
+    header = f.read(12)
+    size = f.size()
+  if not header:
+    return None  # No record at all: a valid, empty file.
+  if len(header) < 12:
+    return f"{len(header)} bytes: not a TFRecord file"
+  length = int.from_bytes(header[:8], "little")
+  if int.from_bytes(header[8:], "little") != _masked_crc32c(header[:8]):
+    return "not a TFRecord file (its first record header has a wrong checksum)"
+  if 12 + length + 4 > size:
+    return f"its first record ({length} bytes) runs past the end of the file ({size} bytes)"
+  return None
+
+
+def check_tfrecord_files(files: Sequence[str], field: str) -> None:
+  """Every file starts like a TFRecord file (tfrecord_header_error), read in parallel.
+
+  Raises:
+    errors.UserError: Naming the field and the first bad file.
+  """
+  try:
+    with concurrent.futures.ThreadPoolExecutor(_HEADER_CHECK_THREADS) as pool:
+      problems = list(pool.map(tfrecord_header_error, files))
+  except (OSError, tf.errors.OpError) as e:
+    raise errors.UserError(f"{field}: cannot read: {e}") from e
+  for path, problem in zip(files, problems):
+    if problem:
+      raise errors.UserError(f"{field}: {path}: {problem}")
+
+
+def numpy_iterator(dataset: tf.data.Dataset, files: Sequence[str],
+                  field: str) -> Iterator[dict[str, Any]]:
+  """dataset.as_numpy_iterator(), with a corrupt record a UserError naming the files.
+
+  tf.data finds a damaged record only when it reaches it, and its error does not name the
+  file: this names the field and its files instead of a traceback from inside tf.data.
+  """
+  iterator = dataset.as_numpy_iterator()
+  while True:
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      return
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      # Drop tf's "{{function_node ...}}" prefix and " [Op:...]" suffix: the cause is between.
+      message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", e.message).strip()
+      shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+      raise errors.UserError(f"{field}: a damaged record in {shown}: {message}") from e
+    yield batch
+
+
 @dataclasses.dataclass(frozen=True)
 class RecordFormat:
   """What the records hold: their length and, for the original's files, static masks."""
@@ -68,9 +149,18 @@ class RecordFormat:
 
 
 def inspect_records(files: Sequence[str]) -> RecordFormat:
-  """Reads the first record to learn the format (ours, or the original's masked one)."""
-  for record in tf.data.TFRecordDataset(list(files)).take(1):
-    example = tf.train.Example.FromString(record.numpy())
+  """Reads the first record to learn the format (ours, or the original's masked one).
+
+  Checks first that every file starts like a TFRecord file (check_tfrecord_files).
+  """
+  check_tfrecord_files(files, "TFRecord files")
+  first = numpy_iterator(tf.data.TFRecordDataset(list(files)).take(1), files, "TFRecord files")
+  for record in first:
+    try:
+      example = tf.train.Example.FromString(record)
+    except message_lib.DecodeError as e:
+      raise errors.UserError(f"{files[0]}: its records are not tf.train.Example protos; not "
+                             "BERT pre-training instances") from e
     features = example.features.feature
     if "input_ids" not in features:
       raise errors.UserError(f"{files[0]}: records have no 'input_ids' feature; not BERT "

@@ -138,7 +138,11 @@ def _summarize(results: Sequence[dict[str, Any]], num_input_documents: int,
       "random_next_ratio": round(total(train, "random_next") / max(num_train_instances, 1), 4),
       "train_length_histogram": {"bucket_width": shards.HISTOGRAM_BUCKET_WIDTH,
                                  "counts": histogram},
+      # Results of other hosts' (or older) runs may lack it.
+      "single_sentence_documents": sum(r.get("single_sentence_documents", 0) for r in results),
       "invalid_utf8_lines": int(input_counters.get("invalid_utf8_lines", 0)),
+      # What the reader skipped or repaired (corpus.text_file_documents).
+      "input": {key: int(input_counters.get(key, 0)) for key in corpus.INPUT_COUNTERS},
   }
 
 
@@ -148,13 +152,20 @@ def format_summary(summary: dict[str, Any]) -> str:
   width = histogram["bucket_width"]
   buckets = ", ".join(f"{width * i}-{width * i + width - 1}: {count}"
                       for i, count in enumerate(histogram["counts"]) if count)
-  return (f"documents: {summary['input_documents']} read, {summary['train_documents']} train, "
-          f"{summary['eval_documents']} eval, {summary['skipped_documents']} skipped (no "
-          f"tokens); invalid UTF-8 lines: {summary['invalid_utf8_lines']}\n"
-          f"instances: {summary['train_instances']} train, {summary['eval_instances']} eval; "
-          f"tokens (non-padding): {summary['train_tokens']} train, {summary['eval_tokens']} "
-          f"eval; random-next ratio: {summary['random_next_ratio']}\n"
-          f"train instance lengths: {buckets}")
+  lines = [
+      f"documents: {summary['input_documents']} read, {summary['train_documents']} train, "
+      f"{summary['eval_documents']} eval, {summary['skipped_documents']} skipped (no tokens), "
+      f"{summary.get('single_sentence_documents', 0)} of one sentence (no sentence pair); "
+      f"invalid UTF-8 lines: {summary['invalid_utf8_lines']} (kept, as U+FFFD)"]
+  files = corpus.input_summary(summary.get("input", {}))
+  if files:
+    lines.append(f"input: {files}")
+  lines.append(
+      f"instances: {summary['train_instances']} train, {summary['eval_instances']} eval; "
+      f"tokens (non-padding): {summary['train_tokens']} train, {summary['eval_tokens']} eval; "
+      f"random-next ratio: {summary['random_next_ratio']}")
+  lines.append(f"train instance lengths: {buckets}")
+  return "\n".join(lines)
 
 
 def prepare_pretraining_data(documents: Iterable[Sequence[str]],
@@ -272,6 +283,10 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
   num_input_documents = sum(r["documents"] + r["skipped_documents"] for r in results)
   results.sort(key=lambda r: (r["file"] != EVAL_FILENAME, r["file"]))
   summary = _summarize(results, num_input_documents, dict(input_counters or {}))
+  if summary["train_documents"] + summary["eval_documents"] < 1:
+    files = corpus.input_summary(summary["input"])
+    raise errors.UserError(f"no training document: the input has no document with text"
+                           f"{f' ({files})' if files else ''}")
   if summary["train_documents"] < 1:
     raise errors.UserError(
         f"data.num_eval_documents={num_eval_documents} leaves no training document (there are "

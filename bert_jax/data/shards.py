@@ -88,8 +88,8 @@ def process_shard(task: Task, settings: Settings, tokenizer: Any) -> dict[str, A
     tokenizer: Has encode_batch, pad_id, cls_id, sep_id.
 
   Returns:
-    The shard's counts: documents, skipped_documents, instances, random_next, tokens,
-    length_histogram (instances per HISTOGRAM_BUCKET_WIDTH tokens of length), file.
+    The shard's counts: documents, skipped_documents (no tokens), single_sentence_documents,
+    instances, random_next, tokens, length_histogram (instances per HISTOGRAM_BUCKET_WIDTH tokens of length), file.
   """
   documents = tokenize_documents(task.documents, tokenizer)
   rng = shard_rng(settings.seed, task.kind, task.index)
@@ -118,6 +118,8 @@ def process_shard(task: Task, settings: Settings, tokenizer: Any) -> dict[str, A
   rng.shuffle(serialized)
   write_records(os.path.join(settings.output_dir, task.filename), serialized)
   return {"documents": len(documents), "skipped_documents": len(task.documents) - len(documents),
+          # No sentence pair within them: with NSP they give random-next instances only.
+          "single_sentence_documents": sum(len(document) == 1 for document in documents),
           "instances": len(serialized), "random_next": num_random_next, "tokens": num_tokens,
           "length_histogram": histogram, "file": task.filename}
 

@@ -6,6 +6,7 @@ without it is incomplete and is rebuilt; one built from a different data config 
 never silently mixed into a run.
 """
 
+import collections
 import os
 from typing import Any
 
@@ -61,14 +62,17 @@ def _check_same_data(saved: dict[str, Any], config: ml_collections.ConfigDict,
 def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
   data = config.data
   vocab_file = data.vocab_file
+  counters = collections.Counter()  # What the text files held that is not text.
   if vocab_file:
     # Streamed: prepare holds a few input shards at a time, never the corpus.
-    documents = corpus.load_documents(data)
+    documents = corpus.load_documents(data, counters)
   else:
     # The vocabulary is trained on the corpus first: it is read twice, so kept in memory.
-    documents = list(corpus.load_documents(data))
+    documents = list(corpus.load_documents(data, counters))
     if not documents:
-      raise errors.UserError(f"data.source={data.source!r} gave no documents")
+      files = corpus.input_summary(counters)
+      raise errors.UserError(f"data.source={data.source!r} gave no document with text"
+                             f"{f' ({files})' if files else ''}")
     vocab_file = tokenization.train_sentencepiece(
         (sentence for document in documents for sentence in document),
         vocab_size=config.model.vocab_size, model_prefix=os.path.join(data_dir, "vocab"),
@@ -80,6 +84,7 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
       seed=config.seed,
       next_sentence_prediction=data.next_sentence_prediction,
       documents_per_shard=data.documents_per_shard,
+      input_counters=counters,
       extra_metadata={"config": _fields(config), "vocab_file": vocab_file})
   print(prepare_lib.format_summary(metadata["summary"]), flush=True)
 
@@ -95,6 +100,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   metadata_file = os.path.join(data_dir, "metadata.json")
   if jax.process_index() == 0 and not tf.io.gfile.exists(metadata_file):
     tf.io.gfile.makedirs(data_dir)
+    # A run killed while preparing left files without metadata.json: they are all rebuilt
+    # (same config, same files); only its half-written temporaries would be left over.
+    for leftover in tf.io.gfile.glob(os.path.join(data_dir, "*.tmp-*")):
+      tf.io.gfile.remove(leftover)
     print(f"Preparing pre-training data in {data_dir} (once per workdir)...", flush=True)
     _build(config, data_dir)
   # Other hosts wait for process 0, which builds the data once for all of them.

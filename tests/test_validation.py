@@ -1,0 +1,187 @@
+"""A bad config is one line naming the field, before anything is built, written or compiled."""
+
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+from jax.sharding import AbstractMesh
+
+from bert_jax import config_validation
+from bert_jax import errors
+from bert_jax import sharding
+from configs import base
+from configs import finetune
+from configs import glue
+from configs import large
+from configs import ner
+from configs import squad
+from configs import tiny
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _error(function, *args) -> str:
+  with pytest.raises(errors.UserError) as raised:
+    function(*args)
+  message = str(raised.value)
+  assert "\n" not in message, message
+  return message
+
+
+def _mesh(data: int, fsdp: int = 1, tensor: int = 1) -> AbstractMesh:
+  return AbstractMesh((data, fsdp, tensor), sharding.MESH_AXES)
+
+
+def test_shipped_configs_pass():
+  for module in (base, tiny, large, finetune, glue, squad, ner):
+    config_validation.check_fields(module.get_config())
+  config_validation.validate(tiny.get_config())
+  config_validation.validate_batch_sizes(tiny.get_config(), _mesh(8))
+
+
+def test_hidden_size_not_divisible_by_heads():
+  config = tiny.get_config()
+  config.model.num_attention_heads = 3
+  assert _error(config_validation.validate, config).startswith(
+      "model.hidden_size=128 is not divisible by model.num_attention_heads=3")
+
+
+def test_global_batch_not_divisible_by_data_parallel_size():
+  config = tiny.get_config()  # batch_size 32, eval_batch_size 64.
+  config.train.batch_size = 12
+  assert _error(config_validation.validate_batch_sizes, config, _mesh(8)).startswith(
+      "train.batch_size=12 is not divisible by the data-parallel size 8")
+  # fsdp is data parallel too; tensor is not.
+  config_validation.validate_batch_sizes(config, _mesh(2, 2, 2))
+  assert "data-parallel size 8" in _error(config_validation.validate_batch_sizes, config,
+                                          _mesh(2, 4))
+  config.train.update(batch_size=32, eval_batch_size=20)
+  assert _error(config_validation.validate_batch_sizes, config, _mesh(8)).startswith(
+      "train.eval_batch_size=20")
+  config.train.update(eval_batch_size=64, grad_accum_steps=3)
+  assert "train.grad_accum_steps=3" in _error(config_validation.validate_batch_sizes, config,
+                                              _mesh(8))
+
+
+def test_max_seq_length_over_max_position_embeddings():
+  config = tiny.get_config()
+  config.data.max_seq_length = 256
+  assert _error(config_validation.validate, config) == (
+      "data.max_seq_length=256 is larger than model.max_position_embeddings=128")
+
+
+@pytest.mark.parametrize("predictions", [0, 126, 1000])
+def test_max_predictions_per_seq_out_of_range(predictions):
+  config = tiny.get_config()  # max_seq_length 128: at most 125 tokens besides [CLS], [SEP]s.
+  config.data.max_predictions_per_seq = predictions
+  assert _error(config_validation.validate, config).startswith(
+      f"data.max_predictions_per_seq={predictions} must be between 1 and "
+      "data.max_seq_length - 3 = 125")
+  config.data.max_predictions_per_seq = 125
+  config_validation.validate(config)
+
+
+def test_vocab_size_against_the_tokenizer():
+  config = tiny.get_config()  # model.vocab_size 4000.
+  # A tokenizer vocabulary larger than the embedding table: ids past it gather garbage.
+  assert _error(config_validation.validate_vocab, config, 4001).startswith(
+      "model.vocab_size=4000 is smaller than the tokenizer's vocabulary (4001)")
+  # Smaller is allowed on purpose (padded vocabularies; SentencePiece stopping early on a small
+  # corpus): train.py prints a note instead.
+  config_validation.validate_vocab(config, 4000)
+  config_validation.validate_vocab(config, 3712)
+
+
+def test_unknown_field_in_a_config_file():
+  config = tiny.get_config()
+  config.train.bacth_size = 8  # What someone's own configs/x.py might do: silently unused.
+  assert _error(config_validation.check_fields, config) == (
+      "unknown config field train.bacth_size: configs/base.py has no such field (did you "
+      "mean train.batch_size?)")
+  # validate (what train.py and aot.py call) checks it too.
+  assert _error(config_validation.validate, config).startswith("unknown config field")
+
+  # Fine-tuning configs are checked against configs/finetune.py, whose data fields differ.
+  config = glue.get_config()
+  config.data.train_files = "x.csv"
+  assert "data.train_files: configs/finetune.py" in _error(config_validation.check_fields,
+                                                           config)
+  config = finetune.get_config()
+  config.data.input_files = "pretraining/*.txt"  # A pre-training field: unknown here.
+  assert "unknown config field data.input_files" in _error(config_validation.check_fields,
+                                                           config)
+
+
+def test_missing_field_and_unknown_mode():
+  config = tiny.get_config()
+  del config.train["batch_size"]
+  assert _error(config_validation.check_fields, config).startswith(
+      "config field train.batch_size is missing")
+  config = tiny.get_config()
+  config.mode = "distill"
+  assert _error(config_validation.check_fields, config) == (
+      "config.mode='distill' is not 'pretrain' or 'finetune'")
+
+
+def test_unknown_override_names_the_whole_path():
+  config = tiny.get_config()
+  assert config_validation.unknown_override(config, "train.batch_size") is None
+  assert config_validation.unknown_override(config, "train.batch_sise") == (
+      "unknown config field train.batch_sise (did you mean train.batch_size?)")
+  assert config_validation.unknown_override(config, "trian.batch_size") == (
+      "unknown config field trian.batch_size (did you mean train?)")
+  assert config_validation.unknown_override(config, "train.batch_size.x") == (
+      "unknown config field train.batch_size.x")
+
+
+def test_mesh_not_matching_the_devices():
+  def mesh(**sizes):
+    return ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, **sizes})
+  assert sharding.mesh_shape(mesh(), 8) == (8, 1, 1)
+  for sizes, field in (({"data": 3}, "data*fsdp*tensor = 3 but there are 8 devices"),
+                       ({"fsdp": 3}, "do not divide"),
+                       ({"data": -1, "fsdp": -1}, "at most one of mesh.data"),
+                       ({"tensor": 0}, "mesh.tensor=0")):
+    message = _error(sharding.mesh_shape, mesh(**sizes), 8)
+    assert message.startswith("mesh") and field in message, message
+
+
+# ---- The command line: one line on stderr, exit status 1, nothing written ----
+
+def _run_main(workdir, *args, env=None):
+  result = subprocess.run(
+      [sys.executable, "-m", "bert_jax.main", f"--workdir={workdir}", *args], cwd=REPO,
+      capture_output=True, text=True, timeout=120,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert not os.path.exists(workdir)  # Nothing was written before the error.
+  return result.stderr.strip().splitlines()[-1]
+
+
+def test_cli_unknown_override_and_missing_config_file(tmp_path):
+  workdir = tmp_path / "work"
+  assert _run_main(workdir, "--config=configs/tiny.py", "--config.train.batch_sise=8") == (
+      "bert_jax: error: unknown config field train.batch_sise (did you mean "
+      "train.batch_size?)")
+  assert _run_main(workdir, "--config=configs/nothere.py", "--config.train.batch_size=8") == (
+      "bert_jax: error: --config=configs/nothere.py: no such file")
+
+
+def test_cli_unknown_field_in_a_config_file(tmp_path):
+  config_file = tmp_path / "my_config.py"
+  config_file.write_text("from configs import tiny\n\n\ndef get_config():\n"
+                         "  config = tiny.get_config()\n  config.train.bacth_size = 8\n"
+                         "  return config\n")
+  assert _run_main(tmp_path / "work", f"--config={config_file}") == (
+      "bert_jax: error: unknown config field train.bacth_size: configs/base.py has no such "
+      "field (did you mean train.batch_size?)")
+
+
+def test_cli_mesh_not_matching_the_devices(tmp_path):
+  last = _run_main(tmp_path / "work", "--config=configs/tiny.py", "--config.mesh.data=3",
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+                        "JAX_PLATFORMS": "cpu"})
+  assert last == "bert_jax: error: mesh: data*fsdp*tensor = 3 but there are 8 devices"
