@@ -2,13 +2,27 @@
 
 A checkpoint is a step directory with two items: 'state' (the train state, sharded arrays) and
 'meta' (JSON: how far the data was read, the model config). Orbax writes a step to a temporary
-directory and renames it when complete, so a crash mid-save never leaves a step that looks whole.
+directory and renames it when complete, so a crash mid-save never leaves a step that looks whole
+(unfinished ones are never listed). A step that looks whole may still not read (files truncated
+or damaged afterwards): resuming then warns and falls back to the newest step that reads.
 """
 
 import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
+from etils import epath
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
+
+from bert_jax import errors
+
+# Appended to the name of a step directory that could not be read, to set it aside (kept for a
+# look, never deleted) so that the resumed run can save that step again.
+UNREADABLE_SUFFIX = ".unreadable"
 
 
 class Checkpointer:
@@ -24,6 +38,80 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_meta(self) -> tuple[int | None, dict[str, Any]]:
+    """The newest step whose metadata reads, and that metadata; (None, {}) with no checkpoint.
+
+    Raises:
+      errors.UserError: There are checkpoints, but none reads.
+    """
+    found = self._newest_readable(self.restore_meta)
+    return found if found is not None else (None, {})
+
+  def restore_latest(self, abstract_state: Any) -> tuple[int, Any, dict[str, Any]]:
+    """Restores the newest step that reads whole (see `restore`): (step, state, meta).
+
+    Newer steps that do not read are set aside (renamed with UNREADABLE_SUFFIX), so the resumed
+    run can save those steps again.
+
+    Raises:
+      errors.UserError: There is no checkpoint, or none reads.
+    """
+    found = self._newest_readable(lambda step: self.restore(step, abstract_state))
+    if found is None:
+      raise errors.UserError(f"no checkpoint to restore in {self.directory}")
+    step, (state, meta) = found
+    self._set_aside([s for s in self.all_steps() if s > step])
+    return step, state, meta
+
+  def _newest_readable(self, read: Callable[[int], Any]) -> tuple[int, Any] | None:
+    """(step, read(step)) of the newest step `read` succeeds on, on every process.
+
+    Returns None when there are no checkpoints. Falling back past an unreadable step is worth a
+    warning, never silence; and with no readable step at all, starting afresh would later
+    overwrite what is there, so that is an error.
+    """
+    steps = self.all_steps()
+    first_error = None
+    for step in reversed(steps):
+      try:
+        result, error = read(step), None
+      # Orbax, tensorstore and json raise many kinds; for a step on disk all mean "unreadable".
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        result, error = None, e
+      if _on_every_process(error is None):
+        return step, result
+      reason = _one_line(error) if error is not None else "it does not read on another host"
+      first_error = first_error or reason
+      print(f"Warning: the checkpoint at step {step} in {self.directory} cannot be read "
+            f"({reason}); falling back to the one before.", file=sys.stderr, flush=True)
+    if steps:
+      raise errors.UserError(
+          f"none of the checkpoints in {self.directory} (steps {', '.join(map(str, steps))}) "
+          f"can be read (step {steps[-1]}: {first_error}); not starting afresh over them: "
+          f"move them away to do so")
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      for step in steps:
+        path = epath.Path(self.directory) / str(step)
+        target = path.parent / (path.name + UNREADABLE_SUFFIX)
+        copy = 1
+        while target.exists():
+          copy += 1
+          target = path.parent / f"{path.name}{UNREADABLE_SUFFIX}{copy}"
+        path.rename(target)
+        print(f"Set the unreadable checkpoint at step {step} aside as {target}", file=sys.stderr,
+              flush=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("bert_jax checkpoint set aside")
+    self._manager.reload()
 
   def save(self, step: int, state: Any, meta: dict[str, Any], force: bool = False) -> bool:
     """Starts an async save of `state` and `meta` at `step`; returns whether one was started."""
@@ -49,6 +137,20 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _on_every_process(ok: bool) -> bool:
+  """Whether `ok` holds on every process: hosts read their own shards, and may disagree."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  text = " ".join(str(error).split())
+  if len(text) > limit:
+    text = text[:limit] + "..."
+  return f"{type(error).__name__}: {text}"
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -22,9 +22,12 @@ from bert_jax import errors
 from bert_jax import losses
 from bert_jax import metrics
 from bert_jax import modeling
+from bert_jax import nan_guard
 from bert_jax import optim
+from bert_jax import preemption
 from bert_jax import sharding
 from bert_jax.data import inputs
+from bert_jax.data import pipeline
 
 
 
@@ -148,8 +151,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
         accumulate, zeros, (micro_batches, jnp.arange(grad_accum_steps)))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.global_norm(grads)
+  # A NaN/inf loss or gradient leaves params and optimizer state untouched (nan_guard.py); the
+  # step still counts, its batch is consumed.
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  params, opt_state = nan_guard.keep_if_finite(finite, (params, opt_state),
+                                               (state.params, state.opt_state))
   new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-  return new_state, {**sums, "loss": loss, "grad_norm": optax.global_norm(grads)}
+  step_metrics = {**sums, "loss": loss, "grad_norm": grad_norm}
+  step_metrics = jax.tree.map(lambda v: jnp.where(finite, v, 0.0), step_metrics)
+  return new_state, {**step_metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
 
 
 def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
@@ -260,6 +271,21 @@ def _initial_params(path: str, model_config: modeling.BertConfig, shardings: Any
   return params
 
 
+def _roll_back(checkpointer: checkpoint.Checkpointer, program: Program,
+               bad_step: int) -> tuple[TrainState, int]:
+  """The state of the latest checkpoint, after a non-finite step under nan_policy='rollback'."""
+  checkpointer.wait_until_finished()
+  if checkpointer.latest_step() is None:
+    raise errors.UserError(f"non-finite loss or gradient at step {bad_step} and no checkpoint "
+                           "to roll back to (train.nan_policy='rollback')")
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        program.abstract_state, program.state_shardings)
+  latest, state, _ = checkpointer.restore_latest(target)
+  print(f"Non-finite loss or gradient at step {bad_step}: rolled back to the checkpoint at step "
+        f"{latest}; going on with the data after step {bad_step}", flush=True)
+  return state, latest
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Pre-trains BERT as `config` says, in `workdir`; resumes from its latest checkpoint.
 
@@ -267,6 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     The final eval metrics, with `most_frequent_token_accuracy` for comparison.
   """
   config_validation.validate(config)
+  guard = nan_guard.NonFiniteGuard(config.train.nan_policy, config.train.debug_nan_steps)
   model_config = modeling.BertConfig.from_dict(config.model.to_dict())
   rules = sharding.logical_axis_rules(config)
   mesh = sharding.create_mesh(config.mesh)
@@ -274,10 +301,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
-  latest = checkpointer.latest_step()
+  # The newest step whose metadata reads (an unreadable newer one is skipped with a warning).
+  latest, meta = checkpointer.latest_meta()
   if latest is not None:
     # Cheap checks on the JSON metadata before reading any array.
-    meta = checkpointer.restore_meta(latest)
     check_same_model(meta["model"], model_config, checkpointer.directory)
     if latest >= config.train.num_train_steps:
       print(f"Training is already complete: step {latest} of "
@@ -319,7 +346,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       target = jax.tree_util.tree_map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
           program.abstract_state, state_shardings)
-      state, _ = checkpointer.restore(latest, target)
+      # The newest step that reads whole: the data position comes from its meta too.
+      latest, state, meta = checkpointer.restore_latest(target)
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
             flush=True)
     start_step = int(state.step)
@@ -327,8 +355,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Each host resumes its own stream right after the examples it has already consumed; the
     # count is kept in the checkpoint, so phases with different batch sizes add up.
     examples_at_start = int(meta.get("examples_consumed", 0)) if latest is not None else 0
-    train_iter = inputs.train_dataset(
-        config, data, examples_at_start // jax.process_count()).as_numpy_iterator()
+    examples_consumed = examples_at_start  # Can run ahead of the step after a rollback.
+    train_iter = pipeline.numpy_iterator(
+        inputs.train_dataset(config, data, examples_at_start // jax.process_count()),
+        data.train_files, "data.input_files")
 
     writer = metrics.MetricWriter(workdir)
     throughput = metrics.Throughput(start_step)
@@ -338,43 +368,79 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     def save(step: int, force: bool = False) -> None:
       checkpointer.save(step, state, {
           "step": step,
-          "examples_consumed": examples_at_start + (step - start_step) * config.train.batch_size,
+          "examples_consumed": examples_consumed,
           "model": dataclasses.asdict(model_config), "eval": eval_metrics,
           "config": config.to_dict()}, force=force)
 
-    # ---- The loop ----
-    for step in range(start_step + 1, config.train.num_train_steps + 1):
-      batch = jax.make_array_from_process_local_data(batch_sharding, next(train_iter))
-      state, step_metrics = p_train_step(state, batch, dropout_rng)
-      pending.append(step_metrics)
-      last = step == config.train.num_train_steps
+    # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
+    watch = preemption.Preemption().install()
 
-      if step % config.train.log_every_steps == 0 or last:
-        summed = _sum_metrics(pending)
-        scalars = losses.summarize(summed, nsp)
-        scalars["grad_norm"] = summed["grad_norm"] / len(pending)
-        scalars["learning_rate"] = float(schedule(step - 1))
-        scalars["sequences_per_second"] = throughput(step, config.train.batch_size)
-        pending = []
-        metrics.log_line("train", step, {
-            "loss": scalars["loss"], "mlm_accuracy": scalars["mlm_accuracy"],
-            "nsp_accuracy": scalars["nsp_accuracy"], "learning_rate": scalars["learning_rate"],
-            "sequences_per_second": scalars["sequences_per_second"]})
-        writer.write_scalars("train", step, scalars)
+    try:
+      # ---- The loop ----
+      step, pending_steps = start_step, []
+      while step < config.train.num_train_steps:
+        step += 1
+        host_batch = guard.maybe_poison(step, next(train_iter))
+        batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
+        state, step_metrics = p_train_step(state, batch, dropout_rng)
+        examples_consumed += config.train.batch_size
+        pending.append(step_metrics)
+        pending_steps.append(step)
+        last = step == config.train.num_train_steps
+        due_checkpoint = step % config.train.checkpoint_every_steps == 0 or last
+        # A preemption notice: checkpoint this step and stop (on every host at the same step).
+        preempted = not last and watch.reached(step)
+        due_checkpoint = due_checkpoint or preempted
 
-      eval_every = config.train.eval_every_steps
-      if (eval_every and step % eval_every == 0) or last:
-        eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
-        eval_metrics["most_frequent_token_accuracy"] = baseline
-        metrics.log_line("eval", step, eval_metrics)
-        writer.write_scalars("eval", step, eval_metrics)
-        throughput(step, 0)  # Eval time is not training time.
+        if step % config.train.log_every_steps == 0 or due_checkpoint:
+          # Before any log line or checkpoint: the steps since the last check were all finite.
+          bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
+          pending_steps = []
+          if bad_step is not None:
+            state, step = _roll_back(checkpointer, program, bad_step)
+            pending = []
+            continue
 
-      if step % config.train.checkpoint_every_steps == 0 or last:
-        save(step, force=last)
+        if step % config.train.log_every_steps == 0 or last:
+          summed = _sum_metrics(pending)
+          scalars = losses.summarize(summed, nsp)
+          scalars["grad_norm"] = summed["grad_norm"] / len(pending)
+          scalars["learning_rate"] = float(schedule(step - 1))
+          scalars["sequences_per_second"] = throughput(step, config.train.batch_size)
+          pending = []
+          metrics.log_line("train", step, {
+              "loss": scalars["loss"], "mlm_accuracy": scalars["mlm_accuracy"],
+              "nsp_accuracy": scalars["nsp_accuracy"], "learning_rate": scalars["learning_rate"],
+              "sequences_per_second": scalars["sequences_per_second"]})
+          writer.write_scalars("train", step, scalars)
+
+        eval_every = config.train.eval_every_steps
+        if (eval_every and step % eval_every == 0) or last:
+          eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
+          eval_metrics["most_frequent_token_accuracy"] = baseline
+          metrics.log_line("eval", step, eval_metrics)
+          writer.write_scalars("eval", step, eval_metrics)
+          throughput(step, 0)  # Eval time is not training time.
+
+        if due_checkpoint:
+          save(step, force=last)
+        if preempted:
+          writer.close()
+          checkpointer.close()  # Waits until the save is complete.
+          watch.uninstall()
+          print(f"Preempted at step {step}: saved a checkpoint in {checkpointer.directory}; run "
+                f"the same command to resume.", flush=True)
+          return eval_metrics
+    except BaseException:
+      # Whatever stops the loop (a user error, a damaged record, a second Ctrl-C), the save in
+      # flight is finished first: what was saved stays saved.
+      checkpointer.close()
+      watch.uninstall()
+      raise
 
     writer.close()
     checkpointer.close()
+    watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
   print(f"Final eval at step {config.train.num_train_steps}: "
         f"MLM accuracy {eval_metrics['mlm_accuracy']:.4f} vs most-frequent-token baseline "
         f"{baseline:.4f}; NSP accuracy {eval_metrics['nsp_accuracy']:.4f}", flush=True)

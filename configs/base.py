@@ -148,6 +148,12 @@ def get_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 10_000
   # Checkpoints kept in WORKDIR/checkpoints (older ones are deleted).
   train.max_checkpoints_to_keep = 3
+  # On a NaN/inf loss or gradient (the update is never applied): 'stop' with an error naming
+  # the step, 'skip' the update and go on, or 'rollback' to the latest checkpoint and go on
+  # with the data after the bad batch. Checked at every log line and before every checkpoint.
+  train.nan_policy = "stop"
+  # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
+  train.debug_nan_steps = ""
 
   # The device mesh: size of each axis, -1 = all devices left. Mesh axes: 'data' (data
   # parallel), 'fsdp' (params sharded, data parallel), 'tensor' (model parallel).

@@ -1,0 +1,63 @@
+"""A NaN loss injected at a given step under each train.nan_policy: never in a checkpoint."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from bert_jax import errors
+from bert_jax import interop
+from bert_jax import nan_guard
+from bert_jax import train
+from test_train import small_config, write_corpus
+
+
+def _config(corpus, policy, **overrides):
+  config = small_config(corpus, num_train_steps=6, log_every_steps=1, checkpoint_every_steps=2,
+                        **overrides)
+  config.train.update(nan_policy=policy, debug_nan_steps="3")
+  return config
+
+
+def _saved_params_are_finite(workdir):
+  steps = sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)
+  for step in steps:
+    _, params = interop.load_params(os.path.join(workdir, "checkpoints", step))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), step
+  return steps
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  return write_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+def test_stop_names_the_step_and_keeps_the_last_checkpoint(tmp_path, corpus, capsys):
+  with pytest.raises(errors.UserError, match="non-finite loss or gradient at step 3 "):
+    train.train_and_evaluate(_config(corpus, "stop"), str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  assert "train step=3 " not in capsys.readouterr().out
+
+
+def test_skip_drops_the_update_and_goes_on(tmp_path, corpus, capsys):
+  train.train_and_evaluate(_config(corpus, "skip"), str(tmp_path))
+  out = capsys.readouterr().out
+  assert "Non-finite loss or gradient at step(s) 3: update(s) skipped" in out
+  assert "train step=6 " in out and "loss=nan" not in out
+  _saved_params_are_finite(str(tmp_path))
+
+
+def test_rollback_restores_the_checkpoint_and_goes_on(tmp_path, corpus, capsys):
+  train.train_and_evaluate(_config(corpus, "rollback"), str(tmp_path))
+  out = capsys.readouterr().out
+  assert "rolled back to the checkpoint at step 2; going on with the data after step 3" in out
+  assert out.count("train step=3 ") == 1 and "train step=6 " in out  # 3 is redone once, clean.
+  _saved_params_are_finite(str(tmp_path))
+
+
+def test_bad_policy_is_a_user_error():
+  with pytest.raises(errors.UserError, match="train.nan_policy='ignore'"):
+    nan_guard.NonFiniteGuard("ignore")
+  with pytest.raises(errors.UserError, match="train.debug_nan_steps='x'"):
+    nan_guard.NonFiniteGuard("stop", "x")

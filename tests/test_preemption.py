@@ -1,0 +1,202 @@
+"""Never lose work: SIGTERM checkpoints and exits cleanly; kill -9 and damaged checkpoints resume.
+
+Real processes of the real CLI and real signals. Every run has the same model and the same
+num_train_steps, so they compile the same steps, and share jax's persistent compilation cache:
+after the first, a process starts in a few seconds.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bert_jax import preemption
+from test_train import REPO, write_corpus
+
+# Generous: on 2 busy cores a first process takes ~30 s; a hang must fail, not block.
+_TIMEOUT_S = 240
+_NUM_TRAIN_STEPS = 150
+_STEP_LINE = re.compile(r"^train step=(\d+) (.*) sequences_per_second=", re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> str:
+  return write_corpus(str(tmp_path_factory.mktemp("corpus")))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict[str, str]:
+  return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}
+
+
+def _command(corpus: str, workdir: str, checkpoint_every_steps: int) -> list[str]:
+  """The small model of test_train.small_config, logging every step."""
+  flags = {
+      "data.source": "text", "data.input_files": corpus, "model.vocab_size": 128,
+      "model.hidden_size": 32, "model.num_hidden_layers": 2, "model.num_attention_heads": 2,
+      "model.intermediate_size": 64, "model.max_position_embeddings": 64,
+      "data.max_seq_length": 32, "data.max_predictions_per_seq": 5,
+      "data.num_eval_documents": 6, "data.dupe_factor": 2, "data.shuffle_buffer_size": 100,
+      "train.batch_size": 8, "train.eval_batch_size": 8,
+      "train.num_train_steps": _NUM_TRAIN_STEPS, "train.num_warmup_steps": 2,
+      "train.log_every_steps": 1, "train.eval_every_steps": 0,
+      "train.checkpoint_every_steps": checkpoint_every_steps, "train.max_eval_steps": 2}
+  return ([sys.executable, "-m", "bert_jax.main", "--config=configs/tiny.py",
+           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()])
+
+
+class _Run:
+  """A CLI process with its output in files (a full pipe would block it)."""
+
+  def __init__(self, command: list[str], env: dict[str, str], logs: str):
+    self.stdout_path, self.stderr_path = logs + ".out", logs + ".err"
+    with open(self.stdout_path, "w") as stdout, open(self.stderr_path, "w") as stderr:
+      self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+    self.deadline = time.monotonic() + _TIMEOUT_S
+
+  def stdout(self) -> str:
+    with open(self.stdout_path) as f:
+      return f.read()
+
+  def stderr(self) -> str:
+    with open(self.stderr_path) as f:
+      return f.read()
+
+  def wait_for_step(self, step: int) -> None:
+    """Returns once the log shows a step >= `step` (the process still running)."""
+    while time.monotonic() < self.deadline:
+      steps = [int(s) for s, _ in _STEP_LINE.findall(self.stdout())]
+      if steps and max(steps) >= step:
+        assert self.process.poll() is None, "the run ended before it could be interrupted"
+        return
+      assert self.process.poll() is None, self.stderr()[-3000:]
+      time.sleep(0.02)
+    self.kill()
+    raise AssertionError(f"no step {step} in time:\n{self.stdout()[-2000:]}")
+
+  def wait(self) -> int:
+    try:
+      return self.process.wait(timeout=max(self.deadline - time.monotonic(), 1))
+    finally:
+      self.kill()
+
+  def kill(self) -> None:
+    if self.process.poll() is None:
+      self.process.kill()
+      self.process.wait()
+
+
+def _run(command, env, logs) -> _Run:
+  run = _Run(command, env, logs)
+  assert run.wait() == 0, run.stderr()[-3000:]
+  return run
+
+
+def _losses(stdout: str) -> dict[int, str]:
+  """Each train step's logged values (loss, accuracies, learning rate) as printed."""
+  return {int(step): values for step, values in _STEP_LINE.findall(stdout)}
+
+
+def _preempt(command, env, logs, after_step: int) -> int:
+  """Starts a run, sends SIGTERM once it has logged `after_step`; returns the saved step."""
+  run = _Run(command, env, logs)
+  run.wait_for_step(after_step)
+  run.process.send_signal(signal.SIGTERM)
+  assert run.wait() == 0, run.stderr()[-3000:]
+  saved = re.findall(r"^Preempted at step (\d+): saved a checkpoint in (\S+); run the same "
+                     r"command to resume\.$", run.stdout(), re.MULTILINE)
+  assert len(saved) == 1, run.stdout()[-2000:]
+  step = int(saved[0][0])
+  assert step >= after_step and max(_losses(run.stdout())) == step
+  assert "Final eval" not in run.stdout()
+  return step
+
+
+def test_sigterm_saves_the_current_step_and_the_same_command_resumes(tmp_path, corpus, env):
+  workdir = str(tmp_path / "work")
+  command = _command(corpus, workdir, checkpoint_every_steps=100)
+  step = _preempt(command, env, str(tmp_path / "first"), after_step=5)
+  assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
+
+  resumed = _run(command, env, str(tmp_path / "second")).stdout()
+  assert f"Resumed from the checkpoint at step {step} " in resumed
+  assert min(_losses(resumed)) == step + 1
+  assert f"Final eval at step {_NUM_TRAIN_STEPS}" in resumed
+
+
+def test_kill_9_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, corpus, env):
+  reference = _Run(_command(corpus, str(tmp_path / "reference"), checkpoint_every_steps=10),
+                   env, str(tmp_path / "reference"))
+  command = _command(corpus, str(tmp_path / "work"), checkpoint_every_steps=10)
+  killed = _Run(command, env, str(tmp_path / "killed"))
+  killed.wait_for_step(25)  # Past two checkpoints (the second may still be being written).
+  killed.process.send_signal(signal.SIGKILL)
+  assert killed.wait() == -signal.SIGKILL
+  assert reference.wait() == 0, reference.stderr()[-3000:]
+
+  resumed = _run(command, env, str(tmp_path / "resumed")).stdout()
+  start = int(re.search(r"Resumed from the checkpoint at step (\d+) ", resumed).group(1))
+  assert start >= 10 and start % 10 == 0
+  expected = _losses(reference.stdout())
+  got = _losses(resumed)
+  assert sorted(got) == list(range(start + 1, _NUM_TRAIN_STEPS + 1))
+  assert got == {step: expected[step] for step in got}
+  final_eval = re.compile(r"^eval step=.*? most_frequent", re.MULTILINE)
+  assert final_eval.findall(resumed) == final_eval.findall(reference.stdout())
+
+
+def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path, corpus, env):
+  workdir = str(tmp_path / "work")
+  checkpoints = os.path.join(workdir, "checkpoints")
+  command = _command(corpus, workdir, checkpoint_every_steps=2)
+  _preempt(command, env, str(tmp_path / "first"), after_step=4)
+  steps = sorted(int(name) for name in os.listdir(checkpoints) if name.isdigit())
+  latest, previous = steps[-1], steps[-2]
+  # Cut the largest file of the arrays' data in half.
+  data_files = [os.path.join(root, name)
+                for root, _, names in os.walk(os.path.join(checkpoints, str(latest), "state"))
+                for name in names]
+  largest = max(data_files, key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+  # Checkpoints every `latest` steps: the resumed run saves that step again, where the
+  # unreadable one was.
+  resumed = _run(_command(corpus, workdir, checkpoint_every_steps=latest), env,
+                 str(tmp_path / "second"))
+  assert f"Warning: the checkpoint at step {latest} in {checkpoints} cannot be read (" \
+      in resumed.stderr(), resumed.stderr()[-3000:]
+  assert f"Resumed from the checkpoint at step {previous} " in resumed.stdout()
+  assert f"Final eval at step {_NUM_TRAIN_STEPS}" in resumed.stdout()
+  # Set aside, not deleted.
+  assert os.path.isdir(os.path.join(checkpoints, f"{latest}.unreadable"))
+
+
+def test_handler_sets_the_flag_then_restores_the_handlers():
+  previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  watch = preemption.Preemption().install()
+  try:
+    assert not watch.reached(1)
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)  # Python runs the handler between bytecodes of the main thread.
+    assert watch.requested and watch.reached(2)
+    # A second signal stops at once, as it would have without the watch.
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.01)
+    assert {s: signal.getsignal(s) for s in previous} == previous
+  finally:
+    watch.uninstall()
+  assert {s: signal.getsignal(s) for s in previous} == previous
+
+  watch = preemption.Preemption().install()
+  os.kill(os.getpid(), signal.SIGTERM)
+  time.sleep(0.01)
+  watch.uninstall()
+  assert watch.reached(3)
+  assert {s: signal.getsignal(s) for s in previous} == previous
