@@ -31,11 +31,12 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # transformers + torch (2.13.0 is the CPU build): parity tests against HF's BERT, and
+        # pytest-xdist: the suite on two workers (pytest.ini). transformers + torch (2.13.0 is
+        # the CPU build): parity tests against HF's BERT, and
         # golden tokenizer tests.
         # libtpu: the TPU compiler, for tests/test_aot.py's compiles (no TPU needed). Wheels
         # exist for Linux x86_64 only; elsewhere those tests skip.
-        "test": ["pytest==9.2.0", "transformers==4.57.6", "torch==2.13.0",
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==4.57.6", "torch==2.13.0",
                  'libtpu==0.0.42.*; sys_platform == "linux" and platform_machine == "x86_64"'],
         # On a Cloud TPU VM, and for `python -m bert_jax.aot` on any Linux x86_64 host: the
         # libtpu that jax[tpu]==0.10.2 pins.

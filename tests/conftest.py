@@ -2,11 +2,16 @@
 
 import os
 import random
+import tempfile
 
 # Tests run on the CPU. The test extra installs libtpu (for test_aot's TPU compiler), and without
 # this every process would probe for a TPU, take libtpu's lock file and print its warnings;
 # subprocesses of the tests inherit it.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests (and the CLI runs they start) compile the same small programs: one persistent
+# compilation cache for all of them, the pytest-xdist workers included, saves minutes.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"bert_jax_tests_xla_cache_{os.getuid()}"))
 
 import pytest
 
