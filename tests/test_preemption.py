@@ -178,6 +178,15 @@ def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path, corpu
 
 
 def test_handler_sets_the_flag_then_restores_the_handlers():
+  # Python's own Ctrl-C handler, as the CLI has it (a pytest-xdist worker may ignore SIGINT).
+  outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    _check_handlers()
+  finally:
+    signal.signal(signal.SIGINT, outer)
+
+
+def _check_handlers():
   previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   watch = preemption.Preemption().install()
   try:
