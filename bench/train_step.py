@@ -1,0 +1,501 @@
+"""Steady-state train step of bert_jax vs transformers' BERT (PyTorch, and Flax where it runs).
+
+    python -m bench.train_step --preset=small            # L4/H256/A4/I1024, vocab 30522
+    python -m bench.train_step --preset=base --steps=10  # BERT-Base (L12/H768/A12/I3072)
+    [--batch_size=8 --seq_length=128 --predictions=20 --steps=30 --warmup=3
+     --frameworks=bert_jax,torch,flax --isolate]
+    python -m bench.train_step --preset=small --breakdown   # where the step's time goes
+    python -m bench.train_step --preset=base --profile --steps=3   # bert_jax's time per XLA op
+
+Every framework trains the same model config (post-LN BERT, erf GELU, dropout 0.1 on hidden
+states and attention probabilities, float32) on the same host batch: the same token ids,
+padding, segments, masked positions (their input ids replaced by [MASK]) and NSP labels, with
+AdamW (weight decay 0.01, none on biases and LayerNorm) after clipping the global gradient norm
+to 1.0:
+
+  bert_jax  `train.train_step` as a run jits it (state donated; its warmup/decay schedule, its
+            NaN guard); the MLM head on the gathered masked positions only.
+  torch     `transformers.BertForPreTraining` with `labels` (-100 except at the masked positions)
+            and `next_sentence_label`, `torch.optim.AdamW`, torch.set_num_threads(--torch_threads,
+            2 by default = the cores here). As users run it, HF's MLM head (transform + the
+            [hidden, vocab] decoder) runs on every token, not only the masked ones.
+  flax      transformers' `FlaxBertForPreTraining` (the last release with Flax models is 4.57.6),
+            jitted as its run_mlm_flax.py example does (`train=True`, a dropout rng), optax
+            clip + adamw; it too has the MLM head on every token. Skipped with the reason if it
+            does not import or run.
+
+A step is timed from the call until its loss is on the host (jax: block_until_ready; torch is
+synchronous), `--warmup` steps first (they include jax's compile), then the median and p10/p90
+of `--steps` steps. Frameworks run one after another in this process; `--isolate` runs each
+in its own subprocess instead, to check that one's thread pools do not slow another.
+`--breakdown` times, for bert_jax and torch, the forward pass with the loss alone, forward +
+backward, and the whole step, so that the difference shows what the backward pass and the
+optimizer update (with clipping) cost. `--profile` traces bert_jax's steps with jax.profiler
+and sums the time of each XLA op (thunk) over the CPU runtime's threads, by kind and the top ops
+with the source op they come from.
+
+FLOPs are bert_jax/flops.py's model FLOPs (3x the forward matmuls, MLM head on the masked
+positions only), the same numerator for every framework: the extra vocabulary projection that
+HF computes on the unmasked tokens is work it does beyond them (its own matmul FLOPs are printed
+too). On a CPU the achieved GFLOP/s is compared with XLA's own fp32 matmul rate on this machine
+(4096x512 @ 512x512, measured here), not with a datasheet peak; on an accelerator MFU is against
+the datasheet peak of its device kind (PEAK_TFLOPS).
+"""
+
+import argparse
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bert_jax import flops
+from bert_jax import modeling
+from bert_jax import optim
+from bert_jax import train
+from configs import base
+
+# Datasheet dense float32 peaks, TFLOP/s per device, by jax device_kind prefix (float32 matmuls
+# on NVIDIA GPUs without TF32; TPUs run float32 matmuls as multi-pass bf16 and quote no fp32
+# peak, so none is listed).
+PEAK_TFLOPS = {"NVIDIA H100": 67.0, "NVIDIA H200": 67.0, "NVIDIA A100": 19.5}
+PRESETS = {
+    "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4,
+                  intermediate_size=1024),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
+                 intermediate_size=3072),
+}
+MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
+FRAMEWORKS = ("bert_jax", "torch", "flax")
+
+
+def _config(args) -> ml_collections.ConfigDict:
+  config = base.get_config()
+  config.model.update(vocab_size=30522, **PRESETS[args.preset])
+  config.data.update(max_seq_length=args.seq_length, max_predictions_per_seq=args.predictions)
+  config.train.update(batch_size=args.batch_size, num_warmup_steps=10, num_train_steps=10_000)
+  return config
+
+
+def _random_batch(batch_size: int, seq_length: int, predictions: int, vocab_size: int,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+  """A realistic pre-training batch with the original's feature names (host numpy).
+
+  Rows have random real lengths (the rest padding) and random numbers of real predictions (the
+  rest zero-weighted padding); the input ids at the masked positions are [MASK].
+  """
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(seq_length // 2, seq_length + 1, batch_size)
+  input_mask = (np.arange(seq_length)[None] < lengths[:, None]).astype(np.int32)
+  original_ids = rng.integers(1000, vocab_size, (batch_size, seq_length)).astype(np.int32)
+  original_ids *= input_mask
+  segment_ids = (np.arange(seq_length)[None] >= lengths[:, None] // 2).astype(np.int32)
+  segment_ids *= input_mask
+  positions = np.zeros((batch_size, predictions), np.int32)
+  weights = np.zeros((batch_size, predictions), np.float32)
+  for row, length in enumerate(lengths):
+    count = rng.integers(predictions // 2, predictions + 1)
+    positions[row, :count] = np.sort(rng.choice(np.arange(1, length), count, replace=False))
+    weights[row, :count] = 1.0
+  input_ids = original_ids.copy()
+  rows = np.repeat(np.arange(batch_size), predictions)
+  real = weights.reshape(-1) > 0
+  input_ids[rows[real], positions.reshape(-1)[real]] = MASK_ID
+  return {
+      "input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+      "masked_lm_positions": positions,
+      "masked_lm_ids": np.take_along_axis(original_ids, positions, 1) * (weights > 0),
+      "masked_lm_weights": weights,
+      "next_sentence_labels": rng.integers(0, 2, batch_size).astype(np.int32),
+  }
+
+
+def _hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
+  """[batch, length] MLM labels in HF's form: the original id at a masked position, else -100."""
+  labels = np.full(batch["input_ids"].shape, -100, np.int64)
+  for row, (positions, ids, weights) in enumerate(zip(
+      batch["masked_lm_positions"], batch["masked_lm_ids"], batch["masked_lm_weights"])):
+    labels[row, positions[weights > 0]] = ids[weights > 0]
+  return labels
+
+
+def _time_steps(step: Callable[[], None], warmup: int, steps: int) -> np.ndarray:
+  """Seconds of each of `steps` calls of `step` (which returns once its loss is on the host)."""
+  for _ in range(warmup):
+    step()
+  seconds = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    step()
+    seconds.append(time.perf_counter() - start)
+  return np.array(seconds)
+
+
+def _hf_config_dict(config: ml_collections.ConfigDict) -> dict:
+  model = config.model
+  return dict(
+      vocab_size=model.vocab_size, hidden_size=model.hidden_size,
+      num_hidden_layers=model.num_hidden_layers, num_attention_heads=model.num_attention_heads,
+      intermediate_size=model.intermediate_size, hidden_act=model.hidden_act,
+      hidden_dropout_prob=model.hidden_dropout_prob,
+      attention_probs_dropout_prob=model.attention_probs_dropout_prob,
+      max_position_embeddings=model.max_position_embeddings,
+      type_vocab_size=model.type_vocab_size, initializer_range=model.initializer_range,
+      layer_norm_eps=1e-12)
+
+
+def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  tx = optim.create_optimizer(config.train)
+  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, batch=batch))(
+      jax.random.key(0))
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
+  device_batch = jax.device_put(batch)
+  rng = jax.random.key(1)
+
+  def one_step():
+    nonlocal state
+    state, metrics = step(state, device_batch, rng)
+    metrics["loss"].block_until_ready()
+
+  return _time_steps(one_step, args.warmup, args.steps), (
+      f"scan_layers={config.model.scan_layers}, remat={config.model.remat_policy}")
+
+
+def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  torch.set_num_threads(args.torch_threads)
+  torch.manual_seed(0)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  model = transformers.BertForPreTraining(
+      transformers.BertConfig(**_hf_config_dict(config))).to(device).train()
+  # AdamW with BERT's decay mask, as HF's Trainer builds it.
+  no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+  decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+  optimizer = torch.optim.AdamW(
+      [{"params": decay, "weight_decay": config.train.weight_decay},
+       {"params": no_decay, "weight_decay": 0.0}],
+      lr=config.train.learning_rate, betas=(config.train.adam_b1, config.train.adam_b2),
+      eps=config.train.adam_epsilon)
+  inputs = {
+      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
+      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
+      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long, device=device),
+      "labels": torch.tensor(_hf_labels(batch), device=device),
+      "next_sentence_label": torch.tensor(batch["next_sentence_labels"], dtype=torch.long,
+                                          device=device),
+  }
+
+  def one_step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = model(**inputs).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
+    optimizer.step()
+    loss.item()  # The host sync (a no-op wait on CPU).
+
+  return _time_steps(one_step, args.warmup, args.steps), (
+      f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
+      f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
+
+
+def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
+  import optax  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  model = transformers.FlaxBertForPreTraining(
+      transformers.BertConfig(**_hf_config_dict(config)), seed=0, dtype=jnp.float32)
+  tx = optax.chain(
+      optax.clip_by_global_norm(config.train.max_grad_norm),
+      optax.adamw(config.train.learning_rate, b1=config.train.adam_b1, b2=config.train.adam_b2,
+                  eps=config.train.adam_epsilon, weight_decay=config.train.weight_decay,
+                  mask=optim.weight_decay_mask))
+  labels = _hf_labels(batch)
+  inputs = jax.device_put({
+      "input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
+      "token_type_ids": batch["segment_ids"], "labels": np.maximum(labels, 0).astype(np.int32),
+      "label_weights": (labels >= 0).astype(np.float32),
+      "next_sentence_label": batch["next_sentence_labels"]})
+
+  def loss_fn(params, inputs, dropout_rng):
+    outputs = model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+                    params=params, dropout_rng=dropout_rng, train=True)
+    # As HF's torch loss: cross-entropy over every token's logits, -100 (weight 0) ignored.
+    mlm = optax.softmax_cross_entropy_with_integer_labels(
+        outputs.prediction_logits, inputs["labels"])  # [batch, length]
+    mlm = jnp.sum(mlm * inputs["label_weights"]) / jnp.sum(inputs["label_weights"])
+    nsp = optax.softmax_cross_entropy_with_integer_labels(
+        outputs.seq_relationship_logits, inputs["next_sentence_label"]).mean()
+    return mlm + nsp
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, inputs, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  params = model.params
+  opt_state = tx.init(params)
+  rng = jax.random.key(1)
+
+  def one_step():
+    nonlocal params, opt_state, rng
+    rng, dropout_rng = jax.random.split(rng)
+    params, opt_state, loss = step(params, opt_state, inputs, dropout_rng)
+    loss.block_until_ready()
+
+  return _time_steps(one_step, args.warmup, args.steps), f"transformers {transformers.__version__}"
+
+
+def breakdown(config, batch, args) -> None:
+  """Median ms of forward (+ loss), forward + backward, and the whole step: bert_jax and torch."""
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  from bert_jax import losses  # pylint: disable=import-outside-toplevel
+
+  def median_ms(step):
+    return 1e3 * np.median(_time_steps(step, args.warmup, args.steps))
+
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  params = jax.jit(functools.partial(train.init_params, model=model, batch=batch))(
+      jax.random.key(0))
+  params = jax.device_put(nn.meta.unbox(params))
+  device_batch = jax.device_put(batch)
+
+  def loss_fn(params, batch, rng):
+    mlm_logits, nsp_logits = model.apply(
+        {"params": params}, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+        batch["masked_lm_positions"], deterministic=False, rngs={"dropout": rng})
+    return losses.pretraining_loss(mlm_logits, nsp_logits, batch)[0]
+
+  forward = jax.jit(loss_fn)
+  backward = jax.jit(jax.grad(loss_fn))
+  rng = jax.random.key(1)
+  jax_ms = [median_ms(lambda: forward(params, device_batch, rng).block_until_ready()),
+            median_ms(lambda: jax.block_until_ready(backward(params, device_batch, rng)))]
+  jax_ms.append(np.median(run_bert_jax(config, batch, args)[0]) * 1e3)
+
+  torch.set_num_threads(args.torch_threads)
+  torch_model = transformers.BertForPreTraining(
+      transformers.BertConfig(**_hf_config_dict(config))).train()
+  inputs = {
+      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
+      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long),
+      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long),
+      "labels": torch.tensor(_hf_labels(batch)),
+      "next_sentence_label": torch.tensor(batch["next_sentence_labels"], dtype=torch.long)}
+
+  def torch_forward():
+    with torch.no_grad():
+      torch_model(**inputs).loss.item()
+
+  def torch_backward():
+    torch_model.zero_grad(set_to_none=True)
+    torch_model(**inputs).loss.backward()
+
+  torch_ms = [median_ms(torch_forward), median_ms(torch_backward),
+              np.median(run_torch(config, batch, args)[0]) * 1e3]
+  print("| ms (median) | forward + loss | forward + backward | whole step |")
+  print("|---|---|---|---|")
+  for name, row in (("bert_jax", jax_ms), ("torch", torch_ms)):
+    print(f"| {name} | " + " | ".join(f"{ms:,.0f}" for ms in row) + " |")
+  print("(torch's forward runs under no_grad: it keeps no activations.)")
+
+
+def profile(config, batch, args) -> None:
+  """Time of bert_jax's step per compiled XLA op, summed over the runtime's worker threads."""
+  import collections  # pylint: disable=import-outside-toplevel
+  import glob  # pylint: disable=import-outside-toplevel
+  import re  # pylint: disable=import-outside-toplevel
+  import tempfile  # pylint: disable=import-outside-toplevel
+  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=import-outside-toplevel
+
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  tx = optim.create_optimizer(config.train)
+  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, batch=batch))(
+      jax.random.key(0))
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
+  device_batch, rng = jax.device_put(batch), jax.random.key(1)
+  hlo = step.lower(state, device_batch, rng).compile().as_text()
+  for _ in range(args.warmup):
+    state, _ = jax.block_until_ready(step(state, device_batch, rng))
+  trace_dir = tempfile.mkdtemp(prefix="train_step_trace_")
+  start = time.perf_counter()
+  with jax.profiler.trace(trace_dir):
+    for _ in range(args.steps):
+      state, _ = jax.block_until_ready(step(state, device_batch, rng))
+  wall_ms = 1e3 * (time.perf_counter() - start) / args.steps
+  space = xplane_pb2.XSpace()
+  with open(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0], "rb") as f:
+    space.ParseFromString(f.read())
+  op_ps = collections.Counter()
+  for plane in space.planes:
+    names = {key: meta.name for key, meta in plane.event_metadata.items()}
+    for line in plane.lines:
+      if "XLAEigen" not in line.name:  # The threads that run the compiled program's ops.
+        continue
+      for event in line.events:
+        name = names.get(event.metadata_id, "")
+        if not name.startswith(("ThunkExecutor", "SlinkyThreadPool")):
+          op_ps[name] += event.duration_ps
+  ms = {name: ps / 1e9 / args.steps for name, ps in op_ps.items()}
+  total = sum(ms.values())
+  kinds = collections.Counter()
+  for name, value in ms.items():
+    kinds[re.sub(r"\.\d+$", "", name)] += value
+  print(f"bert_jax step: {wall_ms:,.0f} ms wall under the profiler (it slows the step); "
+        f"XLA ops {total:,.0f} ms summed over threads. ynn_fusion/dot = matmuls; "
+        "dynamic-update-slice/dynamic-slice/wrapped_broadcast = the scan's stacked per-layer "
+        "activations; add_select = optimizer update + NaN guard")
+  print("| op kind | ms/step | share |")
+  print("|---|---|---|")
+  for kind, value in kinds.most_common(15):
+    print(f"| {kind} | {value:,.0f} | {value / total:.0%} |")
+  print()
+  print("| op | ms/step | output | from |")
+  print("|---|---|---|---|")
+  for name, value in sorted(ms.items(), key=lambda item: -item[1])[:20]:
+    found = re.search(r"\n\s*%?" + re.escape(name) + r" = (\S+) .*?op_name=\"([^\"]*)", hlo)
+    shape, source = (found.group(1), found.group(2)[-90:]) if found else ("", "")
+    print(f"| {name} | {value:,.1f} | {shape} | {source} |")
+
+
+RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
+
+
+def xla_matmul_gflops(repeats: int = 20) -> float:
+  """XLA's fp32 matmul rate on this device: [4096, 512] @ [512, 512], median of `repeats`."""
+  a = jnp.ones((4096, 512), jnp.float32)
+  b = jnp.ones((512, 512), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    seconds.append(time.perf_counter() - start)
+  return 2 * 4096 * 512 * 512 / np.median(seconds) / 1e9
+
+
+def _measure(framework: str, config, batch, args) -> dict:
+  """{'seconds': [...], 'note': ...} or {'skipped': reason}."""
+  try:
+    seconds, note = RUNNERS[framework](config, batch, args)
+  except Exception as error:  # pylint: disable=broad-except
+    if framework != "flax":
+      raise
+    return {"skipped": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+  return {"seconds": seconds.tolist(), "note": note}
+
+
+def _measure_isolated(framework: str) -> dict:
+  """Runs this script for one framework in a fresh process; its result as _measure returns it."""
+  argv = [a for a in sys.argv[1:] if not a.startswith(("--frameworks", "--isolate"))]
+  command = [sys.executable, "-m", "bench.train_step", f"--frameworks={framework}",
+             "--json_result", *argv]
+  output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+  return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+  parser.add_argument("--batch_size", type=int, default=8)
+  parser.add_argument("--seq_length", type=int, default=128)
+  parser.add_argument("--predictions", type=int, default=20, help="max_predictions_per_seq")
+  parser.add_argument("--steps", type=int, default=30, help="timed steps")
+  parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile)")
+  parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+  parser.add_argument("--torch_threads", type=int, default=2)
+  parser.add_argument("--isolate", action="store_true",
+                      help="each framework in its own subprocess")
+  parser.add_argument("--breakdown", action="store_true",
+                      help="time forward, forward + backward and the whole step instead")
+  parser.add_argument("--profile", action="store_true",
+                      help="bert_jax's time per XLA op (jax.profiler trace) instead")
+  parser.add_argument("--json_result", action="store_true", help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  frameworks = args.frameworks.split(",")
+  unknown = set(frameworks) - set(FRAMEWORKS)
+  if unknown:
+    parser.error(f"--frameworks: unknown {sorted(unknown)}; known: {', '.join(FRAMEWORKS)}")
+
+  config = _config(args)
+  batch = _random_batch(args.batch_size, args.seq_length, args.predictions,
+                        config.model.vocab_size)
+  if args.breakdown:
+    breakdown(config, batch, args)
+    return
+  if args.profile:
+    profile(config, batch, args)
+    return
+  if args.json_result:  # A subprocess of --isolate: one framework, one JSON line.
+    print(json.dumps(_measure(frameworks[0], config, batch, args)))
+    return
+
+  device = jax.devices()[0]
+  model_flops = flops.pretraining_flops_per_step(
+      config.model, args.batch_size, args.seq_length, args.predictions)
+  hf_flops = flops.pretraining_flops_per_step(
+      config.model, args.batch_size, args.seq_length, args.seq_length)
+  results = {}
+  for framework in frameworks:
+    results[framework] = (_measure_isolated(framework) if args.isolate
+                          else _measure(framework, config, batch, args))
+  matmul_gflops = xla_matmul_gflops()
+  peak = next((tflops for kind, tflops in PEAK_TFLOPS.items()
+               if device.device_kind.startswith(kind)), None)
+
+  model = config.model
+  print(f"preset {args.preset}: L{model.num_hidden_layers}/H{model.hidden_size}/"
+        f"A{model.num_attention_heads}/I{model.intermediate_size}, vocab {model.vocab_size}; "
+        f"batch {args.batch_size} x seq {args.seq_length}, {args.predictions} predictions; "
+        f"float32; jax device {device.device_kind} ({device.platform}), {os.cpu_count()} cores; "
+        f"median of {args.steps} steps after {args.warmup}"
+        + (", each framework in its own process" if args.isolate else ", one process"))
+  print(f"model FLOPs per step (bert_jax/flops.py, MLM head on the masked positions): "
+        f"{model_flops / 1e9:.1f} G; HF's matmuls with its MLM head on all "
+        f"{args.seq_length} tokens: {hf_flops / 1e9:.1f} G")
+  print(f"XLA fp32 matmul 4096x512 @ 512x512 here: {matmul_gflops:.0f} GFLOP/s"
+        + (f"; datasheet fp32 peak of {device.device_kind}: {peak:.0f} TFLOP/s" if peak else ""))
+  print()
+  reference = results.get("torch", {}).get("seconds")
+  reference_median = np.median(reference) if reference else None
+  efficiency = "MFU" if peak else "of XLA matmul"
+  print(f"| framework | ms/step median (p10-p90) | sequences/s | tokens/s | vs torch | "
+        f"model GFLOP/s | {efficiency} |")
+  print("|---|---|---|---|---|---|---|")
+  for framework, result in results.items():
+    if "skipped" in result:
+      print(f"| {framework} | skipped: {result['skipped']} | | | | | |")
+      continue
+    seconds = np.array(result["seconds"])
+    median = np.median(seconds)
+    p10, p90 = np.percentile(seconds, [10, 90])
+    achieved = model_flops / median
+    fraction = achieved / (peak * 1e12) if peak else achieved / (matmul_gflops * 1e9)
+    ratio = f"{reference_median / median:.2f}x" if reference_median else "-"
+    print(f"| {framework} | {median * 1e3:,.0f} ({p10 * 1e3:,.0f}-{p90 * 1e3:,.0f}) | "
+          f"{args.batch_size / median:.1f} | {args.batch_size * args.seq_length / median:,.0f} | "
+          f"{ratio} | {achieved / 1e9:.0f} | {fraction:.0%} |")
+  print()
+  for framework, result in results.items():
+    if "note" in result:
+      print(f"{framework}: {result['note']}")
+  if reference_median:
+    print(f"torch's own matmul work ({hf_flops / 1e9:.1f} G/step) runs at "
+          f"{hf_flops / reference_median / 1e9:.0f} GFLOP/s")
+
+
+if __name__ == "__main__":
+  main()
