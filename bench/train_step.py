@@ -61,6 +61,7 @@ from bert_jax import flops
 from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import train
+from bert_jax.data import synthetic
 from configs import base
 
 # Datasheet dense float32 peaks, TFLOP/s per device, by jax device_kind prefix (float32 matmuls
@@ -83,39 +84,6 @@ def _config(args) -> ml_collections.ConfigDict:
   config.data.update(max_seq_length=args.seq_length, max_predictions_per_seq=args.predictions)
   config.train.update(batch_size=args.batch_size, num_warmup_steps=10, num_train_steps=10_000)
   return config
-
-
-def _random_batch(batch_size: int, seq_length: int, predictions: int, vocab_size: int,
-                  seed: int = 0) -> dict[str, np.ndarray]:
-  """A realistic pre-training batch with the original's feature names (host numpy).
-
-  Rows have random real lengths (the rest padding) and random numbers of real predictions (the
-  rest zero-weighted padding); the input ids at the masked positions are [MASK].
-  """
-  rng = np.random.default_rng(seed)
-  lengths = rng.integers(seq_length // 2, seq_length + 1, batch_size)
-  input_mask = (np.arange(seq_length)[None] < lengths[:, None]).astype(np.int32)
-  original_ids = rng.integers(1000, vocab_size, (batch_size, seq_length)).astype(np.int32)
-  original_ids *= input_mask
-  segment_ids = (np.arange(seq_length)[None] >= lengths[:, None] // 2).astype(np.int32)
-  segment_ids *= input_mask
-  positions = np.zeros((batch_size, predictions), np.int32)
-  weights = np.zeros((batch_size, predictions), np.float32)
-  for row, length in enumerate(lengths):
-    count = rng.integers(predictions // 2, predictions + 1)
-    positions[row, :count] = np.sort(rng.choice(np.arange(1, length), count, replace=False))
-    weights[row, :count] = 1.0
-  input_ids = original_ids.copy()
-  rows = np.repeat(np.arange(batch_size), predictions)
-  real = weights.reshape(-1) > 0
-  input_ids[rows[real], positions.reshape(-1)[real]] = MASK_ID
-  return {
-      "input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
-      "masked_lm_positions": positions,
-      "masked_lm_ids": np.take_along_axis(original_ids, positions, 1) * (weights > 0),
-      "masked_lm_weights": weights,
-      "next_sentence_labels": rng.integers(0, 2, batch_size).astype(np.int32),
-  }
 
 
 def _hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -431,8 +399,9 @@ def main() -> None:
     parser.error(f"--frameworks: unknown {sorted(unknown)}; known: {', '.join(FRAMEWORKS)}")
 
   config = _config(args)
-  batch = _random_batch(args.batch_size, args.seq_length, args.predictions,
-                        config.model.vocab_size)
+  batch = synthetic.random_batch(args.batch_size, args.seq_length, args.predictions,
+                                 config.model.vocab_size, min_predictions=args.predictions // 2,
+                                 first_id=1000, mask_id=MASK_ID)
   if args.breakdown:
     breakdown(config, batch, args)
     return

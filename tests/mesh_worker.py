@@ -15,7 +15,7 @@ import numpy as np
 
 from bert_jax import sharding
 from bert_jax import train
-from batches import random_batch
+from bert_jax.data.synthetic import random_batch
 from configs import tiny
 
 MESHES = {"8x1x1": (8, 1, 1), "2x4x1": (2, 4, 1), "2x2x2": (2, 2, 2)}

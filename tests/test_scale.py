@@ -13,7 +13,7 @@ from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import sharding
 from bert_jax import train
-from batches import random_batch
+from bert_jax.data.synthetic import random_batch
 from configs import tiny
 
 # Same program up to the order of float32 sums: agreement to ~1e-6 relative is expected.
