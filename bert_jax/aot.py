@@ -138,8 +138,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
   # needs the mesh, and that happens in `lower` below.
   with nn.logical_axis_rules(rules):
     program = train.build_program(config, mesh, rules, config.data.next_sentence_prediction)
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                       program.abstract_state, program.state_shardings)
+  state = sharding.with_shardings(program.abstract_state, program.state_shardings)
   batch = train.abstract_batch(config, config.train.batch_size, program.batch_sharding)
   key = jax.eval_shape(lambda: jax.random.key(config.seed))  # A typed key: dtype key<fry>.
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))

@@ -218,8 +218,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         bert = jax.tree.map(jax.device_put, pretrained["bert"], state_shardings.params["bert"])
         state = state.replace(params={**state.params, "bert": bert})
     else:
-      target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abstract_state, state_shardings)
+      target = sharding.with_shardings(abstract_state, state_shardings)
       state, _ = checkpointer.restore(latest, target)
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
             flush=True)

@@ -83,3 +83,9 @@ def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def with_shardings(abstract_tree, shardings):
+  """jax.ShapeDtypeStructs carrying `shardings`: what restoring or lowering onto a mesh takes."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract_tree, shardings)

@@ -278,8 +278,7 @@ def _roll_back(checkpointer: checkpoint.Checkpointer, program: Program,
   if checkpointer.latest_step() is None:
     raise errors.UserError(f"non-finite loss or gradient at step {bad_step} and no checkpoint "
                            "to roll back to (train.nan_policy='rollback')")
-  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        program.abstract_state, program.state_shardings)
+  target = sharding.with_shardings(program.abstract_state, program.state_shardings)
   latest, state, _ = checkpointer.restore_latest(target)
   print(f"Non-finite loss or gradient at step {bad_step}: rolled back to the checkpoint at step "
         f"{latest}; going on with the data after step {bad_step}", flush=True)
@@ -343,9 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = state.replace(params=_initial_params(
             config.init_checkpoint, model_config, state_shardings.params))
     else:
-      target = jax.tree_util.tree_map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          program.abstract_state, state_shardings)
+      target = sharding.with_shardings(program.abstract_state, state_shardings)
       # The newest step that reads whole: the data position comes from its meta too.
       latest, state, meta = checkpointer.restore_latest(target)
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
