@@ -6,8 +6,15 @@ import optax
 
 
 def masked_lm_loss(mlm_logits: jax.Array, masked_lm_ids: jax.Array,
-                   masked_lm_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Cross-entropy summed over real masked positions (weight 1), padding (weight 0) ignored.
+                   masked_lm_weights: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Cross-entropy and accuracy summed over real masked positions (weight 1), padding ignored.
+
+  Written for the vocabulary-sized work: the label's logit is picked by a one-hot select,
+  not a gather, so its gradient is an elementwise select fused into the softmax's rather than
+  a scatter into a zeroed [.., vocab] buffer; and the accuracy reuses the max that the stable
+  log-sum-exp needs instead of a separate (value, index) argmax reduction. A prediction is
+  correct when the label's logit is the maximum (a float tie, which argmax would break by
+  index, counts as correct).
 
   Args:
     mlm_logits: [batch, predictions, vocab] logits at the gathered masked positions.
@@ -15,12 +22,18 @@ def masked_lm_loss(mlm_logits: jax.Array, masked_lm_ids: jax.Array,
     masked_lm_weights: [batch, predictions] 1.0 for a real prediction, 0.0 for padding.
 
   Returns:
-    (sum of weighted losses, sum of weights): divide them for the mean over predictions.
+    (sum of weighted losses, sum of weighted correct predictions, sum of weights).
   """
-  losses = optax.softmax_cross_entropy_with_integer_labels(
-      mlm_logits.astype(jnp.float32), masked_lm_ids)  # [batch, predictions]
+  logits = mlm_logits.astype(jnp.float32)
+  is_label = jnp.arange(logits.shape[-1]) == masked_lm_ids[..., None]  # [batch, preds, vocab]
+  label_logit = jnp.sum(jnp.where(is_label, logits, 0.0), axis=-1)  # [batch, predictions]
+  max_logit = jax.lax.stop_gradient(jnp.max(logits, axis=-1))
+  log_normalizer = max_logit + jnp.log(
+      jnp.sum(jnp.exp(logits - max_logit[..., None]), axis=-1))
   weights = masked_lm_weights.astype(jnp.float32)
-  return jnp.sum(losses * weights), jnp.sum(weights)
+  loss_sum = jnp.sum((log_normalizer - label_logit) * weights)
+  correct_sum = jnp.sum((label_logit >= max_logit) * weights)
+  return loss_sum, correct_sum, jnp.sum(weights)
 
 
 def next_sentence_loss(nsp_logits: jax.Array, next_sentence_labels: jax.Array) -> jax.Array:
@@ -64,7 +77,7 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
     (scalar loss, sums): sums of losses, correct counts and weights, so that metrics from
     several batches or devices add up exactly.
   """
-  mlm_loss_sum, mlm_weight = masked_lm_loss(
+  mlm_loss_sum, mlm_correct, mlm_weight = masked_lm_loss(
       mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
   nsp_loss_sum = next_sentence_loss(nsp_logits, batch["next_sentence_labels"])
   nsp_count = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
@@ -74,8 +87,7 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
     loss += nsp_loss_sum / nsp_normalizer
   sums = {
       "mlm_loss": mlm_loss_sum,
-      "mlm_correct": weighted_correct(mlm_logits, batch["masked_lm_ids"],
-                                      batch["masked_lm_weights"]),
+      "mlm_correct": mlm_correct,
       "mlm_weight": mlm_weight,
       "nsp_loss": nsp_loss_sum,
       "nsp_correct": weighted_correct(nsp_logits, batch["next_sentence_labels"],
