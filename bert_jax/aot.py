@@ -140,7 +140,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
     program = train.build_program(config, mesh, rules, config.data.next_sentence_prediction)
   state = sharding.with_shardings(program.abstract_state, program.state_shardings)
   batch = train.abstract_batch(config, config.train.batch_size, program.batch_sharding)
-  key = jax.eval_shape(lambda: jax.random.key(config.seed))  # A typed key: dtype key<fry>.
+  key = jax.eval_shape(lambda: train.root_key(config))  # A typed key, e.g. dtype key<fry>.
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
 
   start = time.perf_counter()

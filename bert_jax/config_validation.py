@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 from bert_jax import errors
 from bert_jax import modeling
 
+RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
 # The config every config of a mode starts from: what decides which fields exist.
 _REFERENCE_CONFIGS = {"pretrain": "configs.base", "finetune": "configs.finetune"}
@@ -90,9 +91,16 @@ def unknown_override(config: ml_collections.ConfigDict, path: str) -> str | None
   return None
 
 
+def check_rng_impl(config: ml_collections.ConfigDict) -> None:
+  """`jax.random.key` would otherwise fail only once the job reaches init."""
+  if config.rng_impl not in RNG_IMPLS:
+    raise errors.UserError(f"rng_impl={config.rng_impl!r} is not one of {', '.join(RNG_IMPLS)}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises UserError, with a one-line message naming the field, on a config that cannot run."""
   check_fields(config)
+  check_rng_impl(config)
   modeling.BertConfig.from_dict(config.model.to_dict())  # Its own checks (heads, act, dtype).
   data, train, model = config.data, config.train, config.model
   if data.source not in _SOURCES:

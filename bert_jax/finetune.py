@@ -28,6 +28,7 @@ import optax
 import tensorflow as tf
 
 from bert_jax import checkpoint
+from bert_jax import config_validation
 from bert_jax import errors
 from bert_jax import heads
 from bert_jax import metrics
@@ -120,6 +121,7 @@ def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfi
 def _validate(config: ml_collections.ConfigDict, model_config: modeling.BertConfig,
               mesh: jax.sharding.Mesh, tokenizer_vocab_size: int) -> None:
   train_config, data = config.train, config.data
+  config_validation.check_rng_impl(config)
   if data.max_seq_length > model_config.max_position_embeddings:
     raise errors.UserError(f"data.max_seq_length={data.max_seq_length} is larger than the "
                            f"model's max_position_embeddings={model_config.max_position_embeddings}")
@@ -205,7 +207,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   model = create_model(data.family, model_config, data.num_labels)
   tx = optim.create_optimizer(train_config)
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  init_rng, dropout_rng = jax.random.split(train.root_key(config))
   shapes = {k: v[:1] for k, v in data.train.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     abstract_state, state_shardings = train.abstract_train_state(

@@ -110,6 +110,11 @@ def _micro_batches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array
   return jax.tree.map(split, batch)
 
 
+def root_key(config: ml_collections.ConfigDict) -> jax.Array:
+  """The run's root PRNG key: `config.seed` with the generator `config.rng_impl`."""
+  return jax.random.key(config.seed, impl=config.rng_impl)
+
+
 def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformation,
                next_sentence_prediction: bool = True, grad_accum_steps: int = 1
@@ -204,7 +209,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   tx = optim.create_optimizer(config.train)
   shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
   # Abstract, like everything here: no op may run under a mesh of compile-only devices.
-  rng = jax.eval_shape(lambda: jax.random.key(config.seed))
+  rng = jax.eval_shape(lambda: root_key(config))
   abstract_state, state_shardings = abstract_train_state(model, tx, shapes, rng, mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = sharding.replicated(mesh)
@@ -324,7 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # ---- Model, optimizer, shardings, compiled steps ----
   schedule = optim.learning_rate_schedule(config.train)
-  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  init_rng, dropout_rng = jax.random.split(root_key(config))
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     program = build_program(config, mesh, rules, nsp)

@@ -17,6 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.mode = "pretrain"
   # Seed of everything random: init, data order, masks, dropout.
   config.seed = 0
+  # PRNG behind init and dropout: 'threefry2x32' gives the same numbers on any mesh, process
+  # count and backend (the tests rely on it); 'rbg' / 'unsafe_rbg' make dropout's random bits
+  # cheaper (XLA's RngBitGenerator; the usual choice on TPU pods) but the numbers then depend
+  # on the mesh and backend. See docs/BENCHMARKS.md for what each costs.
+  config.rng_impl = "threefry2x32"
   # Params to start from instead of a random init (continued pre-training): an Orbax params
   # dir or bert_jax workdir, a Hugging Face BERT dir, or a Google TF checkpoint prefix. Only the
   # params are taken (a fresh optimizer); ignored once the workdir has a checkpoint of its own.

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import pytest
 from jax.sharding import AbstractMesh
@@ -11,6 +12,7 @@ from jax.sharding import AbstractMesh
 from bert_jax import config_validation
 from bert_jax import errors
 from bert_jax import sharding
+from bert_jax import train
 from configs import base
 from configs import finetune
 from configs import glue
@@ -46,6 +48,16 @@ def test_hidden_size_not_divisible_by_heads():
   config.model.num_attention_heads = 3
   assert _error(config_validation.validate, config).startswith(
       "model.hidden_size=128 is not divisible by model.num_attention_heads=3")
+
+
+def test_rng_impl():
+  config = tiny.get_config()
+  config.rng_impl = "philox"
+  assert _error(config_validation.validate, config).startswith("rng_impl='philox' is not one of")
+  for impl in config_validation.RNG_IMPLS:  # Each name jax.random.key accepts.
+    config.rng_impl = impl
+    config_validation.validate(config)
+    assert train.root_key(config).dtype == jax.random.key(0, impl=impl).dtype
 
 
 def test_global_batch_not_divisible_by_data_parallel_size():
