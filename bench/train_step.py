@@ -3,7 +3,9 @@
     python -m bench.train_step --preset=small            # L4/H256/A4/I1024, vocab 30522
     python -m bench.train_step --preset=base --steps=10  # BERT-Base (L12/H768/A12/I3072)
     [--batch_size=8 --seq_length=128 --predictions=20 --steps=30 --warmup=3
-     --frameworks=bert_jax,torch,flax --isolate]
+     --frameworks=bert_jax,torch,flax --isolate --scan_layers=true|false
+     --rng_impl=threefry2x32|rbg|unsafe_rbg]   (the last two: bert_jax's config, see
+                                                 docs/BENCHMARKS.md for what they buy)
     python -m bench.train_step --preset=small --breakdown   # where the step's time goes
     python -m bench.train_step --preset=base --profile --steps=3   # bert_jax's time per XLA op
 
@@ -45,45 +47,23 @@ the datasheet peak of its device kind (PEAK_TFLOPS).
 import argparse
 import functools
 import json
-import os
 import subprocess
 import sys
 import time
-from typing import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
+from bench import harness
 from bert_jax import flops
 from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import train
 from bert_jax.data import synthetic
-from configs import base
 
-# Datasheet dense float32 peaks, TFLOP/s per device, by jax device_kind prefix (float32 matmuls
-# on NVIDIA GPUs without TF32; TPUs run float32 matmuls as multi-pass bf16 and quote no fp32
-# peak, so none is listed).
-PEAK_TFLOPS = {"NVIDIA H100": 67.0, "NVIDIA H200": 67.0, "NVIDIA A100": 19.5}
-PRESETS = {
-    "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4,
-                  intermediate_size=1024),
-    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-                 intermediate_size=3072),
-}
 MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
-FRAMEWORKS = ("bert_jax", "torch", "flax")
-
-
-def _config(args) -> ml_collections.ConfigDict:
-  config = base.get_config()
-  config.model.update(vocab_size=30522, **PRESETS[args.preset])
-  config.data.update(max_seq_length=args.seq_length, max_predictions_per_seq=args.predictions)
-  config.train.update(batch_size=args.batch_size, num_warmup_steps=10, num_train_steps=10_000)
-  return config
 
 
 def _hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -95,31 +75,6 @@ def _hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
   return labels
 
 
-def _time_steps(step: Callable[[], None], warmup: int, steps: int) -> np.ndarray:
-  """Seconds of each of `steps` calls of `step` (which returns once its loss is on the host)."""
-  for _ in range(warmup):
-    step()
-  seconds = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    seconds.append(time.perf_counter() - start)
-  return np.array(seconds)
-
-
-def _hf_config_dict(config: ml_collections.ConfigDict) -> dict:
-  model = config.model
-  return dict(
-      vocab_size=model.vocab_size, hidden_size=model.hidden_size,
-      num_hidden_layers=model.num_hidden_layers, num_attention_heads=model.num_attention_heads,
-      intermediate_size=model.intermediate_size, hidden_act=model.hidden_act,
-      hidden_dropout_prob=model.hidden_dropout_prob,
-      attention_probs_dropout_prob=model.attention_probs_dropout_prob,
-      max_position_embeddings=model.max_position_embeddings,
-      type_vocab_size=model.type_vocab_size, initializer_range=model.initializer_range,
-      layer_norm_eps=1e-12)
-
-
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
@@ -127,15 +82,16 @@ def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
       jax.random.key(0))
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
   device_batch = jax.device_put(batch)
-  rng = jax.random.key(1)
+  rng = train.root_key(config)
 
   def one_step():
     nonlocal state
     state, metrics = step(state, device_batch, rng)
     metrics["loss"].block_until_ready()
 
-  return _time_steps(one_step, args.warmup, args.steps), (
-      f"scan_layers={config.model.scan_layers}, remat={config.model.remat_policy}")
+  return harness.time_calls(one_step, args.warmup, args.steps), (
+      f"scan_layers={config.model.scan_layers}, remat={config.model.remat_policy}, "
+      f"rng_impl={config.rng_impl}")
 
 
 def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
@@ -146,15 +102,8 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
   torch.manual_seed(0)
   device = "cuda" if torch.cuda.is_available() else "cpu"
   model = transformers.BertForPreTraining(
-      transformers.BertConfig(**_hf_config_dict(config))).to(device).train()
-  # AdamW with BERT's decay mask, as HF's Trainer builds it.
-  no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-  decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-  optimizer = torch.optim.AdamW(
-      [{"params": decay, "weight_decay": config.train.weight_decay},
-       {"params": no_decay, "weight_decay": 0.0}],
-      lr=config.train.learning_rate, betas=(config.train.adam_b1, config.train.adam_b2),
-      eps=config.train.adam_epsilon)
+      transformers.BertConfig(**harness.hf_config_dict(config))).to(device).train()
+  optimizer = harness.torch_adamw(model, config.train)
   inputs = {
       "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
       "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
@@ -172,7 +121,7 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
     optimizer.step()
     loss.item()  # The host sync (a no-op wait on CPU).
 
-  return _time_steps(one_step, args.warmup, args.steps), (
+  return harness.time_calls(one_step, args.warmup, args.steps), (
       f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
       f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
 
@@ -182,12 +131,8 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
   import transformers  # pylint: disable=import-outside-toplevel
 
   model = transformers.FlaxBertForPreTraining(
-      transformers.BertConfig(**_hf_config_dict(config)), seed=0, dtype=jnp.float32)
-  tx = optax.chain(
-      optax.clip_by_global_norm(config.train.max_grad_norm),
-      optax.adamw(config.train.learning_rate, b1=config.train.adam_b1, b2=config.train.adam_b2,
-                  eps=config.train.adam_epsilon, weight_decay=config.train.weight_decay,
-                  mask=optim.weight_decay_mask))
+      transformers.BertConfig(**harness.hf_config_dict(config)), seed=0, dtype=jnp.float32)
+  tx = harness.optax_adamw(config.train)
   labels = _hf_labels(batch)
   inputs = jax.device_put({
       "input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
@@ -222,7 +167,7 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
     params, opt_state, loss = step(params, opt_state, inputs, dropout_rng)
     loss.block_until_ready()
 
-  return _time_steps(one_step, args.warmup, args.steps), f"transformers {transformers.__version__}"
+  return harness.time_calls(one_step, args.warmup, args.steps), f"transformers {transformers.__version__}"
 
 
 def breakdown(config, batch, args) -> None:
@@ -232,7 +177,7 @@ def breakdown(config, batch, args) -> None:
   from bert_jax import losses  # pylint: disable=import-outside-toplevel
 
   def median_ms(step):
-    return 1e3 * np.median(_time_steps(step, args.warmup, args.steps))
+    return 1e3 * np.median(harness.time_calls(step, args.warmup, args.steps))
 
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   params = jax.jit(functools.partial(train.init_params, model=model, batch=batch))(
@@ -248,14 +193,14 @@ def breakdown(config, batch, args) -> None:
 
   forward = jax.jit(loss_fn)
   backward = jax.jit(jax.grad(loss_fn))
-  rng = jax.random.key(1)
+  rng = train.root_key(config)
   jax_ms = [median_ms(lambda: forward(params, device_batch, rng).block_until_ready()),
             median_ms(lambda: jax.block_until_ready(backward(params, device_batch, rng)))]
   jax_ms.append(np.median(run_bert_jax(config, batch, args)[0]) * 1e3)
 
   torch.set_num_threads(args.torch_threads)
   torch_model = transformers.BertForPreTraining(
-      transformers.BertConfig(**_hf_config_dict(config))).train()
+      transformers.BertConfig(**harness.hf_config_dict(config))).train()
   inputs = {
       "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
       "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long),
@@ -293,7 +238,7 @@ def profile(config, batch, args) -> None:
   state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, batch=batch))(
       jax.random.key(0))
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
-  device_batch, rng = jax.device_put(batch), jax.random.key(1)
+  device_batch, rng = jax.device_put(batch), train.root_key(config)
   hlo = step.lower(state, device_batch, rng).compile().as_text()
   for _ in range(args.warmup):
     state, _ = jax.block_until_ready(step(state, device_batch, rng))
@@ -338,36 +283,8 @@ def profile(config, batch, args) -> None:
     print(f"| {name} | {value:,.1f} | {shape} | {source} |")
 
 
-RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
-
-
-def xla_matmul_gflops(repeats: int = 20) -> float:
-  """XLA's fp32 matmul rate on this device: [4096, 512] @ [512, 512], median of `repeats`."""
-  a = jnp.ones((4096, 512), jnp.float32)
-  b = jnp.ones((512, 512), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, b).block_until_ready()
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    seconds.append(time.perf_counter() - start)
-  return 2 * 4096 * 512 * 512 / np.median(seconds) / 1e9
-
-
-def _measure(framework: str, config, batch, args) -> dict:
-  """{'seconds': [...], 'note': ...} or {'skipped': reason}."""
-  try:
-    seconds, note = RUNNERS[framework](config, batch, args)
-  except Exception as error:  # pylint: disable=broad-except
-    if framework != "flax":
-      raise
-    return {"skipped": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-  return {"seconds": seconds.tolist(), "note": note}
-
-
 def _measure_isolated(framework: str) -> dict:
-  """Runs this script for one framework in a fresh process; its result as _measure returns it."""
+  """Runs this script for one framework in a fresh process; its result as harness.measure."""
   argv = [a for a in sys.argv[1:] if not a.startswith(("--frameworks", "--isolate"))]
   command = [sys.executable, "-m", "bench.train_step", f"--frameworks={framework}",
              "--json_result", *argv]
@@ -375,16 +292,13 @@ def _measure_isolated(framework: str) -> dict:
   return json.loads(output.strip().splitlines()[-1])
 
 
+RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
-  parser.add_argument("--batch_size", type=int, default=8)
-  parser.add_argument("--seq_length", type=int, default=128)
+  harness.add_flags(parser, preset="small", batch_size=8, steps=30, warmup=3)
   parser.add_argument("--predictions", type=int, default=20, help="max_predictions_per_seq")
-  parser.add_argument("--steps", type=int, default=30, help="timed steps")
-  parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile)")
-  parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-  parser.add_argument("--torch_threads", type=int, default=2)
   parser.add_argument("--isolate", action="store_true",
                       help="each framework in its own subprocess")
   parser.add_argument("--breakdown", action="store_true",
@@ -392,13 +306,9 @@ def main() -> None:
   parser.add_argument("--profile", action="store_true",
                       help="bert_jax's time per XLA op (jax.profiler trace) instead")
   parser.add_argument("--json_result", action="store_true", help=argparse.SUPPRESS)
-  args = parser.parse_args()
-  frameworks = args.frameworks.split(",")
-  unknown = set(frameworks) - set(FRAMEWORKS)
-  if unknown:
-    parser.error(f"--frameworks: unknown {sorted(unknown)}; known: {', '.join(FRAMEWORKS)}")
+  args, frameworks = harness.parse(parser)
 
-  config = _config(args)
+  config = harness.config(args, args.predictions)
   batch = synthetic.random_batch(args.batch_size, args.seq_length, args.predictions,
                                  config.model.vocab_size, min_predictions=args.predictions // 2,
                                  first_id=1000, mask_id=MASK_ID)
@@ -408,62 +318,33 @@ def main() -> None:
   if args.profile:
     profile(config, batch, args)
     return
+
+  def measure(framework):
+    return harness.measure(RUNNERS[framework], framework, config, batch, args)
+
   if args.json_result:  # A subprocess of --isolate: one framework, one JSON line.
-    print(json.dumps(_measure(frameworks[0], config, batch, args)))
+    print(json.dumps(measure(frameworks[0])))
     return
 
-  device = jax.devices()[0]
   model_flops = flops.pretraining_flops_per_step(
       config.model, args.batch_size, args.seq_length, args.predictions)
   hf_flops = flops.pretraining_flops_per_step(
       config.model, args.batch_size, args.seq_length, args.seq_length)
-  results = {}
-  for framework in frameworks:
-    results[framework] = (_measure_isolated(framework) if args.isolate
-                          else _measure(framework, config, batch, args))
-  matmul_gflops = xla_matmul_gflops()
-  peak = next((tflops for kind, tflops in PEAK_TFLOPS.items()
-               if device.device_kind.startswith(kind)), None)
-
+  results = {framework: _measure_isolated(framework) if args.isolate else measure(framework)
+             for framework in frameworks}
   model = config.model
   print(f"preset {args.preset}: L{model.num_hidden_layers}/H{model.hidden_size}/"
         f"A{model.num_attention_heads}/I{model.intermediate_size}, vocab {model.vocab_size}; "
         f"batch {args.batch_size} x seq {args.seq_length}, {args.predictions} predictions; "
-        f"float32; jax device {device.device_kind} ({device.platform}), {os.cpu_count()} cores; "
-        f"median of {args.steps} steps after {args.warmup}"
+        f"float32; {harness.device_line()}; median of {args.steps} steps after {args.warmup}"
         + (", each framework in its own process" if args.isolate else ", one process"))
   print(f"model FLOPs per step (bert_jax/flops.py, MLM head on the masked positions): "
         f"{model_flops / 1e9:.1f} G; HF's matmuls with its MLM head on all "
         f"{args.seq_length} tokens: {hf_flops / 1e9:.1f} G")
-  print(f"XLA fp32 matmul 4096x512 @ 512x512 here: {matmul_gflops:.0f} GFLOP/s"
-        + (f"; datasheet fp32 peak of {device.device_kind}: {peak:.0f} TFLOP/s" if peak else ""))
-  print()
-  reference = results.get("torch", {}).get("seconds")
-  reference_median = np.median(reference) if reference else None
-  efficiency = "MFU" if peak else "of XLA matmul"
-  print(f"| framework | ms/step median (p10-p90) | sequences/s | tokens/s | vs torch | "
-        f"model GFLOP/s | {efficiency} |")
-  print("|---|---|---|---|---|---|---|")
-  for framework, result in results.items():
-    if "skipped" in result:
-      print(f"| {framework} | skipped: {result['skipped']} | | | | | |")
-      continue
-    seconds = np.array(result["seconds"])
-    median = np.median(seconds)
-    p10, p90 = np.percentile(seconds, [10, 90])
-    achieved = model_flops / median
-    fraction = achieved / (peak * 1e12) if peak else achieved / (matmul_gflops * 1e9)
-    ratio = f"{reference_median / median:.2f}x" if reference_median else "-"
-    print(f"| {framework} | {median * 1e3:,.0f} ({p10 * 1e3:,.0f}-{p90 * 1e3:,.0f}) | "
-          f"{args.batch_size / median:.1f} | {args.batch_size * args.seq_length / median:,.0f} | "
-          f"{ratio} | {achieved / 1e9:.0f} | {fraction:.0%} |")
-  print()
-  for framework, result in results.items():
-    if "note" in result:
-      print(f"{framework}: {result['note']}")
-  if reference_median:
+  harness.print_table(results, model_flops, args)
+  if "seconds" in results.get("torch", {}):
     print(f"torch's own matmul work ({hf_flops / 1e9:.1f} G/step) runs at "
-          f"{hf_flops / reference_median / 1e9:.0f} GFLOP/s")
+          f"{hf_flops / np.median(results['torch']['seconds']) / 1e9:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Model FLOPs of a pre-training step, from the architecture (for MFU and AOT reports).
+"""Model FLOPs of BERT's steps, from the architecture (for MFU, AOT and benchmark reports).
 
 Counted from the shapes, not from XLA's cost_analysis, which counts a scanned layer once instead
 of num_hidden_layers times and reports per-device figures of sharded programs.
@@ -41,11 +41,24 @@ def pretraining_flops_per_step(model_config: ml_collections.ConfigDict, batch_si
   Returns:
     FLOPs of one training step, summed over all devices.
   """
-  b, l, p = batch_size, seq_len, max_predictions_per_seq
+  b, p, h = batch_size, max_predictions_per_seq, model_config.hidden_size
+  mlm_head = 2 * b * p * h * (h + model_config.vocab_size)
+  nsp = 2 * b * h * 2
+  return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + mlm_head + nsp)
+
+
+def encoder_forward_flops(model_config: ml_collections.ConfigDict, batch_size: int,
+                          seq_len: int) -> int:
+  """Matmul FLOPs of the encoder's forward pass with the pooler (the terms above without the
+  heads): what computing embeddings costs."""
+  b, l = batch_size, seq_len
   h, i = model_config.hidden_size, model_config.intermediate_size
-  v, n = model_config.vocab_size, model_config.num_hidden_layers
   per_layer = 2 * b * l * (4 * h * h + 2 * h * i) + 2 * 2 * b * l * l * h
-  mlm_head = 2 * b * p * h * (h + v)
-  pooler_and_nsp = 2 * b * h * (h + 2)
-  forward = n * per_layer + mlm_head + pooler_and_nsp
-  return 3 * forward
+  return model_config.num_hidden_layers * per_layer + 2 * b * h * h
+
+
+def classification_flops_per_step(model_config: ml_collections.ConfigDict, batch_size: int,
+                                  seq_len: int, num_labels: int) -> int:
+  """A fine-tuning step of a [CLS] classifier: 3x (encoder + pooler + [H, num_labels])."""
+  classifier = 2 * batch_size * model_config.hidden_size * num_labels
+  return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + classifier)

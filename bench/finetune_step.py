@@ -1,0 +1,178 @@
+"""Steady-state fine-tuning step (sequence classification) of bert_jax vs transformers' BERT.
+
+    python -m bench.finetune_step                          # BERT-Base (L12/H768/A12/I3072)
+    python -m bench.finetune_step --preset=small           # L4/H256/A4/I1024, vocab 30522
+    [--batch_size=32 --seq_length=128 --num_labels=3 --steps=10 --warmup=2
+     --frameworks=bert_jax,torch,flax --torch_threads=2]
+
+A GLUE-style step (MNLI's 3 labels by default): every framework trains the same model config
+(post-LN BERT, erf GELU, dropout 0.1, float32) with a classifier on the pooled [CLS] output,
+on the same host batch (bench/train_step.py's random token ids, padding and segments, random
+labels), with mean cross-entropy and AdamW (weight decay 0.01, none on biases and LayerNorm)
+after clipping the global gradient norm to 1.0:
+
+  bert_jax  `finetune.finetune_step` on `finetune.create_model('classification', ...)`, jitted
+            with the state donated, as `finetune.finetune` runs it (its warmup/decay schedule).
+  torch     `transformers.BertForSequenceClassification` with `labels`, `torch.optim.AdamW`,
+            torch.set_num_threads(--torch_threads, 2 by default = the cores here).
+  flax      transformers' `FlaxBertForSequenceClassification` (`train=True`, a dropout rng),
+            optax clip + adamw, jitted with params and optimizer state donated. Skipped with the
+            reason if it does not import or run.
+
+A step is timed from the call until its loss is on the host (jax: block_until_ready; torch:
+.item()), `--warmup` steps first (they include jax's compile), then the median and p10/p90 of
+`--steps` steps, the frameworks one after another in this process.
+
+Model FLOPs per step are 3x the forward matmuls (encoder + pooler + classifier; the backward
+pass is twice the forward), the same numerator for every framework; the achieved GFLOP/s is
+compared with XLA's own fp32 matmul rate on this device (4096x512 @ 512x512, measured here).
+"""
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bench import harness
+from bert_jax import finetune
+from bert_jax import flops
+from bert_jax import modeling
+from bert_jax import optim
+from bert_jax import train
+from bert_jax.data import synthetic
+
+FAMILY = "classification"
+
+
+
+def _batch(args, vocab_size: int) -> dict[str, np.ndarray]:
+  """Random tokens and padding (no masked positions), with a random label per sequence."""
+  batch = synthetic.random_batch(args.batch_size, args.seq_length, 1, vocab_size, first_id=1000)
+  batch = {k: batch[k] for k in ("input_ids", "segment_ids", "input_mask")}
+  rng = np.random.default_rng(1)
+  batch["label_ids"] = rng.integers(0, args.num_labels, args.batch_size).astype(np.int32)
+  return batch
+
+
+def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
+  model = finetune.create_model(
+      FAMILY, modeling.BertConfig.from_dict(config.model.to_dict()), args.num_labels)
+  tx = optim.create_optimizer(config.train)
+  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, batch=batch))(
+      jax.random.key(0))
+  step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx, family=FAMILY),
+                 donate_argnums=(0,))
+  device_batch = jax.device_put(batch)
+  rng = train.root_key(config)
+
+  def one_step():
+    nonlocal state
+    state, metrics = step(state, device_batch, rng)
+    metrics["loss"].block_until_ready()
+
+  return harness.time_calls(one_step, args.warmup, args.steps), (
+      f"jax {jax.__version__}, scan_layers={config.model.scan_layers}, rng_impl={config.rng_impl}")
+
+
+def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  torch.set_num_threads(args.torch_threads)
+  torch.manual_seed(0)
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  hf_config = transformers.BertConfig(
+      **harness.hf_config_dict(config), num_labels=args.num_labels)
+  model = transformers.BertForSequenceClassification(hf_config).to(device).train()
+  optimizer = harness.torch_adamw(model, config.train)
+  inputs = {
+      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
+      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
+      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long, device=device),
+      "labels": torch.tensor(batch["label_ids"], dtype=torch.long, device=device),
+  }
+
+  def one_step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = model(**inputs).loss  # Long labels, num_labels > 1: mean cross-entropy.
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
+    optimizer.step()
+    loss.item()  # The host sync (a no-op wait on CPU).
+
+  return harness.time_calls(one_step, args.warmup, args.steps), (
+      f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
+      f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
+
+
+def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
+  import optax  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+
+  hf_config = transformers.BertConfig(
+      **harness.hf_config_dict(config), num_labels=args.num_labels)
+  model = transformers.FlaxBertForSequenceClassification(hf_config, seed=0, dtype=jnp.float32)
+  tx = harness.optax_adamw(config.train)
+  inputs = jax.device_put({
+      "input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
+      "token_type_ids": batch["segment_ids"], "labels": batch["label_ids"]})
+
+  def loss_fn(params, inputs, dropout_rng):
+    logits = model(inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"],
+                   params=params, dropout_rng=dropout_rng, train=True).logits  # [batch, labels]
+    return optax.softmax_cross_entropy_with_integer_labels(logits, inputs["labels"]).mean()
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, inputs, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  params = model.params
+  opt_state = tx.init(params)
+  rng = jax.random.key(1)
+
+  def one_step():
+    nonlocal params, opt_state, rng
+    rng, dropout_rng = jax.random.split(rng)
+    params, opt_state, loss = step(params, opt_state, inputs, dropout_rng)
+    loss.block_until_ready()
+
+  return harness.time_calls(one_step, args.warmup, args.steps), (
+      f"transformers {transformers.__version__}")
+
+
+RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  harness.add_flags(parser, preset="base", batch_size=32, steps=10, warmup=2)
+  parser.add_argument("--num_labels", type=int, default=3, help="classes (2 or more)")
+  args, frameworks = harness.parse(parser)
+  if args.num_labels < 2:
+    # One label is regression in both bert_jax and HF: a different loss, not this benchmark.
+    parser.error("--num_labels must be at least 2 (classification)")
+
+  config = harness.config(args)
+  model = config.model
+  batch = _batch(args, model.vocab_size)
+  results = {framework: harness.measure(RUNNERS[framework], framework, config, batch, args)
+             for framework in frameworks}
+  model_flops = flops.classification_flops_per_step(
+      model, args.batch_size, args.seq_length, args.num_labels)
+
+  print(f"preset {args.preset}: L{model.num_hidden_layers}/H{model.hidden_size}/"
+        f"A{model.num_attention_heads}/I{model.intermediate_size}, vocab {model.vocab_size}; "
+        f"sequence classification, {args.num_labels} labels; batch {args.batch_size} x seq "
+        f"{args.seq_length}; float32; {harness.device_line()}; median of {args.steps} steps "
+        f"after {args.warmup}, one process")
+  print(f"model FLOPs per step (3x forward: encoder + pooler + classifier): "
+        f"{model_flops / 1e9:.1f} G")
+  harness.print_table(results, model_flops, args)
+
+
+if __name__ == "__main__":
+  main()
