@@ -11,11 +11,11 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from bert_jax import config_validation
+from bert_jax import flops
 from bert_jax import optim
 from configs import base
 
@@ -26,10 +26,6 @@ PRESETS = {
                  intermediate_size=3072),
 }
 FRAMEWORKS = ("bert_jax", "torch", "flax")
-# Datasheet dense float32 peaks, TFLOP/s per device, by jax device_kind prefix (float32 matmuls
-# on NVIDIA GPUs without TF32; TPUs run float32 matmuls as multi-pass bf16 and quote no fp32
-# peak, so none is listed).
-PEAK_TFLOPS = {"NVIDIA H100": 67.0, "NVIDIA H200": 67.0, "NVIDIA A100": 19.5}
 
 
 def add_flags(parser: argparse.ArgumentParser, *, preset: str, batch_size: int, steps: int,
@@ -129,20 +125,6 @@ def measure(runner: Callable[..., tuple[np.ndarray, str]], framework: str, *args
   return {"seconds": np.asarray(seconds).tolist(), "note": note}
 
 
-def xla_matmul_gflops(repeats: int = 20) -> float:
-  """XLA's fp32 matmul rate on this device: [4096, 512] @ [512, 512], median of `repeats`."""
-  a = jnp.ones((4096, 512), jnp.float32)
-  b = jnp.ones((512, 512), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, b).block_until_ready()
-  seconds = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    seconds.append(time.perf_counter() - start)
-  return 2 * 4096 * 512 * 512 / np.median(seconds) / 1e9
-
-
 def device_line() -> str:
   device = jax.devices()[0]
   return f"jax device {device.device_kind} ({device.platform}), {os.cpu_count()} cores"
@@ -156,9 +138,8 @@ def print_table(results: dict[str, dict], model_flops: float, args: argparse.Nam
   is the achieved rate against XLA's own fp32 matmul rate here, measured now.
   """
   device = jax.devices()[0]
-  peak = next((tflops for kind, tflops in PEAK_TFLOPS.items()
-               if device.device_kind.startswith(kind)), None)
-  matmul_gflops = xla_matmul_gflops()
+  peak = flops.datasheet_peak_tflops(device.device_kind, "float32")
+  matmul_gflops = 1e3 * flops.measured_matmul_tflops("float32")
   print(f"XLA fp32 matmul 4096x512 @ 512x512 here: {matmul_gflops:.0f} GFLOP/s"
         + (f"; datasheet fp32 peak of {device.device_kind}: {peak:.0f} TFLOP/s" if peak else ""))
   print()

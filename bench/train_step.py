@@ -41,7 +41,7 @@ positions only), the same numerator for every framework: the extra vocabulary pr
 HF computes on the unmasked tokens is work it does beyond them (its own matmul FLOPs are printed
 too). On a CPU the achieved GFLOP/s is compared with XLA's own fp32 matmul rate on this machine
 (4096x512 @ 512x512, measured here), not with a datasheet peak; on an accelerator MFU is against
-the datasheet peak of its device kind (PEAK_TFLOPS).
+the datasheet peak of its device kind (bert_jax/flops.py PEAK_TFLOPS).
 """
 
 import argparse

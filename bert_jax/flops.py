@@ -4,7 +4,12 @@ Counted from the shapes, not from XLA's cost_analysis, which counts a scanned la
 of num_hidden_layers times and reports per-device figures of sharded programs.
 """
 
+import time
+
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 
 def pretraining_flops_per_step(model_config: ml_collections.ConfigDict, batch_size: int,
@@ -62,3 +67,44 @@ def classification_flops_per_step(model_config: ml_collections.ConfigDict, batch
   """A fine-tuning step of a [CLS] classifier: 3x (encoder + pooler + [H, num_labels])."""
   classifier = 2 * batch_size * model_config.hidden_size * num_labels
   return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + classifier)
+
+
+# Datasheet dense peaks, TFLOP/s per device, by jax device_kind prefix (longest first) and
+# compute dtype. TPUs quote bfloat16 only (their float32 matmuls are multi-pass bfloat16); a
+# missing entry falls back to a measured matmul rate (measured_matmul_tflops).
+PEAK_TFLOPS = {
+    "TPU v6 lite": {"bfloat16": 918.0}, "TPU v6e": {"bfloat16": 918.0},
+    "TPU v5 lite": {"bfloat16": 197.0}, "TPU v5e": {"bfloat16": 197.0},
+    "TPU v5p": {"bfloat16": 459.0}, "TPU v5": {"bfloat16": 459.0},
+    "TPU v4": {"bfloat16": 275.0},
+    "NVIDIA H100": {"bfloat16": 989.0, "float32": 67.0},
+    "NVIDIA H200": {"bfloat16": 989.0, "float32": 67.0},
+    "NVIDIA A100": {"bfloat16": 312.0, "float32": 19.5},
+}
+
+
+def datasheet_peak_tflops(device_kind: str, dtype: str) -> float | None:
+  """The datasheet peak of one device of `device_kind` computing in `dtype`, if known."""
+  for kind in sorted(PEAK_TFLOPS, key=len, reverse=True):
+    if device_kind.startswith(kind):
+      return PEAK_TFLOPS[kind].get(dtype)
+  return None
+
+
+def measured_matmul_tflops(dtype: str = "float32", size: int = 512, repeats: int = 20) -> float:
+  """XLA's rate on one local device for a [4096, size] x [size, size] matmul in `dtype`.
+
+  The stand-in peak where no datasheet figure applies (CPUs): the best the compiler does on a
+  plain large matmul here, so MFU says how close the step gets to this machine's own matmul.
+  """
+  device = jax.local_devices()[0]
+  a = jax.device_put(jnp.ones((4096, size), dtype), device)
+  b = jax.device_put(jnp.ones((size, size), dtype), device)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, b).block_until_ready()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, b).block_until_ready()
+    seconds.append(time.perf_counter() - start)
+  return 2 * 4096 * size * size / float(np.median(seconds)) / 1e12
