@@ -2,6 +2,7 @@
 
 import difflib
 import importlib
+import re
 
 import jax
 import ml_collections
@@ -13,7 +14,11 @@ from bert_jax import modeling
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
 # The config every config of a mode starts from: what decides which fields exist.
-_REFERENCE_CONFIGS = {"pretrain": "configs.base", "finetune": "configs.finetune"}
+_REFERENCE_CONFIGS = {"pretrain": "configs.base", "eval": "configs.base", "encode": "configs.base",
+                      "finetune": "configs.finetune"}
+_MODE_NAMES = [repr(mode) for mode in _REFERENCE_CONFIGS]
+# For messages: "'pretrain', 'eval', 'encode' or 'finetune'".
+MODES = ", ".join(_MODE_NAMES[:-1]) + " or " + _MODE_NAMES[-1]
 
 
 def _field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -54,9 +59,9 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
     errors.UserError: Naming the first unknown (or missing) field.
   """
   if "mode" not in config:
-    raise errors.UserError("config.mode is missing: 'pretrain' or 'finetune'")
+    raise errors.UserError(f"config.mode is missing: {MODES}")
   if config.mode not in _REFERENCE_CONFIGS:
-    raise errors.UserError(f"config.mode={config.mode!r} is not 'pretrain' or 'finetune'")
+    raise errors.UserError(f"config.mode={config.mode!r} is not {MODES}")
   reference = _reference_fields(config.mode)
   if reference is None:
     return
@@ -134,6 +139,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"train.num_warmup_steps={train.num_warmup_steps} must be at least 0")
   if train.learning_rate <= 0:
     raise errors.UserError(f"train.learning_rate={train.learning_rate} must be positive")
+  steps = re.fullmatch(r"(\d+)(?:-(\d+))?", str(config.profile.steps))
+  if config.profile.steps and not (steps and 1 <= int(steps[1]) <= int(steps[2] or steps[1])):
+    raise errors.UserError(f"profile.steps={config.profile.steps!r} is not a step ('20') or a "
+                           "range of steps ('20-25', first <= last)")
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:

@@ -141,9 +141,22 @@ def _validate(config: ml_collections.ConfigDict, model_config: modeling.BertConf
     raise errors.UserError("train.num_train_epochs and train.num_train_steps are both 0")
 
 
-def _predict(p_predict, params, features: dict[str, np.ndarray], batch_size: int,
-             batch_sharding) -> Any:
-  """The model's outputs for every row of `features`, the last batch padded then trimmed."""
+def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size: int,
+                 batch_sharding) -> Any:
+  """The model's outputs for every row of `features`, the last batch padded then trimmed.
+
+  Args:
+    p_predict: jit of `f(params, batch)`, its batch split by `batch_sharding`.
+    params: Its params.
+    features: input_ids, input_mask and segment_ids (any others are left out), the same rows
+      on every process.
+    batch_size: Rows per call, global: a multiple of the data-parallel size and of the
+      process count.
+    batch_sharding: How a global batch is split over the mesh.
+
+  Returns:
+    `p_predict`'s outputs, host numpy, [len(features['input_ids']), ...], on every process.
+  """
   count = len(features["input_ids"])
   padded = math.ceil(count / batch_size) * batch_size
   inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
@@ -245,8 +258,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     def evaluate(step: int) -> dict[str, dict[str, float]]:
       results = {}
       for eval_set in data.evals:
-        outputs = _predict(p_predict, state.params, eval_set.features,
-                           train_config.eval_batch_size, batch_sharding)
+        outputs = predict_rows(p_predict, state.params, eval_set.features,
+                               train_config.eval_batch_size, batch_sharding)
         results[eval_set.split], predictions = task_eval.score(
             data, eval_set, outputs, config, tokenizer)
         if jax.process_index() == 0:

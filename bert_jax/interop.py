@@ -148,7 +148,7 @@ def save_orbax_params(directory: str, config: modeling.BertConfig, params: Param
     checkpointer.save(_local_or_remote(os.path.join(directory, "params")), params)
 
 
-def _restore_numpy(path: str, subtree: str | None = None) -> Params:
+def restore_numpy(path: str, subtree: str | None = None) -> Params:
   """An Orbax PyTree as host numpy arrays, without a target; only `subtree` if given."""
   checkpointer = ocp.PyTreeCheckpointer()
   path = _local_or_remote(path)
@@ -201,7 +201,7 @@ def _load_workdir(path: str) -> tuple[modeling.BertConfig, Params]:
   meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
       _local_or_remote(os.path.join(step_dir, "meta")))
   config = modeling.BertConfig.from_dict(dict(meta["model"]))
-  params = _restore_numpy(os.path.join(step_dir, "state"), subtree="params")
+  params = restore_numpy(os.path.join(step_dir, "state"), subtree="params")
   return config, _check_params(params, config, step_dir)
 
 
@@ -234,7 +234,7 @@ def load_params(path: str, bert_config_json: str | None = None, return_report: b
     config, params, report = load_tf_checkpoint(path, config_json, return_report=True)
   elif {"config.json", "params"} <= entries:
     config = _read_config(os.path.join(path, "config.json"))
-    params = _check_params(_restore_numpy(os.path.join(path, "params")), config, path)
+    params = _check_params(restore_numpy(os.path.join(path, "params")), config, path)
     report.format = "orbax"
   elif "config.json" in entries:
     config, params, report = load_hf(path, return_report=True)

@@ -11,6 +11,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
@@ -108,6 +109,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if not flags.FLAGS["verbosity"].present:
+    # Orbax logs every save step by step at INFO: the run's own lines are on stdout, so only
+    # warnings and errors go to stderr unless --verbosity=0 (or -v) asks for more.
+    logging.set_verbosity(logging.WARNING)
   # Imported here so that --help and flag errors are instant (no TF/JAX import).
   from bert_jax import distributed  # pylint: disable=g-import-not-at-top
   from bert_jax import errors  # pylint: disable=g-import-not-at-top
@@ -127,11 +132,17 @@ def main(argv: list[str]) -> None:
     _quiet_unless_first_process()
     if config.mode == "pretrain":
       train.train_and_evaluate(config, _WORKDIR.value)
+    elif config.mode == "eval":
+      from bert_jax import evaluation  # pylint: disable=g-import-not-at-top
+      evaluation.evaluate_checkpoint(config, _WORKDIR.value)
+    elif config.mode == "encode":
+      from bert_jax import encode  # pylint: disable=g-import-not-at-top
+      encode.encode_file(config, _WORKDIR.value)
     elif config.mode == "finetune":
       from bert_jax import finetune  # pylint: disable=g-import-not-at-top
       finetune.finetune(config, _WORKDIR.value)
     else:
-      raise errors.UserError(f"config.mode={config.mode!r} is not 'pretrain' or 'finetune'")
+      raise errors.UserError(f"config.mode={config.mode!r} is not {config_validation.MODES}")
   except errors.UserError as e:
     # A user's mistake gets one line that names the field or file, not a traceback.
     sys.exit(f"bert_jax: error: {e}")

@@ -13,7 +13,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   """The default config; every other config starts from this one."""
   config = ml_collections.ConfigDict()
-  # What main runs: 'pretrain' (MLM + NSP).
+  # What main runs: 'pretrain' (MLM + NSP); 'eval' (the held-out MLM/NSP metrics of the
+  # workdir's latest checkpoint, or of init_checkpoint); 'encode' (embeddings of the lines of
+  # encode.input_file). configs/finetune.py and the task configs set 'finetune'.
   config.mode = "pretrain"
   # Seed of everything random: init, data order, masks, dropout.
   config.seed = 0
@@ -159,6 +161,29 @@ def get_config() -> ml_collections.ConfigDict:
   train.nan_policy = "stop"
   # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
   train.debug_nan_steps = ""
+  # Peak TFLOP/s of one device, the denominator of the MFU metric. 0 = the datasheet figure of
+  # the device kind (bert_jax/flops.py) or, where none is known (CPUs), XLA's float32 matmul
+  # rate measured on this device at start-up.
+  train.peak_tflops_per_device = 0.0
+
+  # Profiling: a jax.profiler trace of a few steps, written to WORKDIR/profile (open it with
+  # TensorBoard's profile plugin or Perfetto).
+  profile = config.profile = ml_collections.ConfigDict()
+  # Steps to trace: 'first-last' (e.g. '20-25', after compile and warm-up) or one step;
+  # '' = none.
+  profile.steps = ""
+
+  # mode='encode': sentence embeddings from the encoder.
+  encode = config.encode = ml_collections.ConfigDict()
+  # Text to embed: one sequence per line; a tab splits a line into a pair (segments A and B).
+  # Lines longer than data.max_seq_length tokens are truncated.
+  encode.input_file = ""
+  # Where to write them: a .npz of float32 [lines, hidden_size] arrays 'cls' (the [CLS]
+  # hidden state), 'pooled' (the pooler's output) and 'mean' (mean over the real tokens), in
+  # input order. '' = WORKDIR/embeddings.npz.
+  encode.output_file = ""
+  # Sequences per forward pass, global.
+  encode.batch_size = 64
 
   # The device mesh: size of each axis, -1 = all devices left. Mesh axes: 'data' (data
   # parallel), 'fsdp' (params sharded, data parallel), 'tensor' (model parallel).

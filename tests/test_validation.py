@@ -134,7 +134,7 @@ def test_missing_field_and_unknown_mode():
   config = tiny.get_config()
   config.mode = "distill"
   assert _error(config_validation.check_fields, config) == (
-      "config.mode='distill' is not 'pretrain' or 'finetune'")
+      "config.mode='distill' is not 'pretrain', 'eval', 'encode' or 'finetune'")
 
 
 def test_unknown_override_names_the_whole_path():

@@ -64,11 +64,16 @@ def check_task(config: ml_collections.ConfigDict) -> None:
       raise errors.UserError(f"config.task: {e} (or {', '.join(SQUAD_TASKS)})") from e
 
 
-def vocab_file(config: ml_collections.ConfigDict) -> str:
-  """data.vocab_file, else the vocabulary that came with config.init_checkpoint."""
+def vocab_file(config: ml_collections.ConfigDict, checkpoint: str | None = None) -> str:
+  """data.vocab_file, else the vocabulary that came with the checkpoint.
+
+  Args:
+    config: The run's config.
+    checkpoint: Where the params come from; None = config.init_checkpoint.
+  """
   if config.data.vocab_file:
     return config.data.vocab_file
-  path = config.init_checkpoint.rstrip("/")
+  path = (config.init_checkpoint if checkpoint is None else checkpoint).rstrip("/")
   candidates = [os.path.join(path, "vocab.txt"), os.path.join(os.path.dirname(path), "vocab.txt"),
                 os.path.join(path, "data", "metadata.json")]
   for candidate in candidates:
@@ -77,9 +82,10 @@ def vocab_file(config: ml_collections.ConfigDict) -> str:
         with tf.io.gfile.GFile(candidate) as f:
           return json.load(f)["vocab_file"]
       return candidate
+  source = (f"config.init_checkpoint ({config.init_checkpoint or 'empty'})"
+            if checkpoint is None else checkpoint)
   raise errors.UserError(
-      "data.vocab_file is empty and config.init_checkpoint "
-      f"({config.init_checkpoint or 'empty'}) has no vocabulary beside it (vocab.txt, or a "
+      f"data.vocab_file is empty and {source} has no vocabulary beside it (vocab.txt, or a "
       "bert_jax workdir's data/): set --config.data.vocab_file")
 
 
