@@ -97,9 +97,10 @@ def measured_matmul_tflops(dtype: str = "float32", size: int = 512, repeats: int
   The stand-in peak where no datasheet figure applies (CPUs): the best the compiler does on a
   plain large matmul here, so MFU says how close the step gets to this machine's own matmul.
   """
+  # Host arrays put on one local device: under a run's mesh, jnp.ones would make global ones.
   device = jax.local_devices()[0]
-  a = jax.device_put(jnp.ones((4096, size), dtype), device)
-  b = jax.device_put(jnp.ones((size, size), dtype), device)
+  a = jax.device_put(np.ones((4096, size), jnp.dtype(dtype)), device)
+  b = jax.device_put(np.ones((size, size), jnp.dtype(dtype)), device)
   matmul = jax.jit(jnp.matmul)
   matmul(a, b).block_until_ready()
   seconds = []

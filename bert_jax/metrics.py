@@ -1,5 +1,11 @@
-"""Where metrics go: a log line on process 0 and TensorBoard scalars in the workdir."""
+"""Where metrics go: a log line, TensorBoard scalars and a JSON-lines file, from process 0.
 
+WORKDIR/metrics.jsonl holds one object per write, {"split", "step", "time", <name>: value}, for
+scripts. A resumed run appends to it: steps between the last checkpoint and a crash appear
+twice, and the later line is the one the resumed run computed.
+"""
+
+import json
 import time
 
 import jax
@@ -7,12 +13,16 @@ import tensorflow as tf
 
 
 class MetricWriter:
-  """Writes scalars to `WORKDIR/tensorboard/<split>`, from process 0 only."""
+  """Writes scalars to `WORKDIR/tensorboard/<split>` and `WORKDIR/metrics.jsonl`."""
 
   def __init__(self, workdir: str):
     self._enabled = jax.process_index() == 0
     self._writers = {}
     self._logdir = f"{workdir}/tensorboard"
+    self.jsonl_path = f"{workdir}/metrics.jsonl"
+    # Object stores (gs://) cannot append to a file: there the whole file is rewritten.
+    self._append = "://" not in workdir
+    self._lines = None
 
   def write_scalars(self, split: str, step: int, scalars: dict[str, float]) -> None:
     if not self._enabled:
@@ -22,6 +32,23 @@ class MetricWriter:
     with self._writers[split].as_default():
       for name, value in scalars.items():
         tf.summary.scalar(name, value, step=step)
+    record = {"split": split, "step": step, "time": time.time(),
+              **{name: float(value) for name, value in scalars.items()}}
+    self._write_line(json.dumps(record))
+
+  def _write_line(self, line: str) -> None:
+    if self._append:
+      with tf.io.gfile.GFile(self.jsonl_path, "a") as f:
+        f.write(line + "\n")
+      return
+    if self._lines is None:
+      self._lines = []
+      if tf.io.gfile.exists(self.jsonl_path):
+        with tf.io.gfile.GFile(self.jsonl_path) as f:
+          self._lines = f.read().splitlines()
+    self._lines.append(line)
+    with tf.io.gfile.GFile(self.jsonl_path, "w") as f:
+      f.write("\n".join(self._lines) + "\n")
 
   def flush(self) -> None:
     for writer in self._writers.values():

@@ -6,6 +6,7 @@ one loop of jitted steps with logging, evaluation and checkpoints at fixed inter
 
 import dataclasses
 import functools
+import time
 from typing import Any
 
 import flax.linen as nn
@@ -19,12 +20,14 @@ import optax
 from bert_jax import checkpoint
 from bert_jax import config_validation
 from bert_jax import errors
+from bert_jax import flops
 from bert_jax import losses
 from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import nan_guard
 from bert_jax import optim
 from bert_jax import preemption
+from bert_jax import progress
 from bert_jax import sharding
 from bert_jax.data import inputs
 from bert_jax.data import pipeline
@@ -263,7 +266,7 @@ def check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
           f"--workdir (or another checkpoint), or the same model config")
 
 
-def _initial_params(path: str, model_config: modeling.BertConfig, shardings: Any) -> Any:
+def initial_params(path: str, model_config: modeling.BertConfig, shardings: Any) -> Any:
   """Params of another checkpoint (ours, HF's or Google's), placed with our shardings."""
   from bert_jax import interop  # pylint: disable=g-import-not-at-top
   loaded_config, params = interop.load_params(path)
@@ -288,6 +291,13 @@ def _roll_back(checkpointer: checkpoint.Checkpointer, program: Program,
   print(f"Non-finite loss or gradient at step {bad_step}: rolled back to the checkpoint at step "
         f"{latest}; going on with the data after step {bad_step}", flush=True)
   return state, latest
+
+
+def _data_source(config: ml_collections.ConfigDict, data: inputs.Inputs) -> str:
+  source = config.data
+  files = f" {source.input_files}" if source.input_files else ""
+  return (f"data.source={source.source!r}{files}; {len(data.train_files)} training and "
+          f"{len(data.eval_files)} eval record files")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -330,12 +340,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---- Model, optimizer, shardings, compiled steps ----
   schedule = optim.learning_rate_schedule(config.train)
   init_rng, dropout_rng = jax.random.split(root_key(config))
+  # MFU's denominator; outside the mesh, since on CPU it times a matmul on one local device.
+  peak = progress.peak_tflops_per_device(config)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     program = build_program(config, mesh, rules, nsp)
     model, tx = program.model, program.tx
     state_shardings, batch_sharding = program.state_shardings, program.batch_sharding
     p_train_step, p_eval_step = program.train_step, program.eval_step
+    p_param_norm = jax.jit(optax.global_norm)
 
     # ---- Create or restore the state ----
     if latest is None:
@@ -344,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           functools.partial(create_train_state, model=model, tx=tx, batch=shapes),
           out_shardings=state_shardings)(init_rng)
       if config.init_checkpoint:
-        state = state.replace(params=_initial_params(
+        state = state.replace(params=initial_params(
             config.init_checkpoint, model_config, state_shardings.params))
     else:
       target = sharding.with_shardings(program.abstract_state, state_shardings)
@@ -353,6 +366,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
             flush=True)
     start_step = int(state.step)
+    # Compiled here, not at the first call: the compile time is reported on its own.
+    # A global replicated key, as the compiled step expects (device_put cannot make one across
+    # processes; a jit's output sharding can).
+    dropout_rng = jax.jit(lambda key: key, out_shardings=sharding.replicated(mesh))(dropout_rng)
+    compile_start = time.perf_counter()
+    p_train_step = p_train_step.lower(
+        state, abstract_batch(config, config.train.batch_size, batch_sharding),
+        dropout_rng).compile()
+    flops_per_step = flops.pretraining_flops_per_step(
+        config.model, config.train.batch_size, config.data.max_seq_length,
+        config.data.max_predictions_per_seq)
+    progress.startup_summary(config, mesh, state.params, _data_source(config, data),
+                             flops_per_step, peak, time.perf_counter() - compile_start)
 
     # Each host resumes its own stream right after the examples it has already consumed; the
     # count is kept in the checkpoint, so phases with different batch sizes add up.
@@ -363,7 +389,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         data.train_files, "data.input_files")
 
     writer = metrics.MetricWriter(workdir)
-    throughput = metrics.Throughput(start_step)
+    reporter = progress.Progress(
+        start_step, config.train.num_train_steps, config.train.batch_size,
+        config.data.max_seq_length, flops_per_step, peak[0] * 1e12 * jax.device_count())
+    profiler = progress.Profiler(config.profile.steps, f"{workdir}/profile")
     pending = []  # Device metrics since the last log line: fetching them is the only sync.
     eval_metrics = {}
 
@@ -382,9 +411,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step, pending_steps = start_step, []
       while step < config.train.num_train_steps:
         step += 1
-        host_batch = guard.maybe_poison(step, next(train_iter))
-        batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
+        with reporter.input():
+          host_batch = guard.maybe_poison(step, next(train_iter))
+          batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
+        profiler.before_step(step)
         state, step_metrics = p_train_step(state, batch, dropout_rng)
+        profiler.after_step(step, step_metrics)
         examples_consumed += config.train.batch_size
         pending.append(step_metrics)
         pending_steps.append(step)
@@ -407,25 +439,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           summed = _sum_metrics(pending)
           scalars = losses.summarize(summed, nsp)
           scalars["grad_norm"] = summed["grad_norm"] / len(pending)
+          scalars["param_norm"] = float(p_param_norm(state.params))
           scalars["learning_rate"] = float(schedule(step - 1))
-          scalars["sequences_per_second"] = throughput(step, config.train.batch_size)
+          scalars.update(reporter.report(step))
           pending = []
           metrics.log_line("train", step, {
-              "loss": scalars["loss"], "mlm_accuracy": scalars["mlm_accuracy"],
-              "nsp_accuracy": scalars["nsp_accuracy"], "learning_rate": scalars["learning_rate"],
-              "sequences_per_second": scalars["sequences_per_second"]})
+              **{name: scalars[name] for name in (
+                  "loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
+                  "sequences_per_second", "mfu", "input_wait_fraction")},
+              "eta": progress.format_duration(scalars["eta_seconds"])})
           writer.write_scalars("train", step, scalars)
 
         eval_every = config.train.eval_every_steps
         if (eval_every and step % eval_every == 0) or last:
-          eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
+          with reporter.excluded():  # Eval time is not training time.
+            eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
           eval_metrics["most_frequent_token_accuracy"] = baseline
           metrics.log_line("eval", step, eval_metrics)
           writer.write_scalars("eval", step, eval_metrics)
-          throughput(step, 0)  # Eval time is not training time.
 
         if due_checkpoint:
-          save(step, force=last)
+          with reporter.checkpoint():
+            save(step, force=last)
         if preempted:
           writer.close()
           checkpointer.close()  # Waits until the save is complete.
@@ -436,10 +471,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     except BaseException:
       # Whatever stops the loop (a user error, a damaged record, a second Ctrl-C), the save in
       # flight is finished first: what was saved stays saved.
+      profiler.close()
       checkpointer.close()
       watch.uninstall()
       raise
 
+    profiler.close()
     writer.close()
     checkpointer.close()
     watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
