@@ -39,15 +39,16 @@ def get_config() -> ml_collections.ConfigDict:
   # TFDS data_dir for TFDS tasks ('' = TFDS's default).
   data.tfds_data_dir = ""
   # Local files (comma-separated globs) instead of TFDS: .csv/.tsv with a header row, .jsonl,
-  # SQuAD .json; for NER, JSON lines of {"words": [...], "tags": [...]} or CoNLL text.
+  # SQuAD .json; for NER, JSON lines of {"tokens": [...], "ner": [...]} or CoNLL text.
   data.train_file = ""
   # Local eval file(s), the same format.
   data.eval_file = ""
   # Column of the (first) text in local files ('' = the task's default, e.g. 'sentence').
   data.text_a_key = ""
-  # Column of the second text of a pair ('' = none, single-text task).
+  # Column of the second text of a pair ('' = the task's own: e.g. GLUE pair tasks' second
+  # column; none for a single-text task).
   data.text_b_key = ""
-  # Column of the label ('' = 'label').
+  # Column of the label ('' = the task's: 'label', or 'ner' for NER).
   data.label_key = ""
   # Labels of a local classification/NER file in id order, comma-separated ('' = the sorted
   # distinct labels of the training file).

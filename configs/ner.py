@@ -4,7 +4,7 @@
         --workdir=DIR
 
 Your own tagged data: --config.task=ner --config.data.train_file=... --config.data.eval_file=...
-(JSON lines of {"words": [...], "tags": [...]}, or CoNLL text). Metric: entity-level F1.
+(JSON lines of {"tokens": [...], "ner": [...]}, or CoNLL text). Metric: entity-level F1.
 Cased models suit NER: --config.data.do_lower_case=false with a cased vocabulary.
 """
 
