@@ -10,6 +10,7 @@ from jax.sharding import Mesh
 
 from bert_jax import errors
 from bert_jax import modeling
+from bert_jax import optim
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
@@ -139,6 +140,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"train.num_warmup_steps={train.num_warmup_steps} must be at least 0")
   if train.learning_rate <= 0:
     raise errors.UserError(f"train.learning_rate={train.learning_rate} must be positive")
+  if train.optimizer not in optim.OPTIMIZERS:
+    raise errors.UserError(f"train.optimizer={train.optimizer!r} is not one of "
+                           f"{', '.join(repr(name) for name in optim.OPTIMIZERS)}")
+  if not 0 <= train.target_mlm_accuracy <= 1:
+    raise errors.UserError(f"train.target_mlm_accuracy={train.target_mlm_accuracy} must be "
+                           "between 0 (off) and 1")
   steps = re.fullmatch(r"(\d+)(?:-(\d+))?", str(config.profile.steps))
   if config.profile.steps and not (steps and 1 <= int(steps[1]) <= int(steps[2] or steps[1])):
     raise errors.UserError(f"profile.steps={config.profile.steps!r} is not a step ('20') or a "

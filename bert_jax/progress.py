@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import flops
+from bert_jax.data import inputs
 
 
 def peak_tflops_per_device(config: ml_collections.ConfigDict) -> tuple[float, str]:
@@ -26,7 +27,8 @@ def peak_tflops_per_device(config: ml_collections.ConfigDict) -> tuple[float, st
   peak = flops.datasheet_peak_tflops(device.device_kind, dtype)
   if peak:
     return peak, f"datasheet {dtype} peak of {device.device_kind}"
-  return flops.measured_matmul_tflops(dtype), f"XLA {dtype} matmul measured on this device"
+  return (flops.measured_matmul_tflops(dtype, fastest=True),
+          f"XLA's fastest {dtype} matmul measured on this device")
 
 
 def format_duration(seconds: float) -> str:
@@ -95,16 +97,17 @@ class Progress:
 
 
 def startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, params,
-                    data_source: str, flops_per_step: float, peak: tuple[float, str],
+                    data: inputs.Inputs, flops_per_step: float, peak: tuple[float, str],
                     compile_seconds: float) -> None:
   """A few lines saying what is about to run, from process 0."""
   if jax.process_index() != 0:
     return
-  model, train, data = config.model, config.train, config.data
+  model, train = config.model, config.train
   devices = jax.devices()
   mesh_axes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
   num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-  tokens = train.batch_size * data.max_seq_length
+  seq_length = config.data.max_seq_length
+  tokens = train.batch_size * seq_length
   print(f"Devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform}) on "
         f"{jax.process_count()} process(es); mesh {mesh_axes}", flush=True)
   print(f"Model: {num_params / 1e6:,.1f}M params (L{model.num_hidden_layers}/"
@@ -112,9 +115,11 @@ def startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
         f"{model.vocab_size}), {model.dtype} compute, scan_layers={model.scan_layers}, "
         f"remat={model.remat_policy}", flush=True)
   print(f"Batch: {train.batch_size} sequences global, {train.batch_size // jax.process_count()} "
-        f"per host, x {data.max_seq_length} tokens = {tokens:,} tokens per step, "
-        f"{data.max_predictions_per_seq} predictions per sequence", flush=True)
-  print(f"Data: {data_source}", flush=True)
+        f"per host, x {seq_length} tokens = {tokens:,} tokens per step, "
+        f"{config.data.max_predictions_per_seq} predictions per sequence", flush=True)
+  files = f" {config.data.input_files}" if config.data.input_files else ""
+  print(f"Data: data.source={config.data.source!r}{files}; {len(data.train_files)} training and "
+        f"{len(data.eval_files)} eval record files", flush=True)
   print(f"Compiled the train step in {compile_seconds:.1f} s; {flops_per_step / 1e9:,.1f} "
         f"GFLOP per step; MFU against {peak[0]:,.2f} TFLOP/s per device ({peak[1]})", flush=True)
 

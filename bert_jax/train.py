@@ -5,6 +5,7 @@ one loop of jitted steps with logging, evaluation and checkpoints at fixed inter
 """
 
 import dataclasses
+import datetime
 import functools
 import time
 from typing import Any
@@ -293,13 +294,6 @@ def _roll_back(checkpointer: checkpoint.Checkpointer, program: Program,
   return state, latest
 
 
-def _data_source(config: ml_collections.ConfigDict, data: inputs.Inputs) -> str:
-  source = config.data
-  files = f" {source.input_files}" if source.input_files else ""
-  return (f"data.source={source.source!r}{files}; {len(data.train_files)} training and "
-          f"{len(data.eval_files)} eval record files")
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Pre-trains BERT as `config` says, in `workdir`; resumes from its latest checkpoint.
 
@@ -377,7 +371,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     flops_per_step = flops.pretraining_flops_per_step(
         config.model, config.train.batch_size, config.data.max_seq_length,
         config.data.max_predictions_per_seq)
-    progress.startup_summary(config, mesh, state.params, _data_source(config, data),
+    progress.startup_summary(config, mesh, state.params, data,
                              flops_per_step, peak, time.perf_counter() - compile_start)
 
     # Each host resumes its own stream right after the examples it has already consumed; the
@@ -409,6 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     try:
       # ---- The loop ----
       step, pending_steps = start_step, []
+      loop_start = time.perf_counter()  # Time-to-target counts from here, like MLPerf's.
       while step < config.train.num_train_steps:
         step += 1
         with reporter.input():
@@ -425,9 +420,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # A preemption notice: checkpoint this step and stop (on every host at the same step).
         preempted = not last and watch.reached(step)
         due_checkpoint = due_checkpoint or preempted
+        eval_every = config.train.eval_every_steps
+        due_eval = (eval_every and step % eval_every == 0) or last
 
-        if step % config.train.log_every_steps == 0 or due_checkpoint:
-          # Before any log line or checkpoint: the steps since the last check were all finite.
+        # Before any log line, eval (it may end the run) or checkpoint: the steps since the
+        # last check were all finite.
+        if step % config.train.log_every_steps == 0 or due_checkpoint or due_eval:
           bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
           pending_steps = []
           if bad_step is not None:
@@ -450,13 +448,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               "eta": progress.format_duration(scalars["eta_seconds"])})
           writer.write_scalars("train", step, scalars)
 
-        eval_every = config.train.eval_every_steps
-        if (eval_every and step % eval_every == 0) or last:
+        if due_eval:
           with reporter.excluded():  # Eval time is not training time.
             eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
           eval_metrics["most_frequent_token_accuracy"] = baseline
           metrics.log_line("eval", step, eval_metrics)
           writer.write_scalars("eval", step, eval_metrics)
+          target = config.train.target_mlm_accuracy
+          if 0 < target <= eval_metrics["mlm_accuracy"]:  # MLPerf-style stop: save, then end.
+            elapsed = datetime.timedelta(seconds=round(time.perf_counter() - loop_start))
+            print(f"Reached the target MLM accuracy {eval_metrics['mlm_accuracy']:.4f} >= "
+                  f"{target} at step {step}, after {elapsed} of training (time-to-target)",
+                  flush=True)
+            last = due_checkpoint = True
 
         if due_checkpoint:
           with reporter.checkpoint():
@@ -468,6 +472,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           print(f"Preempted at step {step}: saved a checkpoint in {checkpointer.directory}; run "
                 f"the same command to resume.", flush=True)
           return eval_metrics
+        if last:
+          break
     except BaseException:
       # Whatever stops the loop (a user error, a damaged record, a second Ctrl-C), the save in
       # flight is finished first: what was saved stays saved.
@@ -480,7 +486,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     checkpointer.close()
     watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
-  print(f"Final eval at step {config.train.num_train_steps}: "
+  print(f"Final eval at step {step}: "
         f"MLM accuracy {eval_metrics['mlm_accuracy']:.4f} vs most-frequent-token baseline "
         f"{baseline:.4f}; NSP accuracy {eval_metrics['nsp_accuracy']:.4f}", flush=True)
   print(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard",

@@ -41,7 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.num_attention_heads = 12
   # Width of the feed-forward layer.
   model.intermediate_size = 3072
-  # Feed-forward activation: 'gelu' (erf, as the original) or 'relu'.
+  # Feed-forward activation: 'gelu' (erf, as the original), 'gelu_new' (the tanh
+  # approximation, HF's name) or 'relu'.
   model.hidden_act = "gelu"
   # Dropout on embeddings, attention output and feed-forward output.
   model.hidden_dropout_prob = 0.1
@@ -53,8 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.type_vocab_size = 2
   # Stddev of the truncated normal used for every weight.
   model.initializer_range = 0.02
-  # Compute dtype of activations and matmuls: 'float32', or 'bfloat16' on TPU/GPU. Params,
-  # softmax, LayerNorm statistics and losses stay float32.
+  # Compute dtype of activations and matmuls: 'float32', or 'bfloat16' (or 'float16') on
+  # TPU/GPU. Params, softmax, LayerNorm statistics and losses stay float32.
   model.dtype = "float32"
   # Run the layers as one scanned body (compile time flat in depth) rather than unrolled.
   model.scan_layers = True
@@ -69,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   # (instances already prepared, by `python -m bert_jax.data.prepare` or by the original's
   # create_pretraining_data.py: data.input_files and data.eval_input_files, data.vocab_file).
   data.source = "tfds"
-  # TFDS text dataset and split, for source='tfds'.
+  # TFDS text dataset, for source='tfds' (its split: data.tfds_split).
   data.tfds_name = "wikipedia/20230601.en"
   # TFDS split to read the documents from.
   data.tfds_split = "train"
@@ -133,7 +134,12 @@ def get_config() -> ml_collections.ConfigDict:
   train.learning_rate = 1e-4
   # Steps of linear warmup from 0 to the peak; then linear decay to 0 at num_train_steps.
   train.num_warmup_steps = 10_000
-  # AdamW decoupled weight decay (not applied to LayerNorm params or biases).
+  # 'adamw' (the original's) or 'lamb' (You et al. 2019, the large-batch recipe of
+  # configs/large_lamb.py): Adam's moments plus the decay below, scaled by ||w|| / ||update||
+  # for each weight tensor of each layer (not LayerNorm params or biases). Both use the adam_*,
+  # weight_decay and max_grad_norm fields and the warmup/decay schedule.
+  train.optimizer = "adamw"
+  # Decoupled weight decay, AdamW's and LAMB's (not applied to LayerNorm params or biases).
   train.weight_decay = 0.01
   # Adam beta1.
   train.adam_b1 = 0.9
@@ -151,6 +157,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.eval_batch_size = 256
   # Eval batches per evaluation (0 = the whole held-out set).
   train.max_eval_steps = 100
+  # Stop once an evaluation's MLM accuracy reaches this (0 = off), MLPerf-style: a checkpoint
+  # at that step and a line with the time-to-target, the wall time since this run's loop
+  # started (a resumed run counts from its restart), eval and checkpoint time included, as
+  # MLPerf counts everything after init. Checked at each eval (train.eval_every_steps).
+  train.target_mlm_accuracy = 0.0
   # Steps between checkpoints (a final one is always written).
   train.checkpoint_every_steps = 10_000
   # Checkpoints kept in WORKDIR/checkpoints (older ones are deleted).
@@ -162,8 +173,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
   train.debug_nan_steps = ""
   # Peak TFLOP/s of one device, the denominator of the MFU metric. 0 = the datasheet figure of
-  # the device kind (bert_jax/flops.py) or, where none is known (CPUs), XLA's float32 matmul
-  # rate measured on this device at start-up.
+  # the device kind (bert_jax/flops.py) or, where none is known (CPUs), the fastest of 20
+  # [4096, 512] x [512, 512] matmuls in model.dtype, timed on this device at start-up.
   train.peak_tflops_per_device = 0.0
 
   # Profiling: a jax.profiler trace of a few steps, written to WORKDIR/profile (open it with

@@ -17,6 +17,7 @@ from configs import base
 from configs import finetune
 from configs import glue
 from configs import large
+from configs import large_lamb
 from configs import ner
 from configs import squad
 from configs import tiny
@@ -37,7 +38,7 @@ def _mesh(data: int, fsdp: int = 1, tensor: int = 1) -> AbstractMesh:
 
 
 def test_shipped_configs_pass():
-  for module in (base, tiny, large, finetune, glue, squad, ner):
+  for module in (base, tiny, large, large_lamb, finetune, glue, squad, ner):
     config_validation.check_fields(module.get_config())
   config_validation.validate(tiny.get_config())
   config_validation.validate_batch_sizes(tiny.get_config(), _mesh(8))
