@@ -78,15 +78,6 @@ def _torch_model(config: ml_collections.ConfigDict, params: dict, device: str):
   return model.to(device).eval()
 
 
-def _torch_inputs(batch: dict[str, np.ndarray], device: str) -> dict:
-  import torch  # pylint: disable=import-outside-toplevel
-  return {
-      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
-      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
-      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long, device=device),
-  }
-
-
 def _torch_embed(model, inputs: dict) -> dict[str, np.ndarray]:
   """encode.embed's three embeddings from HF's outputs, as float32 numpy (the host sync)."""
   import torch  # pylint: disable=import-outside-toplevel
@@ -103,7 +94,7 @@ def check_same_embeddings(config, params: dict, batch: dict[str, np.ndarray]) ->
   """Largest |bert_jax - torch| of each float32 embedding, both running `params`."""
   model_config = modeling.BertConfig.from_dict({**config.model.to_dict(), "dtype": "float32"})
   ours = jax.device_get(_jax_embed_fn(model_config)(params["bert"], batch))
-  theirs = _torch_embed(_torch_model(config, params, "cpu"), _torch_inputs(batch, "cpu"))
+  theirs = _torch_embed(_torch_model(config, params, "cpu"), harness.torch_inputs(batch, "cpu"))
   return {name: float(np.max(np.abs(ours[name] - theirs[name]))) for name in EMBEDDINGS}
 
 
@@ -127,7 +118,7 @@ def run_torch(config, params, batch, args) -> tuple[np.ndarray, str]:
   torch.set_num_threads(args.torch_threads)
   device = "cuda" if torch.cuda.is_available() else "cpu"
   model = _torch_model(config, params, device)
-  inputs = _torch_inputs(batch, device)
+  inputs = harness.torch_inputs(batch, device)
   # Params stay float32; autocast runs the matmuls in bfloat16, as BertConfig.dtype does ours.
   precision = (torch.autocast(device, dtype=torch.bfloat16) if args.dtype == "bfloat16"
                else contextlib.nullcontext())

@@ -86,25 +86,11 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
   hf_config = transformers.BertConfig(
       **harness.hf_config_dict(config), num_labels=args.num_labels)
   model = transformers.BertForSequenceClassification(hf_config).to(device).train()
-  optimizer = harness.torch_adamw(model, config.train)
   inputs = {
-      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
-      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
-      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long, device=device),
+      **harness.torch_inputs(batch, device),
       "labels": torch.tensor(batch["label_ids"], dtype=torch.long, device=device),
   }
-
-  def one_step():
-    optimizer.zero_grad(set_to_none=True)
-    loss = model(**inputs).loss  # Long labels, num_labels > 1: mean cross-entropy.
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
-    optimizer.step()
-    loss.item()  # The host sync (a no-op wait on CPU).
-
-  return harness.time_calls(one_step, args.warmup, args.steps), (
-      f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
-      f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
+  return harness.time_torch_training(model, inputs, config, args)
 
 
 def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
@@ -114,7 +100,6 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
   hf_config = transformers.BertConfig(
       **harness.hf_config_dict(config), num_labels=args.num_labels)
   model = transformers.FlaxBertForSequenceClassification(hf_config, seed=0, dtype=jnp.float32)
-  tx = harness.optax_adamw(config.train)
   inputs = jax.device_put({
       "input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
       "token_type_ids": batch["segment_ids"], "labels": batch["label_ids"]})
@@ -124,24 +109,8 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
                    params=params, dropout_rng=dropout_rng, train=True).logits  # [batch, labels]
     return optax.softmax_cross_entropy_with_integer_labels(logits, inputs["labels"]).mean()
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, inputs, rng):
-    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  params = model.params
-  opt_state = tx.init(params)
-  rng = jax.random.key(1)
-
-  def one_step():
-    nonlocal params, opt_state, rng
-    rng, dropout_rng = jax.random.split(rng)
-    params, opt_state, loss = step(params, opt_state, inputs, dropout_rng)
-    loss.block_until_ready()
-
-  return harness.time_calls(one_step, args.warmup, args.steps), (
-      f"transformers {transformers.__version__}")
+  seconds = harness.time_optax_training(loss_fn, model.params, config, inputs, args)
+  return seconds, f"transformers {transformers.__version__}"
 
 
 RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}

@@ -6,6 +6,7 @@ matmul rate as the CPU's yardstick, and the results table. Each script times its
 """
 
 import argparse
+import functools
 import os
 import time
 from typing import Callable
@@ -166,3 +167,59 @@ def print_table(results: dict[str, dict], model_flops: float, args: argparse.Nam
   for framework, result in results.items():
     if "note" in result:
       print(f"{framework}: {result['note']}")
+
+
+def torch_inputs(batch: dict[str, np.ndarray], device: str) -> dict:
+  """HF's names for our input features, as torch tensors on `device`."""
+  import torch  # pylint: disable=import-outside-toplevel
+  return {
+      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
+      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
+      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long, device=device),
+  }
+
+
+def time_torch_training(model, inputs: dict, config: ml_collections.ConfigDict,
+                        args: argparse.Namespace) -> tuple[np.ndarray, str]:
+  """Seconds per step of an HF torch model trained on `inputs` (with labels) as users do:
+  zero_grad, loss, backward, global-norm clipping, AdamW with BERT's decay mask."""
+  import torch  # pylint: disable=import-outside-toplevel
+  optimizer = torch_adamw(model, config.train)
+
+  def one_step():
+    optimizer.zero_grad(set_to_none=True)
+    loss = model(**inputs).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
+    optimizer.step()
+    loss.item()  # The host sync (a no-op wait on CPU).
+
+  return time_calls(one_step, args.warmup, args.steps), (
+      f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+      f"{next(model.parameters()).device.type}, "
+      f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
+
+
+def time_optax_training(loss_fn: Callable, params, config: ml_collections.ConfigDict,
+                        inputs: dict, args: argparse.Namespace) -> np.ndarray:
+  """Seconds per step of `loss_fn(params, inputs, dropout_rng)` trained with optax_adamw, jitted
+  with params and optimizer state donated, as HF's Flax examples run it."""
+  import optax  # pylint: disable=import-outside-toplevel
+  tx = optax_adamw(config.train)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, inputs, rng):
+    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, rng)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  opt_state = tx.init(params)
+  rng = jax.random.key(1)
+
+  def one_step():
+    nonlocal params, opt_state, rng
+    rng, dropout_rng = jax.random.split(rng)
+    params, opt_state, loss = step(params, opt_state, inputs, dropout_rng)
+    loss.block_until_ready()
+
+  return time_calls(one_step, args.warmup, args.steps)

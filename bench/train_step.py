@@ -103,27 +103,13 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
   device = "cuda" if torch.cuda.is_available() else "cpu"
   model = transformers.BertForPreTraining(
       transformers.BertConfig(**harness.hf_config_dict(config))).to(device).train()
-  optimizer = harness.torch_adamw(model, config.train)
   inputs = {
-      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long, device=device),
-      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long, device=device),
-      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long, device=device),
+      **harness.torch_inputs(batch, device),
       "labels": torch.tensor(_hf_labels(batch), device=device),
       "next_sentence_label": torch.tensor(batch["next_sentence_labels"], dtype=torch.long,
                                           device=device),
   }
-
-  def one_step():
-    optimizer.zero_grad(set_to_none=True)
-    loss = model(**inputs).loss
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
-    optimizer.step()
-    loss.item()  # The host sync (a no-op wait on CPU).
-
-  return harness.time_calls(one_step, args.warmup, args.steps), (
-      f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
-      f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
+  return harness.time_torch_training(model, inputs, config, args)
 
 
 def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
@@ -132,7 +118,6 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
 
   model = transformers.FlaxBertForPreTraining(
       transformers.BertConfig(**harness.hf_config_dict(config)), seed=0, dtype=jnp.float32)
-  tx = harness.optax_adamw(config.train)
   labels = _hf_labels(batch)
   inputs = jax.device_put({
       "input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
@@ -151,23 +136,8 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
         outputs.seq_relationship_logits, inputs["next_sentence_label"]).mean()
     return mlm + nsp
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, inputs, rng):
-    loss, grads = jax.value_and_grad(loss_fn)(params, inputs, rng)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  params = model.params
-  opt_state = tx.init(params)
-  rng = jax.random.key(1)
-
-  def one_step():
-    nonlocal params, opt_state, rng
-    rng, dropout_rng = jax.random.split(rng)
-    params, opt_state, loss = step(params, opt_state, inputs, dropout_rng)
-    loss.block_until_ready()
-
-  return harness.time_calls(one_step, args.warmup, args.steps), f"transformers {transformers.__version__}"
+  seconds = harness.time_optax_training(loss_fn, model.params, config, inputs, args)
+  return seconds, f"transformers {transformers.__version__}"
 
 
 def breakdown(config, batch, args) -> None:
@@ -202,9 +172,7 @@ def breakdown(config, batch, args) -> None:
   torch_model = transformers.BertForPreTraining(
       transformers.BertConfig(**harness.hf_config_dict(config))).train()
   inputs = {
-      "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
-      "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long),
-      "attention_mask": torch.tensor(batch["input_mask"], dtype=torch.long),
+      **harness.torch_inputs(batch, "cpu"),
       "labels": torch.tensor(_hf_labels(batch)),
       "next_sentence_label": torch.tensor(batch["next_sentence_labels"], dtype=torch.long)}
 
