@@ -126,7 +126,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
   """
   if config.mode != "pretrain":
     raise errors.UserError(f"config.mode={config.mode!r} is not supported (only 'pretrain')")
-  config_validation.validate(config)
+  config_validation.validate(config, platform="tpu")  # JAX's own backend here is the CPU.
   rules = sharding.logical_axis_rules(config)
   topology = tpu_topology.parse(topology_name)
   devices = topology_devices(topology)
@@ -187,7 +187,7 @@ def format_report(report: Report, config: ml_collections.ConfigDict) -> str:
       + " ".join(f"{axis}={size}" for axis, size in mesh.items()),
       f"model      {report.param_count / 1e6:.1f}M params, {model.num_hidden_layers} layers, "
       f"hidden {model.hidden_size}, dtype {model.dtype}, remat {model.remat_policy}, "
-      f"scan_layers {model.scan_layers}",
+      f"scan_layers {model.scan_layers}, attention {model.attention}",
       f"step       batch {config.train.batch_size} x seq {config.data.max_seq_length} "
       f"({config.data.max_predictions_per_seq} predictions), grad_accum_steps "
       f"{config.train.grad_accum_steps}; {report.flops_per_step:.3e} model FLOPs "
@@ -222,7 +222,7 @@ def format_report(report: Report, config: ml_collections.ConfigDict) -> str:
 # ---- Command line ----
 
 
-def _set_environment(topology_name: str) -> None:
+def set_environment(topology_name: str) -> None:
   """Defaults, for this process only, that keep libtpu quiet and off any real TPU.
 
   Without TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES libtpu logs host-bounds warnings and an
@@ -246,7 +246,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   topology_name, config = flags.FLAGS.topology, flags.FLAGS.config
-  _set_environment(topology_name)
+  set_environment(topology_name)
   try:
     report = compile_for_topology(config, topology_name)
   except errors.UserError as e:

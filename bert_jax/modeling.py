@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import tensorflow as tf
 
+from bert_jax import attention as attention_lib
 from bert_jax import errors
 
 # Fields of the original bert_config.json, in its order; HF's config.json adds layer_norm_eps.
@@ -47,9 +48,10 @@ class BertConfig:
   """Hyperparameters of a BERT model, with the original's field names.
 
   `dtype` (compute dtype of activations and matmuls), `scan_layers` (one scanned layer body
-  rather than num_hidden_layers unrolled copies) and `remat_policy` (what the backward pass
-  recomputes, one of REMAT_POLICIES) are runtime choices, not part of the model: they change
-  neither the params nor the numbers, and are not written to config.json.
+  rather than num_hidden_layers unrolled copies), `remat_policy` (what the backward pass
+  recomputes, one of REMAT_POLICIES) and `attention` (the attention implementation, one of
+  attention.IMPLEMENTATIONS) are runtime choices, not part of the model: they change neither
+  the params nor (beyond rounding) the numbers, and are not written to config.json.
   """
   vocab_size: int = 30522
   hidden_size: int = 768
@@ -66,9 +68,10 @@ class BertConfig:
   dtype: str = "float32"
   scan_layers: bool = True
   remat_policy: str = "none"
+  attention: str = "xla"
 
   # Fields that do not change the params: a checkpoint serves any value of them.
-  RUNTIME_FIELDS = ("dtype", "scan_layers", "remat_policy")
+  RUNTIME_FIELDS = ("dtype", "scan_layers", "remat_policy", "attention")
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -82,6 +85,12 @@ class BertConfig:
     if self.remat_policy not in REMAT_POLICIES:
       raise errors.UserError(f"model.remat_policy={self.remat_policy!r} is not one of "
                              f"{', '.join(REMAT_POLICIES)}")
+    if self.attention not in attention_lib.IMPLEMENTATIONS:
+      raise errors.UserError(f"model.attention={self.attention!r} is not one of "
+                             f"{', '.join(attention_lib.IMPLEMENTATIONS)}")
+    if self.attention == "cudnn" and self.dtype == "float32":
+      raise errors.UserError("model.attention='cudnn' needs model.dtype='bfloat16' or "
+                             "'float16': cuDNN flash attention has no float32")
 
   @property
   def head_dim(self) -> int:
@@ -203,7 +212,16 @@ class BertSelfAttention(nn.Module):
     key = projection("key")
     value = projection("value")
     use_dropout = not self.deterministic and config.attention_probs_dropout_prob > 0
-    if use_dropout:
+    # Init only needs the params, which no implementation changes: it runs the XLA path, on any
+    # backend and for any batch (its dummy batch of 1 would not split over a mesh).
+    fused = config.attention != "xla" and not self.is_initializing()
+    if fused and use_dropout:
+      # Also checked with the config, before anything is built; this catches every other caller.
+      attention_lib.check_dropout(config.attention, config.attention_probs_dropout_prob)
+    if fused:
+      # [batch, length, heads, head_dim]
+      context = attention_lib.fused_attention(query, key, value, attention_mask, config.attention)
+    elif use_dropout:
       # jax.nn.dot_product_attention has no dropout on the probabilities; the original has.
       # Scores and softmax in float32 whatever the compute dtype, as dot_product_attention does.
       scores = jnp.einsum("bqhd,bkhd->bhqk", query, key,
