@@ -22,6 +22,7 @@ from bert_jax import config_validation
 from bert_jax import errors
 from bert_jax import metrics
 from bert_jax import modeling
+from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import train
 from bert_jax.data import inputs
@@ -64,7 +65,7 @@ def _restore_params(workdir: str, model_config: modeling.BertConfig,
       raise errors.UserError(f"{checkpointer.directory} holds a fine-tuning run of "
                              f"{meta['task']!r}: mode='eval' evaluates pre-training checkpoints")
     # Cheap checks on the JSON metadata before reading any array.
-    train.check_same_model(meta["model"], model_config, checkpointer.directory)
+    resume.check_same_model(meta["model"], model_config, checkpointer.directory)
     target = sharding.with_shardings(program.abstract_state, program.state_shardings)
     step_dir = os.path.join(checkpointer.directory, str(step))
     try:
@@ -109,7 +110,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       step, checkpoint_path, params = _restore_params(workdir, model_config, program)
     else:
       # Training's own loading of init_checkpoint (model check, placement, the same message).
-      params = train.initial_params(source, model_config, program.state_shardings.params)
+      params = resume.initial_params(source, model_config, program.state_shardings.params)
       step, checkpoint_path = 0, source
     eval_metrics = train.evaluate(program.eval_step, params, eval_batches,
                                   program.batch_sharding, nsp)

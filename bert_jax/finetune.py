@@ -34,6 +34,7 @@ from bert_jax import heads
 from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import optim
+from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import task_eval
 from bert_jax import train
@@ -210,7 +211,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       raise errors.UserError(
           f"config.task={config.task!r} ({data.num_labels} labels) but {checkpointer.directory} "
           f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
-    train.check_same_model(meta["model"], model_config, checkpointer.directory)
+    resume.check_same_model(meta["model"], model_config, checkpointer.directory)
   if latest is not None and latest >= num_steps:
     print(f"Fine-tuning is already complete: step {latest} of {num_steps} in "
           f"{checkpointer.directory}; nothing to do.", flush=True)

@@ -1,7 +1,8 @@
 """Pre-training: the train state, `train_step` / `eval_step`, and `train_and_evaluate`.
 
 Reads top to bottom: build the data, the model and the mesh; create or restore the state; then
-one loop of jitted steps with logging, evaluation and checkpoints at fixed intervals.
+one loop of jitted steps with logging, evaluation and checkpoints at fixed intervals. With two
+sequence-length phases (phases.py) the loop switches to phase 2's inputs and program once.
 """
 
 import dataclasses
@@ -20,15 +21,16 @@ import optax
 
 from bert_jax import checkpoint
 from bert_jax import config_validation
-from bert_jax import errors
 from bert_jax import flops
 from bert_jax import losses
 from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import nan_guard
 from bert_jax import optim
+from bert_jax import phases
 from bert_jax import preemption
 from bert_jax import progress
+from bert_jax import resume
 from bert_jax import sharding
 from bert_jax.data import inputs
 from bert_jax.data import pipeline
@@ -256,44 +258,6 @@ def evaluate(p_eval_step, params, eval_batches, batch_sharding,
   return losses.summarize(_sum_metrics(device_metrics), next_sentence_prediction)
 
 
-def check_same_model(saved: dict[str, Any], model_config: modeling.BertConfig,
-                      directory: str) -> None:
-  """A workdir is never silently shared by two model shapes."""
-  for field, value in saved.items():
-    current = getattr(model_config, field, None)
-    if field not in modeling.BertConfig.RUNTIME_FIELDS and current != value:
-      raise errors.UserError(
-          f"model.{field}={current!r} but {directory} holds a model with {value!r}: use a new "
-          f"--workdir (or another checkpoint), or the same model config")
-
-
-def initial_params(path: str, model_config: modeling.BertConfig, shardings: Any) -> Any:
-  """Params of another checkpoint (ours, HF's or Google's), placed with our shardings."""
-  from bert_jax import interop  # pylint: disable=g-import-not-at-top
-  loaded_config, params = interop.load_params(path)
-  check_same_model(dataclasses.asdict(loaded_config), model_config, path)
-  try:
-    params = jax.tree_util.tree_map(jax.device_put, params, shardings)
-  except ValueError as e:
-    raise errors.UserError(f"{path}: its params do not fit this model: {e}") from e
-  print(f"Initialised the params from {path}", flush=True)
-  return params
-
-
-def _roll_back(checkpointer: checkpoint.Checkpointer, program: Program,
-               bad_step: int) -> tuple[TrainState, int]:
-  """The state of the latest checkpoint, after a non-finite step under nan_policy='rollback'."""
-  checkpointer.wait_until_finished()
-  if checkpointer.latest_step() is None:
-    raise errors.UserError(f"non-finite loss or gradient at step {bad_step} and no checkpoint "
-                           "to roll back to (train.nan_policy='rollback')")
-  target = sharding.with_shardings(program.abstract_state, program.state_shardings)
-  latest, state, _ = checkpointer.restore_latest(target)
-  print(f"Non-finite loss or gradient at step {bad_step}: rolled back to the checkpoint at step "
-        f"{latest}; going on with the data after step {bad_step}", flush=True)
-  return state, latest
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Pre-trains BERT as `config` says, in `workdir`; resumes from its latest checkpoint.
 
@@ -306,6 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   rules = sharding.logical_axis_rules(config)
   mesh = sharding.create_mesh(config.mesh)
   config_validation.validate_batch_sizes(config, mesh)
+  # Phase 1 (the config's shapes), then phase 2 from train.phase2_start_step (phases.py).
+  run_phases = phases.plan(config)
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
@@ -313,7 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   latest, meta = checkpointer.latest_meta()
   if latest is not None:
     # Cheap checks on the JSON metadata before reading any array.
-    check_same_model(meta["model"], model_config, checkpointer.directory)
+    resume.check_same_model(meta["model"], model_config, checkpointer.directory)
     if latest >= config.train.num_train_steps:
       print(f"Training is already complete: step {latest} of "
             f"{config.train.num_train_steps} in {checkpointer.directory}; nothing to do.",
@@ -324,24 +290,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---- Data: records, vocabulary, masking; built once into WORKDIR/data from text ----
   data = inputs.resolve(config, workdir)
   config_validation.validate_vocab(config, data.vocab_size)
+  phases.check_records(run_phases, data)
   if data.vocab_size < config.model.vocab_size:
     print(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
           f"(model.vocab_size={config.model.vocab_size}) are never used.", flush=True)
   nsp = data.next_sentence_prediction
-  eval_batches = inputs.eval_batches(config, data)
+  eval_batches = inputs.eval_batches(config, data)  # At phase 1's shapes throughout.
   baseline = inputs.most_frequent_token_accuracy(eval_batches)
 
   # ---- Model, optimizer, shardings, compiled steps ----
-  schedule = optim.learning_rate_schedule(config.train)
+  schedule = optim.learning_rate_schedule(config.train)  # One over all phases (phases.py).
   init_rng, dropout_rng = jax.random.split(root_key(config))
   # MFU's denominator; outside the mesh, since on CPU it times a matmul on one local device.
   peak = progress.peak_tflops_per_device(config)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    # Phase 1's program: it creates or restores the state and evaluates, in every phase.
     program = build_program(config, mesh, rules, nsp)
     model, tx = program.model, program.tx
+    # A global batch's layout: the same in every phase (it splits the batch axis only).
     state_shardings, batch_sharding = program.state_shardings, program.batch_sharding
-    p_train_step, p_eval_step = program.train_step, program.eval_step
     p_param_norm = jax.jit(optax.global_norm)
 
     # ---- Create or restore the state ----
@@ -351,7 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           functools.partial(create_train_state, model=model, tx=tx, batch=shapes),
           out_shardings=state_shardings)(init_rng)
       if config.init_checkpoint:
-        state = state.replace(params=initial_params(
+        state = state.replace(params=resume.initial_params(
             config.init_checkpoint, model_config, state_shardings.params))
     else:
       target = sharding.with_shardings(program.abstract_state, state_shardings)
@@ -360,32 +328,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
             flush=True)
     start_step = int(state.step)
-    # Compiled here, not at the first call: the compile time is reported on its own.
     # A global replicated key, as the compiled step expects (device_put cannot make one across
     # processes; a jit's output sharding can).
     dropout_rng = jax.jit(lambda key: key, out_shardings=sharding.replicated(mesh))(dropout_rng)
-    compile_start = time.perf_counter()
-    p_train_step = p_train_step.lower(
-        state, abstract_batch(config, config.train.batch_size, batch_sharding),
-        dropout_rng).compile()
-    flops_per_step = flops.pretraining_flops_per_step(
-        config.model, config.train.batch_size, config.data.max_seq_length,
-        config.data.max_predictions_per_seq)
-    progress.startup_summary(config, mesh, state.params, data,
-                             flops_per_step, peak, time.perf_counter() - compile_start)
-
     # Each host resumes its own stream right after the examples it has already consumed; the
     # count is kept in the checkpoint, so phases with different batch sizes add up.
-    examples_at_start = int(meta.get("examples_consumed", 0)) if latest is not None else 0
-    examples_consumed = examples_at_start  # Can run ahead of the step after a rollback.
-    train_iter = pipeline.numpy_iterator(
-        inputs.train_dataset(config, data, examples_at_start // jax.process_count()),
-        data.train_files, "data.input_files")
+    examples_consumed = int(meta.get("examples_consumed", 0)) if latest is not None else 0
+
+    def start_phase(phase: phases.Phase, step: int):
+      """Its compiled train step, its data stream from here, its progress reporter."""
+      phase_config = phase.config
+      phase_program = program
+      if phase_config is not config:
+        phase_program = build_program(phase_config, mesh, rules, nsp)
+        phases.check_same_state(program, phase_program)
+      batch_size = phase_config.train.batch_size
+      # Compiled here, not at the first call: the compile time is reported on its own.
+      compile_start = time.perf_counter()
+      p_train_step = phase_program.train_step.lower(
+          state, abstract_batch(phase_config, batch_size, batch_sharding),
+          dropout_rng).compile()
+      compile_seconds = time.perf_counter() - compile_start
+      train_iter = pipeline.numpy_iterator(
+          inputs.train_dataset(phase_config, phases.phase_inputs(data, phase),
+                               examples_consumed // jax.process_count()),
+          data.train_files, "data.input_files")
+      flops_per_step = flops.pretraining_flops_per_step(
+          config.model, batch_size, phase_config.data.max_seq_length,
+          phase_config.data.max_predictions_per_seq)
+      reporter = progress.Progress(
+          step, config.train.num_train_steps, batch_size, phase_config.data.max_seq_length,
+          flops_per_step, peak[0] * 1e12 * jax.device_count())
+      return p_train_step, train_iter, reporter, flops_per_step, compile_seconds
+
+    phase = phases.phase_of(run_phases, start_step + 1)  # At the boundary: phase 2.
+    p_train_step, train_iter, reporter, flops_per_step, compile_seconds = start_phase(
+        phase, start_step)
+    progress.startup_summary(phase.config, mesh, state.params, data, flops_per_step, peak,
+                             compile_seconds)
 
     writer = metrics.MetricWriter(workdir)
-    reporter = progress.Progress(
-        start_step, config.train.num_train_steps, config.train.batch_size,
-        config.data.max_seq_length, flops_per_step, peak[0] * 1e12 * jax.device_count())
     profiler = progress.Profiler(config.profile.steps, f"{workdir}/profile")
     pending = []  # Device metrics since the last log line: fetching them is the only sync.
     eval_metrics = {}
@@ -406,17 +388,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       loop_start = time.perf_counter()  # Time-to-target counts from here, like MLPerf's.
       while step < config.train.num_train_steps:
         step += 1
+        if step > phase.last_step or step < phase.first_step:  # Or back, after a rollback.
+          phase = phases.phase_of(run_phases, step)
+          p_train_step, train_iter, reporter, _, compile_seconds = start_phase(phase, step - 1)
+          print(f"Phase {phase.number} from step {step}: {phase.describe()} (recompiled in "
+                f"{compile_seconds:.1f} s)", flush=True)
         with reporter.input():
           host_batch = guard.maybe_poison(step, next(train_iter))
           batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
         profiler.before_step(step)
         state, step_metrics = p_train_step(state, batch, dropout_rng)
         profiler.after_step(step, step_metrics)
-        examples_consumed += config.train.batch_size
+        examples_consumed += phase.config.train.batch_size
         pending.append(step_metrics)
         pending_steps.append(step)
         last = step == config.train.num_train_steps
-        due_checkpoint = step % config.train.checkpoint_every_steps == 0 or last
+        # The end of a phase is logged and saved, for a clean restart point at the boundary.
+        phase_end = step == phase.last_step
+        due_checkpoint = step % config.train.checkpoint_every_steps == 0 or last or phase_end
         # A preemption notice: checkpoint this step and stop (on every host at the same step).
         preempted = not last and watch.reached(step)
         due_checkpoint = due_checkpoint or preempted
@@ -425,15 +414,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         # Before any log line, eval (it may end the run) or checkpoint: the steps since the
         # last check were all finite.
-        if step % config.train.log_every_steps == 0 or due_checkpoint or due_eval:
+        due_log = step % config.train.log_every_steps == 0 or last or phase_end
+        if due_log or due_checkpoint or due_eval:
           bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
           pending_steps = []
           if bad_step is not None:
-            state, step = _roll_back(checkpointer, program, bad_step)
+            state, step = resume.roll_back(checkpointer, program.abstract_state,
+                                           state_shardings, bad_step)
             pending = []
             continue
 
-        if step % config.train.log_every_steps == 0 or last:
+        if due_log:
           summed = _sum_metrics(pending)
           scalars = losses.summarize(summed, nsp)
           scalars["grad_norm"] = summed["grad_norm"] / len(pending)
@@ -450,7 +441,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         if due_eval:
           with reporter.excluded():  # Eval time is not training time.
-            eval_metrics = evaluate(p_eval_step, state.params, eval_batches, batch_sharding, nsp)
+            eval_metrics = evaluate(program.eval_step, state.params, eval_batches,
+                                    batch_sharding, nsp)
           eval_metrics["most_frequent_token_accuracy"] = baseline
           metrics.log_line("eval", step, eval_metrics)
           writer.write_scalars("eval", step, eval_metrics)
