@@ -1,0 +1,164 @@
+"""Time and cost estimates of a run on a TPU slice: the arithmetic by hand, errors, the CLI.
+
+No compile: bert_jax.estimate is arithmetic on the config (its --aot is bert_jax.aot's, tested
+in test_aot.py).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bert_jax import errors
+from bert_jax import estimate
+from bert_jax import flops
+from configs import large
+from configs import large_lamb
+from configs import tiny
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config():
+  config = tiny.get_config()
+  config.model.dtype = "bfloat16"
+  config.train.num_train_steps = 1000
+  return config
+
+
+def test_tiny_run_on_v5litepod_16_by_hand():
+  """tiny.py (L2/H128/I512, vocab 4000; batch 32 x seq 128, 20 predictions), 1,000 steps."""
+  result = estimate.estimate(_tiny_config(), "v5litepod-16", mfu=0.5, price_per_chip_hour=2.0)
+  b, l, p, h, i, v = 32, 128, 20, 128, 512, 4000
+  forward = 2 * (2 * b * l * (4 * h * h + 2 * h * i) + 4 * b * l * l * h)  # Two layers.
+  forward += 2 * b * h * h + 2 * b * p * h * (h + v) + 2 * b * h * 2  # Pooler, MLM, NSP.
+  assert 3 * forward == 13_306_478_592
+  (phase,) = result.phases
+  assert phase.flops_per_step == 13_306_478_592 == flops.pretraining_flops_per_step(
+      _tiny_config().model, 32, 128, 20)
+  assert (phase.num_steps, phase.batch_size, phase.seq_length,
+          phase.max_predictions_per_seq) == (1000, 32, 128, 20)
+  # 16 v5e chips x 197 TFLOP/s (bfloat16 datasheet) x 0.5 = 1.576e15 FLOP/s.
+  assert result.peak_tflops_per_chip == 197.0
+  assert result.device_kind == "TPU v5 lite"
+  assert phase.seconds_per_step == pytest.approx(13_306_478_592 / 1.576e15)  # 8.44 us.
+  assert result.total_flops == 1000 * 13_306_478_592
+  hours = 1000 * 13_306_478_592 / 1.576e15 / 3600
+  assert result.hours == pytest.approx(hours)
+  assert result.chip_hours == pytest.approx(16 * hours)
+  assert result.cost == pytest.approx(2.0 * 16 * hours)
+  assert result.price_source == "--price_per_chip_hour"
+
+
+def test_list_price_and_v4_peak():
+  """v4-128 is 64 chips (the name counts TensorCores) at 275 TFLOP/s each."""
+  config = large.get_config()
+  config.model.dtype = "bfloat16"
+  result = estimate.estimate(config, "v4-128")
+  assert result.topology.num_chips == 64
+  assert result.peak_tflops_per_chip == 275.0
+  assert result.mfu == estimate.DEFAULT_MFU == 0.45
+  assert result.price_per_chip_hour == estimate.LIST_PRICE_PER_CHIP_HOUR["v4"]
+  assert "as remembered" in result.price_source
+  # configs/large.py as shipped: 1M steps of 256 x 128.
+  (phase,) = result.phases
+  assert phase.seconds_per_step == pytest.approx(
+      flops.pretraining_flops_per_step(config.model, 256, 128, 20) / (64 * 275e12 * 0.45))
+  assert result.hours == pytest.approx(1_000_000 * phase.seconds_per_step / 3600)
+
+
+def test_peak_override_from_config():
+  config = _tiny_config()
+  config.model.dtype = "float32"
+  config.train.peak_tflops_per_device = 100.0
+  result = estimate.estimate(config, "v5e:4x4", mfu=1.0)
+  assert (result.peak_tflops_per_chip, result.peak_source) == (
+      100.0, "train.peak_tflops_per_device")
+  assert result.phases[0].seconds_per_step == pytest.approx(13_306_478_592 / (16 * 100e12))
+
+
+def test_phase2_fields():
+  """With the phase-2 fields: steps [0, start) at the phase-1 shape, the rest at phase 2's."""
+  config = _tiny_config()
+  config.train.phase2_start_step = 900
+  config.train.phase2_batch_size = 16
+  config.data.phase2_max_seq_length = 512
+  config.data.phase2_max_predictions_per_seq = 80
+  result = estimate.estimate(config, "v5litepod-16", mfu=0.5, price_per_chip_hour=1.0)
+  one, two = result.phases
+  assert (one.num_steps, one.batch_size, one.seq_length) == (900, 32, 128)
+  assert (two.num_steps, two.batch_size, two.seq_length, two.max_predictions_per_seq) == (
+      100, 16, 512, 80)
+  assert two.flops_per_step == flops.pretraining_flops_per_step(config.model, 16, 512, 80)
+  assert result.total_flops == 900 * one.flops_per_step + 100 * two.flops_per_step
+  assert result.hours == pytest.approx(result.total_flops / (16 * 197e12 * 0.5) / 3600)
+  assert "phase 2 " in estimate.format_estimate(result)
+  # Past the end: the run's own one-line error. Off (0): one phase.
+  config.train.phase2_start_step = 1000
+  with pytest.raises(errors.UserError, match="train.phase2_start_step=1000 must be between 1 "
+                     "and train.num_train_steps - 1 = 999"):
+    estimate.run_phases(config)
+  config.train.phase2_start_step = 0
+  assert len(estimate.run_phases(config)) == 1
+
+
+def test_large_lamb_has_two_phases():
+  """configs/large_lamb.py: 7,038 steps at 65,536 x 128, then 1,561 at 32,768 x 512."""
+  config = large_lamb.get_config()
+  assert estimate.run_phases(config) == [(7038, 65536, 128, 20), (1561, 32768, 512, 80)]
+
+
+@pytest.mark.parametrize("topology, kwargs, message", [
+    ("v5e-16x16", {}, "unknown TPU topology 'v5e-16x16'"),
+    ("v3-8", {}, "unknown TPU topology 'v3-8'"),
+    ("v5litepod-16", {"mfu": 0.0}, "--mfu=0.0: must be in"),
+    ("v5litepod-16", {"mfu": 45.0}, "--mfu=45.0: must be in"),
+    ("v5litepod-16", {"price_per_chip_hour": -1.0}, "--price_per_chip_hour=-1.0"),
+])
+def test_errors_are_one_line(topology, kwargs, message):
+  with pytest.raises(errors.UserError, match=message) as raised:
+    estimate.estimate(_tiny_config(), topology, **kwargs)
+  assert "\n" not in str(raised.value)
+
+
+def test_float32_on_tpu_is_an_error():
+  """TPUs quote bfloat16 only: a float32 config gets no made-up peak."""
+  config = _tiny_config()
+  config.model.dtype = "float32"
+  with pytest.raises(errors.UserError, match="model.dtype='float32'.*bfloat16"):
+    estimate.estimate(config, "v5litepod-16")
+
+
+def _run_cli(*args):
+  return subprocess.run([sys.executable, "-m", "bert_jax.estimate", *args], cwd=_REPO,
+                        capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_on_large():
+  result = _run_cli("--config=configs/large.py", "--topology=v5litepod-256",
+                    "--config.model.dtype=bfloat16")
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.strip().splitlines()
+  assert [line.split()[0] for line in lines[:-1]] == [
+      "slice", "run", "total", "mfu", "time", "chip-hours", "cost"]
+  assert lines[0].startswith("slice      v5e:16x16 (Cloud TPU v5litepod-256): 256 chips x 197 "
+                             "TFLOP/s (TPU v5 lite datasheet, bfloat16) = 50.4 PFLOP/s peak")
+  assert lines[1].startswith("run        1,000,000 steps of batch 256 x seq 128 (20 predictions; "
+                             "1 sequence per chip): 6.160e+13 model FLOPs per step")
+  assert "ASSUMED" in lines[3]
+  assert lines[-2].endswith("at $1.20 per chip-hour (v5e on-demand list price as remembered, "
+                            "check cloud.google.com/tpu/pricing)")
+  assert lines[-1].startswith("An estimate from the model FLOP formula at an assumed MFU")
+
+
+def test_cli_errors_are_one_line():
+  result = _run_cli("--config=configs/large.py", "--topology=v5litepod-256")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "bert_jax: error: model.dtype='float32': no datasheet peak for TPU v5 lite")
+  result = _run_cli("--config=configs/large.py", "--topology=v5e-16x16",
+                    "--config.model.dtype=bfloat16")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "bert_jax: error: unknown TPU topology 'v5e-16x16'")
