@@ -8,6 +8,7 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
+from bert_jax import attention
 from bert_jax import errors
 from bert_jax import modeling
 from bert_jax import optim
@@ -103,12 +104,21 @@ def check_rng_impl(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"rng_impl={config.rng_impl!r} is not one of {', '.join(RNG_IMPLS)}")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError, with a one-line message naming the field, on a config that cannot run."""
+def validate(config: ml_collections.ConfigDict, platform: str | None = None) -> None:
+  """Raises UserError, with a one-line message naming the field, on a config that cannot run.
+
+  Args:
+    config: A full run config.
+    platform: The backend the run compiles for; None = jax.default_backend() (call it after
+      jax.distributed.initialize). aot.py passes 'tpu': it compiles for a TPU from any host.
+  """
   check_fields(config)
   check_rng_impl(config)
   modeling.BertConfig.from_dict(config.model.to_dict())  # Its own checks (heads, act, dtype).
   data, train, model = config.data, config.train, config.model
+  attention.check_platform(model.attention, platform or jax.default_backend())
+  if config.mode == "pretrain":
+    attention.check_dropout(model.attention, model.attention_probs_dropout_prob)
   if data.source not in _SOURCES:
     raise errors.UserError(f"data.source={data.source!r} is not one of {', '.join(_SOURCES)}")
   if data.source in ("text", "tfrecord") and not data.input_files:
@@ -146,16 +156,48 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0 <= train.target_mlm_accuracy <= 1:
     raise errors.UserError(f"train.target_mlm_accuracy={train.target_mlm_accuracy} must be "
                            "between 0 (off) and 1")
+  check_phase2(config)
   steps = re.fullmatch(r"(\d+)(?:-(\d+))?", str(config.profile.steps))
   if config.profile.steps and not (steps and 1 <= int(steps[1]) <= int(steps[2] or steps[1])):
     raise errors.UserError(f"profile.steps={config.profile.steps!r} is not a step ('20') or a "
                            "range of steps ('20-25', first <= last)")
 
 
+def check_phase2(config: ml_collections.ConfigDict) -> None:
+  """The fields of a second sequence-length phase (bert_jax/phases.py), when there is one."""
+  data, train, model = config.data, config.train, config.model
+  start = train.get("phase2_start_step", 0)
+  if not start:
+    return
+  if not 0 < start < train.num_train_steps:
+    raise errors.UserError(f"train.phase2_start_step={start} must be between 1 and "
+                           f"train.num_train_steps - 1 = {train.num_train_steps - 1} (0 = one "
+                           "phase)")
+  length, predictions = data.phase2_max_seq_length, data.phase2_max_predictions_per_seq
+  if not 8 <= length <= model.max_position_embeddings:
+    raise errors.UserError(f"data.phase2_max_seq_length={length} must be between 8 and "
+                           f"model.max_position_embeddings={model.max_position_embeddings}")
+  if not 1 <= predictions <= length - 3:
+    raise errors.UserError(f"data.phase2_max_predictions_per_seq={predictions} must be between 1 "
+                           f"and data.phase2_max_seq_length - 3 = {length - 3}")
+  if train.phase2_batch_size < 0:
+    raise errors.UserError(f"train.phase2_batch_size={train.phase2_batch_size} must be at least "
+                           "0 (0 = train.batch_size)")
+  prepared = data.prepare_seq_length or data.max_seq_length
+  if data.source != "tfrecord" and prepared < length:  # tfrecord: checked on the records.
+    raise errors.UserError(
+        f"data.phase2_max_seq_length={length} is longer than the instances are prepared "
+        f"(data.prepare_seq_length={data.prepare_seq_length}, so {prepared}): set "
+        f"--config.data.prepare_seq_length={length}, and both phases read one data set")
+
+
 def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   """Global batches must split evenly over hosts and over the data-parallel devices."""
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  for field in ("batch_size", "eval_batch_size"):
+  fields = ["batch_size", "eval_batch_size"]
+  if config.train.get("phase2_start_step", 0) and config.train.phase2_batch_size:
+    fields.append("phase2_batch_size")
+  for field in fields:
     size = config.train[field]
     if size % data_parallel:
       raise errors.UserError(f"train.{field}={size} is not divisible by the data-parallel size "
@@ -164,11 +206,12 @@ def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
       raise errors.UserError(f"train.{field}={size} is not divisible by the {jax.process_count()} "
                        "processes")
   accum = config.train.grad_accum_steps
-  if config.train.batch_size % (accum * data_parallel):
-    raise errors.UserError(
-        f"train.batch_size={config.train.batch_size} is not divisible by train.grad_accum_steps="
-        f"{accum} times the data-parallel size {data_parallel}: micro-batches must split evenly "
-        f"over the devices")
+  for field in fields:
+    if field != "eval_batch_size" and config.train[field] % (accum * data_parallel):
+      raise errors.UserError(
+          f"train.{field}={config.train[field]} is not divisible by train.grad_accum_steps="
+          f"{accum} times the data-parallel size {data_parallel}: micro-batches must split "
+          f"evenly over the devices")
 
 
 def validate_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:

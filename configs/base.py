@@ -62,6 +62,12 @@ def get_config() -> ml_collections.ConfigDict:
   # What each layer recomputes in the backward pass instead of keeping: 'none', 'full',
   # 'dots_saveable' or 'dots_with_no_batch_dims_saveable' (see modeling.REMAT_POLICIES).
   model.remat_policy = "none"
+  # Attention implementation (params and checkpoints are the same for all): 'xla' (plain XLA,
+  # any backend), 'cudnn' (cuDNN flash attention; NVIDIA GPUs, model.dtype bfloat16/float16) or
+  # 'splash' (the Pallas splash-attention kernel; TPUs). The kernels never materialise the
+  # [batch, heads, length, length] scores but have no attention-probability dropout: train
+  # them with model.attention_probs_dropout_prob=0.
+  model.attention = "xla"
 
   # The pre-training data.
   data = config.data = ml_collections.ConfigDict()
@@ -100,6 +106,12 @@ def get_config() -> ml_collections.ConfigDict:
   data.prepare_seq_length = 0
   # Most masked positions per instance (the MLM head runs only on these).
   data.max_predictions_per_seq = 20
+  # Phase 2's tokens per instance (only with train.phase2_start_step > 0): the paper's 512.
+  # Both phases read one data set, so data.prepare_seq_length must be at least this long.
+  data.phase2_max_seq_length = 512
+  # Phase 2's most masked positions per instance (only with train.phase2_start_step > 0): the
+  # paper's 80 at 512.
+  data.phase2_max_predictions_per_seq = 80
   # Fraction of tokens masked (80% [MASK], 10% random, 10% unchanged); MosaicBERT uses 0.30.
   data.masked_lm_prob = 0.15
   # Mask whole words (all their pieces) rather than single pieces.
@@ -130,6 +142,14 @@ def get_config() -> ml_collections.ConfigDict:
   train.grad_accum_steps = 1
   # Optimizer steps to train for.
   train.num_train_steps = 1_000_000
+  # Steps of phase 1 (0 = one phase, at data.max_seq_length throughout). Steps after it run
+  # phase 2 at data.phase2_max_seq_length, data.phase2_max_predictions_per_seq and
+  # train.phase2_batch_size: the paper's 90% of the steps at 128, then 10% at 512, in one run,
+  # recompiled once at the switch, on the one learning-rate schedule (bert_jax/phases.py). A
+  # checkpoint is always saved at this step.
+  train.phase2_start_step = 0
+  # Phase 2's global batch size in sequences (0 = train.batch_size).
+  train.phase2_batch_size = 0
   # Peak learning rate, reached after warmup.
   train.learning_rate = 1e-4
   # Steps of linear warmup from 0 to the peak; then linear decay to 0 at num_train_steps.

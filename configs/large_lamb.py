@@ -1,4 +1,4 @@
-"""BERT-Large with LAMB at a 64k batch: phase 1 of "BERT in 76 minutes" (You et al., ICLR 2020).
+"""BERT-Large with LAMB at 64k/32k batches: "BERT in 76 minutes" (You et al., ICLR 2020).
 
     python -m bert_jax.main --config=configs/large_lamb.py --workdir=DIR [--config.a.b=value ...]
 
@@ -20,16 +20,12 @@ scripts/run_pretraining.sh, which runs the same recipe:
 A global batch of 65,536 at seq 128 is 64 sequences per chip on 1,024 chips; on fewer chips
 raise train.grad_accum_steps (the same update, in pieces).
 
-Phase 2 (the 90%/10% switch to seq 512 within one run, with its own batch size and warmup) is
-a separate feature, not built yet. Today it is a second run in the same workdir, as the
-README's sequence-length phases: the data is prepared at 512 (data.prepare_seq_length) and
-phase 1 reads it truncated to 128, so phase 2 continues the same data stream:
-    python -m bert_jax.main --config=configs/large_lamb.py --workdir=DIR \
-        --config.data.max_seq_length=512 --config.data.max_predictions_per_seq=80 \
-        --config.train.batch_size=32768 --config.train.num_train_steps=8599 \
-        --config.train.learning_rate=4e-3
-That run goes on with the one warmup/decay schedule over all 8,599 steps (no second warmup:
-the rate starts phase 2 at about a quarter of its peak), which is not yet the paper's phase 2.
+Both phases run as one job (train.phase2_start_step): the data is prepared once at 512
+(data.prepare_seq_length), phase 1 reads it truncated to 128, and after step 7,038 the run
+recompiles for seq 512 / 80 predictions / batch 32,768 and continues the same data stream. The
+learning rate follows one warmup/decay schedule over all 8,599 steps: phase 2 starts at about
+0.24x the 6e-3 peak, where the recipe warms up again to 4e-3. That second warmup is not built,
+so phase 2 is not yet exactly the paper's.
 """
 
 import ml_collections
@@ -45,7 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.prepare_seq_length = 512
   config.train.optimizer = "lamb"
   config.train.batch_size = 65536
-  config.train.num_train_steps = 7038
+  config.train.num_train_steps = 8599
+  config.train.phase2_start_step = 7038
+  config.train.phase2_batch_size = 32768
   config.train.learning_rate = 6e-3
   config.train.num_warmup_steps = 2000
   # A short run of huge steps: log, evaluate and checkpoint more often than base.py.
