@@ -119,11 +119,15 @@ def test_cli_with_two_processes_checkpoints_and_one_process_resumes(tmp_path):
   assert "Process 0 of 2" in lead.stdout
   assert "train step=1 " in lead.stdout and "train step=2 " in lead.stdout
   assert "eval step=2 " in lead.stdout
-  # Progress and metrics come from process 0 only. Gloo prints from several threads, so its
-  # messages can interleave mid-line: cut them out as fragments, not as whole lines.
-  gloo = r"\[Gloo\] Rank |\d+ is connected to \d+ peer ranks\. Expected number of connected peer ranks is : \d+"
-  other_lines = [line for line in re.sub(gloo, "", other.stdout).splitlines() if line.strip()]
-  assert len(other_lines) == 1 and other_lines[0].startswith("Process 1 of 2"), other.stdout
+  # Progress and metrics come from process 0 only. Process 1 prints one line of its own; the
+  # rest is gloo's "[Gloo] Rank R is connected to N peer ranks. Expected ..." messages, written
+  # from several threads, so they interleave at any point of a line: after our line, only the
+  # words of that message may remain.
+  first_line, _, rest = other.stdout.partition("\n")
+  assert first_line.startswith("Process 1 of 2"), other.stdout
+  gloo_words = {"Gloo", "Rank", "is", "connected", "to", "peer", "ranks", "Expected", "number",
+                "of"}
+  assert set(re.findall(r"[A-Za-z]+", rest)) <= gloo_words, other.stdout
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2"]
   assert sorted(os.listdir(workdir / "tensorboard")) == ["eval", "train"]
 
