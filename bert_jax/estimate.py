@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from bert_jax import errors
 from bert_jax import flops
+from bert_jax import phases
 from bert_jax import tpu_topology
 
 # An assumption, not a measurement: replace it with the `mfu` metric of your own run (the train
@@ -117,29 +118,19 @@ class Estimate:
 
 
 def run_phases(config: ml_collections.ConfigDict) -> list[tuple[int, int, int, int]]:
-  """(steps, batch_size, seq_length, max_predictions_per_seq) of each phase of config's run.
-
-  One phase, unless the config has the phase-2 fields (bert_jax/phases.py) and
-  `train.phase2_start_step` is set: then `start` steps at the phase-1 shape and the rest at
-  data.phase2_max_seq_length / data.phase2_max_predictions_per_seq / train.phase2_batch_size
-  (each 0 or absent = the phase-1 value).
+  """(steps, batch_size, seq_length, max_predictions_per_seq) of each phase of config's run,
+  as the run plans them (bert_jax/phases.py).
 
   Raises:
     errors.UserError: train.phase2_start_step outside the run, as the run itself says.
   """
-  train, data = config.train, config.data
-  steps = train.num_train_steps
-  phase1 = (train.batch_size, data.max_seq_length, data.max_predictions_per_seq)
-  start = train.get("phase2_start_step", 0) or 0
-  if not start:
-    return [(steps, *phase1)]
-  if not 0 < start < steps:
+  start, steps = config.train.get("phase2_start_step", 0), config.train.num_train_steps
+  if start and not 0 < start < steps:
     raise errors.UserError(f"train.phase2_start_step={start} must be between 1 and "
                            f"train.num_train_steps - 1 = {steps - 1} (0 = one phase)")
-  phase2 = (train.get("phase2_batch_size", 0) or phase1[0],
-            data.get("phase2_max_seq_length", 0) or phase1[1],
-            data.get("phase2_max_predictions_per_seq", 0) or phase1[2])
-  return [(start, *phase1), (steps - start, *phase2)]
+  return [(phase.last_step - phase.first_step + 1, phase.config.train.batch_size,
+           phase.config.data.max_seq_length, phase.config.data.max_predictions_per_seq)
+          for phase in phases.plan(config)]
 
 
 def peak_tflops_per_chip(config: ml_collections.ConfigDict,
