@@ -1,6 +1,5 @@
 """BERT's weight-decay mask, the warmup / linear-decay schedule, and LAMB."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ from bert_jax import train
 from bert_jax.data.synthetic import random_batch
 from configs import large_lamb
 from configs import tiny
+from test_train import train_on_one_batch
 
 
 def _train_config(**overrides):
@@ -152,12 +152,7 @@ def test_a_few_lamb_steps_reduce_the_loss():
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
   batch = random_batch(8, 32, 5, vocab_size=128, seed=0)
-  state = train.create_train_state(jax.random.key(0), model, tx, batch)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx))
-  losses = []
-  for _ in range(40):
-    state, metrics = step(state, batch, jax.random.key(1))
-    losses.append(float(metrics["loss"]))
+  state, losses = train_on_one_batch(model, tx, batch, 40)
   assert int(state.step) == 40
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
 

@@ -63,14 +63,20 @@ def test_a_few_steps_reduce_the_loss():
   batch["masked_lm_ids"] = np.take_along_axis(batch["input_ids"], batch["masked_lm_positions"], 1)
   batch["masked_lm_weights"][:] = 1
   batch["next_sentence_labels"] = rng.integers(0, 2, 8).astype(np.int32)
+  state, losses = train_on_one_batch(model, tx, batch, 40)
+  assert int(state.step) == 40
+  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+
+
+def train_on_one_batch(model, tx, batch, num_steps):
+  """The state after `num_steps` train steps on the same batch, and each step's loss."""
   state = train.create_train_state(jax.random.key(0), model, tx, batch)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx))
   losses = []
-  for _ in range(40):
+  for _ in range(num_steps):
     state, metrics = step(state, batch, jax.random.key(1))
     losses.append(float(metrics["loss"]))
-  assert int(state.step) == 40
-  assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+  return state, losses
 
 
 def test_pretrain_resume_and_finish(tmp_path, capsys):
