@@ -115,8 +115,7 @@ def run_torch(config, params, batch, args) -> tuple[np.ndarray, str]:
   import contextlib  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
 
-  torch.set_num_threads(args.torch_threads)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
+  device = harness.torch_device(args)
   model = _torch_model(config, params, device)
   inputs = harness.torch_inputs(batch, device)
   # Params stay float32; autocast runs the matmuls in bfloat16, as BertConfig.dtype does ours.

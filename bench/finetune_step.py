@@ -80,9 +80,7 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
-  torch.set_num_threads(args.torch_threads)
-  torch.manual_seed(0)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
+  device = harness.torch_device(args)
   hf_config = transformers.BertConfig(
       **harness.hf_config_dict(config), num_labels=args.num_labels)
   model = transformers.BertForSequenceClassification(hf_config).to(device).train()

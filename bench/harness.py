@@ -169,6 +169,14 @@ def print_table(results: dict[str, dict], model_flops: float, args: argparse.Nam
       print(f"{framework}: {result['note']}")
 
 
+def torch_device(args: argparse.Namespace) -> str:
+  """Sets torch's threads (--torch_threads) and seed; the device a reference runs on."""
+  import torch  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(args.torch_threads)
+  torch.manual_seed(0)
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def torch_inputs(batch: dict[str, np.ndarray], device: str) -> dict:
   """HF's names for our input features, as torch tensors on `device`."""
   import torch  # pylint: disable=import-outside-toplevel

@@ -98,9 +98,7 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
-  torch.set_num_threads(args.torch_threads)
-  torch.manual_seed(0)
-  device = "cuda" if torch.cuda.is_available() else "cpu"
+  device = harness.torch_device(args)
   model = transformers.BertForPreTraining(
       transformers.BertConfig(**harness.hf_config_dict(config))).to(device).train()
   inputs = {
