@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "chex==0.1.92",
+    "etils[epath]==1.15.0",  # epath: files (local or gs://) without TensorFlow, for the model.
     "numpy>=2.0,<3",
 ]
 

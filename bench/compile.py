@@ -19,7 +19,7 @@ import jax
 
 from bert_jax import modeling
 from bert_jax import optim
-from bert_jax import train
+from bert_jax import train_program
 from configs import large
 
 
@@ -36,12 +36,12 @@ def _lower(config, batch_size: int):
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
   batch = jax.eval_shape(functools.partial(
-      train.dummy_batch, batch_size, config.data.max_seq_length,
+      train_program.dummy_batch, batch_size, config.data.max_seq_length,
       config.data.max_predictions_per_seq))
-  shapes = train.dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
+  shapes = train_program.dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
   state = jax.eval_shape(functools.partial(
-      train.create_train_state, model=model, tx=tx, batch=shapes), jax.random.key(0))
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
+      train_program.create_train_state, model=model, tx=tx, batch=shapes), jax.random.key(0))
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=(0,))
   return step.lower(state, batch, jax.random.key(1))
 
 

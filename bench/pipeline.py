@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bert_jax import modeling  # pylint: disable=g-import-not-at-top
 from bert_jax import optim
-from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data import inputs
 from ml_collections import config_flags
 
@@ -46,8 +46,8 @@ def time_train_step(config, batch, num_steps: int) -> float:
   """Sequences per second of the jitted train step (compile excluded) on one batch."""
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = train.create_train_state(jax.random.key(0), model, tx, batch)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=0)
+  state = train_program.create_train_state(jax.random.key(0), model, tx, batch)
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=0)
   state, metrics = step(state, batch, jax.random.key(1))
   jax.block_until_ready(metrics)
   start = time.perf_counter()

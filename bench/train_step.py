@@ -15,7 +15,7 @@ padding, segments, masked positions (their input ids replaced by [MASK]) and NSP
 AdamW (weight decay 0.01, none on biases and LayerNorm) after clipping the global gradient norm
 to 1.0:
 
-  bert_jax  `train.train_step` as a run jits it (state donated; its warmup/decay schedule, its
+  bert_jax  `train_program.train_step` as a run jits it (state donated; its warmup/decay schedule, its
             NaN guard); the MLM head on the gathered masked positions only.
   torch     `transformers.BertForPreTraining` with `labels` (-100 except at the masked positions)
             and `next_sentence_label`, `torch.optim.AdamW`, torch.set_num_threads(--torch_threads,
@@ -60,7 +60,7 @@ from bench import harness
 from bert_jax import flops
 from bert_jax import modeling
 from bert_jax import optim
-from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data import synthetic
 
 MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
@@ -78,11 +78,11 @@ def _hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, batch=batch))(
+  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx, batch=batch))(
       jax.random.key(0))
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=(0,))
   device_batch = jax.device_put(batch)
-  rng = train.root_key(config)
+  rng = train_program.root_key(config)
 
   def one_step():
     nonlocal state
@@ -148,7 +148,7 @@ def breakdown(config, batch, args) -> None:
     return 1e3 * np.median(harness.time_calls(step, args.warmup, args.steps))
 
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
-  params = jax.jit(functools.partial(train.init_params, model=model, batch=batch))(
+  params = jax.jit(functools.partial(train_program.init_params, model=model, batch=batch))(
       jax.random.key(0))
   params = jax.device_put(nn.meta.unbox(params))
   device_batch = jax.device_put(batch)
@@ -161,7 +161,7 @@ def breakdown(config, batch, args) -> None:
 
   forward = jax.jit(loss_fn)
   backward = jax.jit(jax.grad(loss_fn))
-  rng = train.root_key(config)
+  rng = train_program.root_key(config)
   jax_ms = [median_ms(lambda: forward(params, device_batch, rng).block_until_ready()),
             median_ms(lambda: jax.block_until_ready(backward(params, device_batch, rng)))]
   jax_ms.append(np.median(run_bert_jax(config, batch, args)[0]) * 1e3)
@@ -201,10 +201,10 @@ def profile(config, batch, args) -> None:
 
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx, batch=batch))(
+  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx, batch=batch))(
       jax.random.key(0))
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx), donate_argnums=(0,))
-  device_batch, rng = jax.device_put(batch), train.root_key(config)
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=(0,))
+  device_batch, rng = jax.device_put(batch), train_program.root_key(config)
   hlo = step.lower(state, device_batch, rng).compile().as_text()
   for _ in range(args.warmup):
     state, _ = jax.block_until_ready(step(state, device_batch, rng))

@@ -2,7 +2,7 @@
 
     python -m bert_jax.aot --config=configs/large.py --topology=v5e:16x16 [--config.a.b=v ...]
 
-Compiles exactly what `main` would run on the slice (train.build_program, the same shardings
+Compiles exactly what `main` would run on the slice (train_program.build_program, the same shardings
 and donation) with the TPU compiler from libtpu, and reports the compile time, the memory each
 device needs at peak against its HBM, and the model FLOPs of a step: whether a config fits
 before any pod is rented. Exit status: 0 fits, 2 does not fit, 1 bad config or topology.
@@ -27,7 +27,7 @@ from bert_jax import errors
 from bert_jax import flops
 from bert_jax import sharding
 from bert_jax import tpu_topology
-from bert_jax import train
+from bert_jax import train_program
 
 _GIB = 2**30
 
@@ -137,10 +137,10 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
   # optax's tree_map_params (the optimizer state's shardings) runs its tx.init. Only tracing
   # needs the mesh, and that happens in `lower` below.
   with nn.logical_axis_rules(rules):
-    program = train.build_program(config, mesh, rules, config.data.next_sentence_prediction)
+    program = train_program.build_program(config, mesh, rules, config.data.next_sentence_prediction)
   state = sharding.with_shardings(program.abstract_state, program.state_shardings)
-  batch = train.abstract_batch(config, config.train.batch_size, program.batch_sharding)
-  key = jax.eval_shape(lambda: train.root_key(config))  # A typed key, e.g. dtype key<fry>.
+  batch = train_program.abstract_batch(config, config.train.batch_size, program.batch_sharding)
+  key = jax.eval_shape(lambda: train_program.root_key(config))  # A typed key, e.g. dtype key<fry>.
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
 
   start = time.perf_counter()

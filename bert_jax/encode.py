@@ -45,7 +45,7 @@ from bert_jax import interop
 from bert_jax import modeling
 from bert_jax import sharding
 from bert_jax import tokenization
-from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data import finetune_data
 from bert_jax.data import tasks
 
@@ -198,7 +198,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shapes = {k: features[k][:1] for k in ("input_ids", "segment_ids", "input_mask")}
     param_shardings = sharding.logical_shardings(jax.eval_shape(
-        lambda: train.init_params(jax.random.key(0), model, shapes)), mesh, rules)
+        lambda: train_program.init_params(jax.random.key(0), model, shapes)), mesh, rules)
     try:
       params = jax.tree.map(jax.device_put, params, param_shardings)
     except ValueError as e:

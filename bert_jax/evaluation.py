@@ -24,6 +24,7 @@ from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import resume
 from bert_jax import sharding
+from bert_jax import train_program
 from bert_jax import train
 from bert_jax.data import inputs
 
@@ -52,7 +53,7 @@ def params_source(config: ml_collections.ConfigDict, workdir: str) -> tuple[str,
 
 
 def _restore_params(workdir: str, model_config: modeling.BertConfig,
-                    program: train.Program) -> tuple[int, str, Any]:
+                    program: train_program.Program) -> tuple[int, str, Any]:
   """(step, step directory, params) of the workdir's newest checkpoint whose metadata reads.
 
   Not `Checkpointer.restore_latest`: it sets unreadable newer steps aside (renames them), and an
@@ -105,7 +106,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   baseline = inputs.most_frequent_token_accuracy(eval_batches)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    program = train.build_program(config, mesh, rules, nsp)
+    program = train_program.build_program(config, mesh, rules, nsp)
     if from_workdir:
       step, checkpoint_path, params = _restore_params(workdir, model_config, program)
     else:

@@ -37,7 +37,7 @@ from bert_jax import optim
 from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import task_eval
-from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data import finetune_data
 
 
@@ -62,9 +62,9 @@ def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Arr
   return heads.classification_loss(outputs, batch["label_ids"], weights)
 
 
-def finetune_step(state: train.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+def finetune_step(state: train_program.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                   model: nn.Module, tx, family: str
-                  ) -> tuple[train.TrainState, dict[str, jax.Array]]:
+                  ) -> tuple[train_program.TrainState, dict[str, jax.Array]]:
   """One optimizer step on the task loss."""
   dropout_rng = jax.random.fold_in(rng, state.step)
 
@@ -76,7 +76,7 @@ def finetune_step(state: train.TrainState, batch: dict[str, jax.Array], rng: jax
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  return (train.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
+  return (train_program.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
           {"loss": loss})
 
 
@@ -221,13 +221,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   model = create_model(data.family, model_config, data.num_labels)
   tx = optim.create_optimizer(train_config)
-  init_rng, dropout_rng = jax.random.split(train.root_key(config))
+  init_rng, dropout_rng = jax.random.split(train_program.root_key(config))
   shapes = {k: v[:1] for k, v in data.train.items()}
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_state, state_shardings = train.abstract_train_state(
+    abstract_state, state_shardings = train_program.abstract_train_state(
         model, tx, shapes, init_rng, mesh, rules)
     if latest is None:
-      state = jax.jit(functools.partial(train.create_train_state, model=model, tx=tx,
+      state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
                                         batch=shapes), out_shardings=state_shardings)(init_rng)
       if pretrained is not None:
         # The encoder from the checkpoint; the pre-training heads ('cls') are not used.

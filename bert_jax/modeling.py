@@ -17,7 +17,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import tensorflow as tf
+from etils import epath
 
 from bert_jax import attention as attention_lib
 from bert_jax import errors
@@ -112,8 +112,9 @@ class BertConfig:
   @classmethod
   def from_json_file(cls, path: str) -> "BertConfig":
     """Reads the original's bert_config.json or an HF config.json (HF's extra keys are ignored)."""
-    with tf.io.gfile.GFile(path) as f:
-      values = json.load(f)
+    # epath, not tf.io.gfile: local and gs:// paths alike, and no TensorFlow import, so the model
+    # runs where only JAX is installed (GPU boxes; bench/device_check.py).
+    values = json.loads(epath.Path(path).read_text())
     if values.get("position_embedding_type", "absolute") != "absolute":
       raise errors.UserError(f"{path}: position_embedding_type="
                        f"{values['position_embedding_type']!r} is not supported (only 'absolute')")
@@ -124,8 +125,7 @@ class BertConfig:
     values = {k: getattr(self, k) for k in _JSON_FIELDS}
     values.update(model_type="bert", architectures=["BertForPreTraining"], pad_token_id=0,
                   position_embedding_type="absolute")
-    with tf.io.gfile.GFile(path, "w") as f:
-      f.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    epath.Path(path).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
 
 def _truncated_normal(stddev: float):

@@ -113,7 +113,7 @@ def phase_inputs(data: inputs.Inputs, phase: Phase) -> inputs.Inputs:
 
 
 def check_same_state(first: Any, second: Any) -> None:
-  """Two programs (train.Program) hold the same train state, laid out the same way.
+  """Two programs (train_program.Program) hold the same train state, laid out the same way.
 
   Both come from one model config, so this holds unless the shapes leak into the state (an
   input-shaped buffer in the params, say): then continuing phase 1's state in phase 2 would be

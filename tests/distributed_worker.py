@@ -63,7 +63,7 @@ def main(out_file: str, num_processes: int, process_id: int, port: int | None) -
                                num_processes=num_processes, process_id=process_id)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from bert_jax import sharding  # pylint: disable=g-import-not-at-top
-  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax import train_program  # pylint: disable=g-import-not-at-top
   from test_train import small_config  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == 8 and jax.process_count() == num_processes
@@ -76,13 +76,13 @@ def main(out_file: str, num_processes: int, process_id: int, port: int | None) -
   batch = global_batch()
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    program = train.build_program(config, mesh, rules, next_sentence_prediction=True)
+    program = train_program.build_program(config, mesh, rules, next_sentence_prediction=True)
     rows = local_rows(program.batch_sharding, GLOBAL_BATCH)
     if num_processes > 1:
       assert len(rows) == GLOBAL_BATCH // num_processes, rows
 
-    shapes = train.dummy_batch(1, 32, 5)
-    init = jax.jit(lambda rng: train.create_train_state(rng, program.model, program.tx, shapes),
+    shapes = train_program.dummy_batch(1, 32, 5)
+    init = jax.jit(lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
                    out_shardings=program.state_shardings)
     fresh_state = lambda: init(jax.random.key(config.seed))
 

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from bert_jax import sharding
-from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data.synthetic import random_batch
 from configs import tiny
 
@@ -48,9 +48,9 @@ def run(mesh_shape, devices, steps=3):
   rules = sharding.logical_axis_rules(config)
   batch = random_batch(16, 32, 5, vocab_size=128, seed=0)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    program = train.build_program(config, mesh, rules, next_sentence_prediction=True)
-    shapes = train.dummy_batch(1, 32, 5)
-    state = jax.jit(lambda rng: train.create_train_state(rng, program.model, program.tx, shapes),
+    program = train_program.build_program(config, mesh, rules, next_sentence_prediction=True)
+    shapes = train_program.dummy_batch(1, 32, 5)
+    state = jax.jit(lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
                     out_shardings=program.state_shardings)(jax.random.key(0))
     initial = {k: np.asarray(v) for k, v in _flat(state.params).items()}
     history = []

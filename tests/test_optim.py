@@ -13,7 +13,7 @@ from bert_jax import errors
 from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import sharding
-from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data.synthetic import random_batch
 from configs import large_lamb
 from configs import tiny
@@ -166,8 +166,8 @@ def test_lamb_state_gets_shardings_like_the_params():
   tx = optim.create_optimizer(config.train)
   mesh = jax.sharding.AbstractMesh((2, 4, 1), sharding.MESH_AXES)
   rules = sharding.logical_axis_rules(config)
-  abstract, shardings = train.abstract_train_state(
-      model, tx, train.dummy_batch(1, 16, 4), jax.eval_shape(lambda: jax.random.key(0)),
+  abstract, shardings = train_program.abstract_train_state(
+      model, tx, train_program.dummy_batch(1, 16, 4), jax.eval_shape(lambda: jax.random.key(0)),
       mesh, rules)
   assert jax.tree.structure(abstract.opt_state) == jax.tree.structure(shardings.opt_state)
   flat = {jax.tree_util.keystr(path): leaf for path, leaf in

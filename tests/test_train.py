@@ -11,6 +11,7 @@ import numpy as np
 
 from bert_jax import modeling
 from bert_jax import optim
+from bert_jax import train_program
 from bert_jax import train
 from configs import tiny
 
@@ -55,7 +56,7 @@ def test_a_few_steps_reduce_the_loss():
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
   rng = np.random.default_rng(0)
-  batch = train.dummy_batch(8, 32, 5)
+  batch = train_program.dummy_batch(8, 32, 5)
   batch = {k: np.array(v) for k, v in batch.items()}
   batch["input_ids"] = rng.integers(5, 128, (8, 32)).astype(np.int32)
   batch["input_mask"][:] = 1
@@ -70,8 +71,8 @@ def test_a_few_steps_reduce_the_loss():
 
 def train_on_one_batch(model, tx, batch, num_steps):
   """The state after `num_steps` train steps on the same batch, and each step's loss."""
-  state = train.create_train_state(jax.random.key(0), model, tx, batch)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx))
+  state = train_program.create_train_state(jax.random.key(0), model, tx, batch)
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx))
   losses = []
   for _ in range(num_steps):
     state, metrics = step(state, batch, jax.random.key(1))
