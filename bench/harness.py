@@ -21,10 +21,15 @@ from bert_jax import optim
 from configs import base
 
 PRESETS = {
+    # bench/device_check.py's --smoke size: every code path in seconds on a CPU.
+    "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
+                 intermediate_size=256),
     "small": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4,
                   intermediate_size=1024),
     "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
                  intermediate_size=3072),
+    "large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16,
+                  intermediate_size=4096),
 }
 FRAMEWORKS = ("bert_jax", "torch", "flax")
 
@@ -92,8 +97,11 @@ def time_calls(call: Callable[[], None], warmup: int, steps: int) -> np.ndarray:
   return np.array(seconds)
 
 
-def torch_adamw(model, train_config: ml_collections.ConfigDict):
-  """torch.optim.AdamW with BERT's decay mask (none on biases and LayerNorm), as HF's Trainer."""
+def torch_adamw(model, train_config: ml_collections.ConfigDict, fused: bool = False):
+  """torch.optim.AdamW with BERT's decay mask (none on biases and LayerNorm), as HF's Trainer.
+
+  `fused`: torch's one-kernel AdamW (CUDA only), its fastest on a GPU.
+  """
   import torch  # pylint: disable=import-outside-toplevel
   named = list(model.named_parameters())
   no_decay = [p for n, p in named if n.endswith("bias") or "LayerNorm" in n]
@@ -102,7 +110,7 @@ def torch_adamw(model, train_config: ml_collections.ConfigDict):
       [{"params": decay, "weight_decay": train_config.weight_decay},
        {"params": no_decay, "weight_decay": 0.0}],
       lr=train_config.learning_rate, betas=(train_config.adam_b1, train_config.adam_b2),
-      eps=train_config.adam_epsilon)
+      eps=train_config.adam_epsilon, fused=fused or None)
 
 
 def optax_adamw(train_config: ml_collections.ConfigDict):
@@ -177,6 +185,15 @@ def torch_device(args: argparse.Namespace) -> str:
   return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def hf_mlm_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
+  """[batch, length] MLM labels in HF's form: the original id at a masked position, else -100."""
+  labels = np.full(batch["input_ids"].shape, -100, np.int64)
+  for row, (positions, ids, weights) in enumerate(zip(
+      batch["masked_lm_positions"], batch["masked_lm_ids"], batch["masked_lm_weights"])):
+    labels[row, positions[weights > 0]] = ids[weights > 0]
+  return labels
+
+
 def torch_inputs(batch: dict[str, np.ndarray], device: str) -> dict:
   """HF's names for our input features, as torch tensors on `device`."""
   import torch  # pylint: disable=import-outside-toplevel
@@ -188,24 +205,36 @@ def torch_inputs(batch: dict[str, np.ndarray], device: str) -> dict:
 
 
 def time_torch_training(model, inputs: dict, config: ml_collections.ConfigDict,
-                        args: argparse.Namespace) -> tuple[np.ndarray, str]:
+                        args: argparse.Namespace, autocast_dtype=None) -> tuple[np.ndarray, str]:
   """Seconds per step of an HF torch model trained on `inputs` (with labels) as users do:
-  zero_grad, loss, backward, global-norm clipping, AdamW with BERT's decay mask."""
+  zero_grad, loss, backward, global-norm clipping, AdamW with BERT's decay mask.
+
+  `autocast_dtype` (e.g. torch.bfloat16): the forward pass under torch.autocast, float32
+  params and optimizer (mixed precision as HF's Trainer runs `bf16=True`); fused AdamW on CUDA.
+  """
+  import contextlib  # pylint: disable=import-outside-toplevel
   import torch  # pylint: disable=import-outside-toplevel
-  optimizer = torch_adamw(model, config.train)
+  device_type = next(model.parameters()).device.type
+  optimizer = torch_adamw(model, config.train, fused=device_type == "cuda")
+
+  def autocast():
+    if autocast_dtype is None:
+      return contextlib.nullcontext()
+    return torch.autocast(device_type, dtype=autocast_dtype)
 
   def one_step():
     optimizer.zero_grad(set_to_none=True)
-    loss = model(**inputs).loss
+    with autocast():
+      loss = model(**inputs).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.max_grad_norm)
     optimizer.step()
     loss.item()  # The host sync (a no-op wait on CPU).
 
   return time_calls(one_step, args.warmup, args.steps), (
-      f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-      f"{next(model.parameters()).device.type}, "
-      f"attention '{model.config._attn_implementation}'")  # pylint: disable=protected-access
+      f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device_type}, "
+      f"attention '{model.config._attn_implementation}'"  # pylint: disable=protected-access
+      + (f", autocast {autocast_dtype}" if autocast_dtype is not None else ""))
 
 
 def time_optax_training(loss_fn: Callable, params, config: ml_collections.ConfigDict,

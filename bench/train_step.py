@@ -66,15 +66,6 @@ from bert_jax.data import synthetic
 MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 
 
-def _hf_labels(batch: dict[str, np.ndarray]) -> np.ndarray:
-  """[batch, length] MLM labels in HF's form: the original id at a masked position, else -100."""
-  labels = np.full(batch["input_ids"].shape, -100, np.int64)
-  for row, (positions, ids, weights) in enumerate(zip(
-      batch["masked_lm_positions"], batch["masked_lm_ids"], batch["masked_lm_weights"])):
-    labels[row, positions[weights > 0]] = ids[weights > 0]
-  return labels
-
-
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
@@ -103,7 +94,7 @@ def run_torch(config, batch, args) -> tuple[np.ndarray, str]:
       transformers.BertConfig(**harness.hf_config_dict(config))).to(device).train()
   inputs = {
       **harness.torch_inputs(batch, device),
-      "labels": torch.tensor(_hf_labels(batch), device=device),
+      "labels": torch.tensor(harness.hf_mlm_labels(batch), device=device),
       "next_sentence_label": torch.tensor(batch["next_sentence_labels"], dtype=torch.long,
                                           device=device),
   }
@@ -116,7 +107,7 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
 
   model = transformers.FlaxBertForPreTraining(
       transformers.BertConfig(**harness.hf_config_dict(config)), seed=0, dtype=jnp.float32)
-  labels = _hf_labels(batch)
+  labels = harness.hf_mlm_labels(batch)
   inputs = jax.device_put({
       "input_ids": batch["input_ids"], "attention_mask": batch["input_mask"],
       "token_type_ids": batch["segment_ids"], "labels": np.maximum(labels, 0).astype(np.int32),
@@ -171,7 +162,7 @@ def breakdown(config, batch, args) -> None:
       transformers.BertConfig(**harness.hf_config_dict(config))).train()
   inputs = {
       **harness.torch_inputs(batch, "cpu"),
-      "labels": torch.tensor(_hf_labels(batch)),
+      "labels": torch.tensor(harness.hf_mlm_labels(batch)),
       "next_sentence_label": torch.tensor(batch["next_sentence_labels"], dtype=torch.long)}
 
   def torch_forward():
