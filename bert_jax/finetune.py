@@ -80,6 +80,32 @@ def finetune_step(state: train_program.TrainState, batch: dict[str, jax.Array], 
           {"loss": loss})
 
 
+def reinit_top_layers(pretrained: Any, fresh: Any, num_layers: int) -> Any:
+  """The pre-trained encoder with its top `num_layers` layers and the pooler from `fresh`.
+
+  Zhang et al. 2021 ("Revisiting few-sample BERT fine-tuning"): the top layers are the most
+  specific to the pre-training objective, and a briefly pre-trained model's top layer maps
+  every input's [CLS] to nearly the same vector, which few labels cannot move; a fresh top
+  (the original's init) keeps the lower layers' knowledge without that. 0 = the original's
+  fine-tuning, everything from the checkpoint.
+
+  Args:
+    pretrained: The checkpoint's 'bert' params (layers stacked on a leading axis, as scanned).
+    fresh: The same tree as initialised for this run.
+    num_layers: How many of the top encoder layers to take from `fresh` (the pooler too).
+  """
+  if num_layers <= 0:
+    return pretrained
+  first = jax.tree.leaves(pretrained["encoder"])[0].shape[0] - num_layers
+  if first < 0:
+    raise errors.UserError(f"train.reinit_top_layers={num_layers} is more than the model's "
+                           f"{first + num_layers} layers")
+  # [layers, ...]: layers first..last from the fresh init.
+  encoder = jax.tree.map(lambda old, new: np.concatenate([old[:first], new[first:]]),
+                         jax.device_get(pretrained["encoder"]), fresh["encoder"])
+  return {**pretrained, "encoder": encoder, "pooler": fresh["pooler"]}
+
+
 def predict_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> Any:
   return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
                      batch["input_mask"])
@@ -231,7 +257,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         batch=shapes), out_shardings=state_shardings)(init_rng)
       if pretrained is not None:
         # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
-        bert = jax.tree.map(jax.device_put, pretrained["bert"], state_shardings.params["bert"])
+        bert = reinit_top_layers(pretrained["bert"], jax.device_get(state.params["bert"]),
+                                 config.train.get("reinit_top_layers", 0))
+        bert = jax.tree.map(jax.device_put, bert, state_shardings.params["bert"])
         state = state.replace(params={**state.params, "bert": bert})
     else:
       target = sharding.with_shardings(abstract_state, state_shardings)

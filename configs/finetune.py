@@ -90,6 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.adam_epsilon = 1e-6
   # Clip gradients to this global norm (0 = no clipping).
   train.max_grad_norm = 1.0
+  # Top encoder layers (and the pooler) re-initialised instead of loaded from
+  # config.init_checkpoint (Zhang et al. 2021); 0 = all loaded, as the original.
+  train.reinit_top_layers = 0
   # Steps between log lines.
   train.log_every_steps = 50
   # Steps between evaluations (0 = only at the end); the best one's params go to WORKDIR/best.

@@ -185,3 +185,20 @@ def test_a_workdir_of_another_task_is_an_error(tmp_path, sentencepiece_model):
     finetune.finetune(_config("sst2", sentencepiece_model), str(tmp_path))
     with pytest.raises(errors.UserError, match=r"holds a fine-tuning run of 'sst2' \(2 labels\)"):
       finetune.finetune(_config("mnli", sentencepiece_model), str(tmp_path))
+
+
+def test_reinit_top_layers_takes_the_top_layers_and_the_pooler_from_the_fresh_init():
+  def tree(value):
+    return {"embeddings": {"word_embeddings": {"embedding": np.full((5, 2), value)}},
+            "encoder": {"layer": {"output": {"kernel": np.full((3, 2, 2), value)}}},
+            "pooler": {"kernel": np.full((2, 2), value)}}
+
+  pretrained, fresh = tree(1.0), tree(2.0)
+  assert finetune.reinit_top_layers(pretrained, fresh, 0) is pretrained
+  mixed = finetune.reinit_top_layers(pretrained, fresh, 2)
+  kernel = mixed["encoder"]["layer"]["output"]["kernel"]  # [layers, in, out]
+  assert kernel[0].tolist() == [[1.0, 1.0]] * 2 and (kernel[1:] == 2.0).all()
+  assert (mixed["pooler"]["kernel"] == 2.0).all()
+  assert (mixed["embeddings"]["word_embeddings"]["embedding"] == 1.0).all()
+  with pytest.raises(errors.UserError, match="train.reinit_top_layers=4 is more than"):
+    finetune.reinit_top_layers(pretrained, fresh, 4)
