@@ -1,0 +1,300 @@
+"""Does pre-training pay off? Fine-tuning from a pre-trained model vs the same model from scratch.
+
+    python -m bench.pretraining_payoff --pretrained=/tmp/tiny --output_dir=/tmp/payoff
+    [--task=word_order|packages|FILE.csv --labels=100,300,1000 --seed_check_labels=300
+     --seeds=3 --learning_rates=1e-4,3e-4,1e-3 --epochs=10 --max_seq_length=64
+     --num_validation=200 --num_test=600 --plot=curve.png]
+
+For each number of labelled examples, both sides (the encoder of --pretrained, and the same
+architecture and vocabulary from a random init) are fine-tuned with one recipe through
+`bert_jax.finetune` (what `--config.mode=finetune` runs), each at its own best learning rate
+of --learning_rates, chosen on a validation split of the labelled data by seed 0; the chosen
+run is then scored once on a separate test split (fine-tuning does not depend on the eval file,
+so the same seed gives the same model). At --seed_check_labels both sides also run with seeds
+1..seeds-1 at their chosen rates: the mean over seeds is the headline. Beside them, a
+bag-of-words baseline: logistic regression on word counts (L2 strength chosen on the same
+validation split).
+
+Tasks (made here; none of their labelled sentences is in the embedded pre-training corpus):
+  word_order  sentences of the Python language reference (pydoc_data/topics.py, text that the
+              embedded corpus of docstrings does not hold), half of them with two words
+              swapped: acceptable or not, as CoLA asks. Word counts are the same either way, so
+              the bag-of-words baseline is at chance: only context can tell.
+  packages    bert_jax.data.example_task's: which stdlib package a docstring sentence is from
+              (keyword-driven; its sentences are in the pre-training corpus).
+  FILE.csv    your own `sentence,label` file.
+"""
+
+import argparse
+import collections
+import csv
+import json
+import os
+import random
+import re
+import time
+
+import numpy as np
+
+import jax
+
+from bert_jax import encode
+from bert_jax import finetune
+from bert_jax import interop
+from bert_jax import modeling
+from bert_jax import tokenization
+from bert_jax.data import corpus
+from bert_jax.data import example_task
+from configs import finetune as finetune_config
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def word_order_rows(seed: int = 0) -> list[tuple[str, str]]:
+  """(sentence, 'original' | 'swapped') from the language reference's prose, balanced."""
+  from pydoc_data import topics  # pylint: disable=import-outside-toplevel
+  sentences = sorted({s for text in topics.topics.values() for s in corpus.split_sentences(text)
+                      if 8 <= len(s.split()) <= 30 and s[0].isupper() and "  " not in s})
+  rng = random.Random(seed)
+  rng.shuffle(sentences)
+  rows = []
+  for index, sentence in enumerate(sentences):
+    words = sentence.split()
+    if index % 2:
+      # Two different plain lower-case words: no capital, punctuation or markup gives it away.
+      plain = [k for k, word in enumerate(words) if word.isalpha() and word.islower()]
+      if len(set(words[k] for k in plain)) < 2:
+        continue
+      i, j = rng.sample(plain, 2)
+      while words[i] == words[j]:
+        i, j = rng.sample(plain, 2)
+      words[i], words[j] = words[j], words[i]
+      rows.append((" ".join(words), "swapped"))
+    else:
+      rows.append((sentence, "original"))
+  return rows
+
+
+def task_rows(task: str) -> list[tuple[str, str]]:
+  if task == "word_order":
+    return word_order_rows()
+  if task == "packages":
+    rows = example_task.labelled_sentences()
+    random.Random(0).shuffle(rows)
+    return rows
+  with open(task, newline="", encoding="utf-8") as f:
+    rows = [(row["sentence"], row["label"]) for row in csv.DictReader(f)]
+  random.Random(0).shuffle(rows)
+  return rows
+
+
+def write_csv(path: str, rows: list[tuple[str, str]]) -> str:
+  with open(path, "w", newline="", encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["sentence", "label"])
+    writer.writerows(rows)
+  return path
+
+
+def bag_of_words_accuracy(train, validation, test, strengths=(1e-3, 1e-2, 1e-1, 1.0)) -> float:
+  """Test accuracy of L2 logistic regression on word counts, the strength chosen on validation."""
+  vocabulary = {w: i for i, w in enumerate(sorted({w for s, _ in train
+                                                   for w in _WORD.findall(s.lower())}))}
+  labels = sorted({label for _, label in train})
+
+  def features(rows):
+    x = np.zeros((len(rows), len(vocabulary) + 1), np.float32)
+    x[:, -1] = 1.0  # Bias.
+    for row, (sentence, _) in enumerate(rows):
+      for word in _WORD.findall(sentence.lower()):
+        if word in vocabulary:
+          x[row, vocabulary[word]] += 1.0
+    y = np.array([labels.index(label) if label in labels else -1 for _, label in rows])
+    return x, y
+
+  (x_train, y_train), (x_val, y_val), (x_test, y_test) = map(features, (train, validation, test))
+  best = (-1.0, None)
+  for strength in strengths:
+    weights = np.zeros((x_train.shape[1], len(labels)), np.float32)
+    onehot = np.eye(len(labels), dtype=np.float32)[y_train]
+    for _ in range(500):  # Full-batch gradient descent on the (convex) softmax loss.
+      logits = x_train @ weights
+      probs = np.exp(logits - logits.max(1, keepdims=True))
+      probs /= probs.sum(1, keepdims=True)
+      weights -= 0.5 * (x_train.T @ (probs - onehot) / len(x_train) + strength * weights)
+    accuracy = float(np.mean(np.argmax(x_val @ weights, 1) == y_val))
+    if accuracy > best[0]:
+      best = (accuracy, weights)
+  return float(np.mean(np.argmax(x_test @ best[1], 1) == y_test))
+
+
+def representation_stats(pretrained: str, vocab_file: str, sentences: list[str],
+                         max_seq_length: int) -> dict[str, float]:
+  """How much the pre-trained encoder's sentence vectors differ between sentences.
+
+  Mean pairwise cosine of the [CLS] vectors, of the pooled outputs and of the mean of the
+  token vectors (1.0: every sentence gets the same vector), and the pooled output's mean
+  per-dimension standard deviation across sentences.
+  """
+  model_config, params = interop.load_params(pretrained)
+  tokenizer = tokenization.load_tokenizer(vocab_file)
+  _, _, cls_id, sep_id, _ = tokenizer.special_ids
+  ids = np.zeros((len(sentences), max_seq_length), np.int32)
+  for row, sentence in enumerate(sentences):
+    tokens = [cls_id] + tokenizer.encode(sentence)[:max_seq_length - 2] + [sep_id]
+    ids[row, :len(tokens)] = tokens
+  batch = {"input_ids": ids, "segment_ids": np.zeros_like(ids),
+           "input_mask": (ids > 0).astype(np.int32)}
+  vectors = jax.device_get(encode.embed(params["bert"], batch,
+                                        model=modeling.BertModel(model_config)))
+  stats = {}
+  for name, matrix in vectors.items():
+    unit = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    cosines = unit @ unit.T  # [sentences, sentences]
+    stats[f"{name}_mean_cosine"] = float(cosines[np.triu_indices(len(unit), 1)].mean())
+  stats["pooled_std"] = float(vectors["pooled"].std(axis=0).mean())
+  return stats
+
+
+class Runner:
+  """Fine-tuning runs through bert_jax.finetune, each in its own workdir, results cached."""
+
+  def __init__(self, args: argparse.Namespace, label_names: str):
+    self.args = args
+    self.label_names = label_names
+    model_config, _ = interop.load_params(args.pretrained)
+    self.model_fields = {k: getattr(model_config, k) for k in (
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "intermediate_size", "max_position_embeddings", "type_vocab_size",
+        "hidden_dropout_prob", "attention_probs_dropout_prob")}
+    self.seconds = 0.0
+
+  def accuracy(self, init: str, train_file: str, eval_file: str, learning_rate: float,
+               seed: int) -> float:
+    name = (f"{init}_{os.path.basename(train_file)[:-4]}_{os.path.basename(eval_file)[:-4]}_"
+            f"lr{learning_rate:g}_seed{seed}")
+    workdir = os.path.join(self.args.output_dir, "runs", name)
+    config = finetune_config.get_config()
+    config.seed = seed
+    config.task = "classification"
+    config.init_checkpoint = self.args.pretrained if init == "pretrained" else ""
+    if init == "scratch":  # The same architecture and vocabulary, from the original's init.
+      config.model.update(self.model_fields)
+    config.data.update(train_file=train_file, eval_file=eval_file,
+                       label_names=self.label_names, max_seq_length=self.args.max_seq_length,
+                       vocab_file=self.args.vocab_file)
+    config.train.update(learning_rate=learning_rate, num_train_epochs=self.args.epochs,
+                        reinit_top_layers=self.args.reinit_top_layers,
+                        log_every_steps=10_000, checkpoint_every_steps=10_000)
+    start = time.perf_counter()
+    results = finetune.finetune(config, workdir)
+    self.seconds += time.perf_counter() - start
+    return float(next(iter(results.values()))["accuracy"])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--pretrained", required=True, help="a pre-training workdir")
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--task", default="word_order")
+  parser.add_argument("--labels", default="100,300,1000")
+  parser.add_argument("--seed_check_labels", type=int, default=300)
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--learning_rates", default="1e-4,3e-4,1e-3")
+  parser.add_argument("--epochs", type=float, default=10.0)
+  parser.add_argument("--max_seq_length", type=int, default=64)
+  parser.add_argument("--num_validation", type=int, default=200)
+  parser.add_argument("--num_test", type=int, default=600)
+  parser.add_argument("--inits", default="pretrained,scratch")
+  parser.add_argument("--reinit_top_layers", type=int, default=0,
+                      help="fine-tuning's train.reinit_top_layers (from pre-training only)")
+  parser.add_argument("--plot", default="", help="a PNG of the curves (needs matplotlib)")
+  args = parser.parse_args()
+  args.vocab_file = os.path.join(args.pretrained, "data", "vocab.model")
+  if not os.path.exists(args.vocab_file):
+    args.vocab_file = os.path.join(args.pretrained, "data", "vocab.txt")
+
+  rows = task_rows(args.task)
+  test, validation = rows[:args.num_test], rows[args.num_test:args.num_test + args.num_validation]
+  pool = rows[args.num_test + args.num_validation:]
+  counts = [int(n) for n in args.labels.split(",")]
+  if max(counts) > len(pool):
+    parser.error(f"--labels: at most {len(pool)} training rows are left for {args.task}")
+  data_dir = os.path.join(args.output_dir, "data")
+  os.makedirs(data_dir, exist_ok=True)
+  label_names = ",".join(sorted({label for _, label in rows}))
+  files = {"validation": write_csv(os.path.join(data_dir, "validation.csv"), validation),
+           "test": write_csv(os.path.join(data_dir, "test.csv"), test)}
+  stats = representation_stats(args.pretrained, args.vocab_file,
+                               [sentence for sentence, _ in test[:64]], args.max_seq_length)
+  print("Pre-trained encoder on 64 test sentences: " + ", ".join(
+      f"{name} {value:.3f}" for name, value in stats.items()), flush=True)
+  runner = Runner(args, label_names)
+  learning_rates = [float(x) for x in args.learning_rates.split(",")]
+  inits = args.inits.split(",")
+  report = collections.defaultdict(dict)
+  for count in counts:
+    train_rows = pool[:count]
+    train_file = write_csv(os.path.join(data_dir, f"train{count}.csv"), train_rows)
+    report[count]["bag_of_words"] = bag_of_words_accuracy(train_rows, validation, test)
+    for init in inits:
+      by_rate = {rate: runner.accuracy(init, train_file, files["validation"], rate, 0)
+                 for rate in learning_rates}
+      rate = max(by_rate, key=by_rate.get)
+      seeds = range(args.seeds) if count == args.seed_check_labels else range(1)
+      tests = [runner.accuracy(init, train_file, files["test"], rate, seed) for seed in seeds]
+      report[count][init] = {"validation_by_learning_rate": by_rate, "learning_rate": rate,
+                             "test_by_seed": tests, "test": float(np.mean(tests))}
+      print(json.dumps({"labels": count, init: report[count][init]}), flush=True)
+
+  print(f"\nTask {args.task}: {len(test)} test / {len(validation)} validation rows; fine-tuning "
+        f"{args.epochs:g} epochs at the best of {args.learning_rates} (chosen on validation); "
+        f"{runner.seconds / 60:.1f} min of fine-tuning\n")
+  print("| labels | from pre-training | from scratch | gain | bag of words |")
+  print("|---|---|---|---|---|")
+  for count in counts:
+    entry = report[count]
+    cells = []
+    for init in ("pretrained", "scratch"):
+      if init not in entry:
+        cells.append("")
+        continue
+      tests = entry[init]["test_by_seed"]
+      spread = f" (seeds {', '.join(f'{t:.3f}' for t in tests)})" if len(tests) > 1 else ""
+      cells.append(f"{entry[init]['test']:.3f} at lr {entry[init]['learning_rate']:g}{spread}")
+    gain = (f"{100 * (entry['pretrained']['test'] - entry['scratch']['test']):+.1f} points"
+            if "pretrained" in entry and "scratch" in entry else "")
+    print(f"| {count} | {cells[0]} | {cells[1]} | {gain} | {entry['bag_of_words']:.3f} |")
+  with open(os.path.join(args.output_dir, "payoff.json"), "w") as f:
+    json.dump({"args": vars(args), "representation": stats, "report": report}, f, indent=1)
+  if args.plot:
+    _plot(report, counts, args)
+
+
+def _plot(report, counts, args) -> None:
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    print("--plot: matplotlib is not installed (pip install matplotlib); no picture")
+    return
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  figure, axes = plt.subplots(figsize=(6, 4))
+  for key, label in (("pretrained", "fine-tuned from pre-training"),
+                     ("scratch", "same model from a random init"), ("bag_of_words",
+                                                                    "bag of words")):
+    values = [report[c][key]["test"] if key != "bag_of_words" else report[c][key]
+              for c in counts if key in report[c]]
+    axes.plot(counts[:len(values)], values, marker="o", label=label)
+  axes.set_xscale("log")
+  axes.set_xlabel("labelled training examples")
+  axes.set_ylabel("test accuracy")
+  axes.set_title(f"{args.task}: does pre-training pay off?")
+  axes.legend()
+  figure.tight_layout()
+  figure.savefig(args.plot, dpi=120)
+  print(f"Wrote {args.plot}")
+
+
+if __name__ == "__main__":
+  main()
