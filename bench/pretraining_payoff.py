@@ -156,6 +156,45 @@ def representation_stats(pretrained: str, vocab_file: str, sentences: list[str],
   return stats
 
 
+def context_baselines(pretrained: str) -> dict[str, float]:
+  """What counting alone predicts: accuracy on the eval records' tokens of the most frequent
+  token, of the likeliest token after the left neighbour (bigram), and after both neighbours
+  (trigram, backing off to the bigram), each counted on the training records.
+
+  A pre-trained model below these has not yet learned what a table of its data knows.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  def sequences(pattern):
+    for record in tf.data.TFRecordDataset(tf.io.gfile.glob(pattern)):
+      features = tf.train.Example.FromString(record.numpy()).features.feature
+      ids = np.array(features["input_ids"].int64_list.value)
+      yield ids[np.array(features["input_mask"].int64_list.value) > 0]
+
+  special = 5  # [PAD] [UNK] [CLS] [SEP] [MASK] come first in our vocabularies.
+  unigram, bigram = collections.Counter(), collections.defaultdict(collections.Counter)
+  trigram = collections.defaultdict(collections.Counter)
+  for ids in sequences(os.path.join(pretrained, "data", "train*.tfrecord")):
+    for i in range(1, len(ids) - 1):
+      if ids[i] >= special:
+        unigram[ids[i]] += 1
+        bigram[ids[i - 1]][ids[i]] += 1
+        trigram[ids[i - 1], ids[i + 1]][ids[i]] += 1
+  most_frequent = unigram.most_common(1)[0][0]
+  correct, total = collections.Counter(), 0
+  for ids in sequences(os.path.join(pretrained, "data", "eval*.tfrecord")):
+    for i in range(1, len(ids) - 1):
+      if ids[i] < special:
+        continue
+      total += 1
+      left = bigram.get(ids[i - 1])
+      both = trigram.get((ids[i - 1], ids[i + 1])) or left
+      correct["unigram"] += ids[i] == most_frequent
+      correct["bigram"] += bool(left) and left.most_common(1)[0][0] == ids[i]
+      correct["trigram"] += bool(both) and both.most_common(1)[0][0] == ids[i]
+  return {name: float(count / max(total, 1)) for name, count in correct.items()}
+
+
 class Runner:
   """Fine-tuning runs through bert_jax.finetune, each in its own workdir, results cached."""
 
@@ -229,6 +268,9 @@ def main() -> None:
                                [sentence for sentence, _ in test[:64]], args.max_seq_length)
   print("Pre-trained encoder on 64 test sentences: " + ", ".join(
       f"{name} {value:.3f}" for name, value in stats.items()), flush=True)
+  baselines = context_baselines(args.pretrained)
+  print("Counting on the pre-training records (eval tokens): " + ", ".join(
+      f"{name} {value:.3f}" for name, value in baselines.items()), flush=True)
   runner = Runner(args, label_names)
   learning_rates = [float(x) for x in args.learning_rates.split(",")]
   inits = args.inits.split(",")
@@ -266,7 +308,8 @@ def main() -> None:
             if "pretrained" in entry and "scratch" in entry else "")
     print(f"| {count} | {cells[0]} | {cells[1]} | {gain} | {entry['bag_of_words']:.3f} |")
   with open(os.path.join(args.output_dir, "payoff.json"), "w") as f:
-    json.dump({"args": vars(args), "representation": stats, "report": report}, f, indent=1)
+    json.dump({"args": vars(args), "representation": stats, "context_baselines": baselines,
+               "report": report}, f, indent=1)
   if args.plot:
     _plot(report, counts, args)
 

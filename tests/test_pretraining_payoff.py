@@ -27,3 +27,27 @@ def test_bag_of_words_separates_keywords_and_is_at_chance_on_word_order():
   rows = pretraining_payoff.word_order_rows()
   accuracy = pretraining_payoff.bag_of_words_accuracy(rows[800:1100], rows[600:800], rows[:600])
   assert 0.4 < accuracy < 0.6  # Word counts do not tell a swapped sentence from its original.
+
+
+def test_context_baselines_count_on_the_training_records(tmp_path):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  data = tmp_path / "data"
+  data.mkdir()
+
+  def write(name, rows):
+    with tf.io.TFRecordWriter(str(data / name)) as writer:
+      for ids in rows:
+        padded = ids + [0] * (8 - len(ids))
+        features = {key: tf.train.Feature(int64_list=tf.train.Int64List(value=value))
+                    for key, value in (("input_ids", padded),
+                                       ("input_mask", [1] * len(ids) + [0] * (8 - len(ids))))}
+        writer.write(tf.train.Example(
+            features=tf.train.Features(feature=features)).SerializeToString())
+
+  # [CLS] a b c [SEP]: 'b' always follows 'a'; 'c' follows 'b', or 'd' when 'e' comes next.
+  write("train-00000.tfrecord", [[2, 10, 11, 12, 3]] * 3 + [[2, 10, 11, 13, 14, 3]])
+  write("eval.tfrecord", [[2, 10, 11, 13, 14, 3]])
+  baselines = pretraining_payoff.context_baselines(str(tmp_path))
+  # Eval tokens 10, 11, 13, 14. Most frequent: 10 (tied with 11, counted first), right once.
+  # Bigram: right but for 13, since 12 follows 11 more often. Trigram: (11, 14) gives 13.
+  assert baselines == {"unigram": 0.25, "bigram": 0.75, "trigram": 1.0}
