@@ -38,10 +38,12 @@ def _lower(config, batch_size: int):
   batch = jax.eval_shape(functools.partial(
       train_program.dummy_batch, batch_size, config.data.max_seq_length,
       config.data.max_predictions_per_seq))
-  shapes = train_program.dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
+  shapes = train_program.dummy_batch(1, config.data.max_seq_length,
+                                     config.data.max_predictions_per_seq)
   state = jax.eval_shape(functools.partial(
       train_program.create_train_state, model=model, tx=tx, batch=shapes), jax.random.key(0))
-  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=(0,))
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
+                 donate_argnums=(0,))
   return step.lower(state, batch, jax.random.key(1))
 
 

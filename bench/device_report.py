@@ -69,8 +69,8 @@ def markdown(results: dict) -> str:
               f"| device | {env['device']} ({env['platform']}) x{env['device_count']} |",
               f"| measured matmul peak | {env['measured_peak_tflops']:.1f} TFLOP/s "
               f"({env['measured_peak_matmul']}) |",
-              f"| datasheet bf16 peak | {_format(env['datasheet_peak_tflops'], '.0f') or 'unknown'} "
-              "TFLOP/s |",
+              f"| datasheet bf16 peak | "
+              f"{_format(env['datasheet_peak_tflops'], '.0f') or 'unknown'} TFLOP/s |",
               f"| versions | {versions} |"]
   numerics = results.get("numerics")
   if numerics:

@@ -60,8 +60,8 @@ def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = finetune.create_model(
       FAMILY, modeling.BertConfig.from_dict(config.model.to_dict()), args.num_labels)
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx, batch=batch))(
-      jax.random.key(0))
+  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+                                    batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx, family=FAMILY),
                  donate_argnums=(0,))
   device_batch = jax.device_put(batch)

@@ -15,8 +15,8 @@ padding, segments, masked positions (their input ids replaced by [MASK]) and NSP
 AdamW (weight decay 0.01, none on biases and LayerNorm) after clipping the global gradient norm
 to 1.0:
 
-  bert_jax  `train_program.train_step` as a run jits it (state donated; its warmup/decay schedule, its
-            NaN guard); the MLM head on the gathered masked positions only.
+  bert_jax  `train_program.train_step` as a run jits it (state donated; its warmup/decay
+            schedule, its NaN guard); the MLM head on the gathered masked positions only.
   torch     `transformers.BertForPreTraining` with `labels` (-100 except at the masked positions)
             and `next_sentence_label`, `torch.optim.AdamW`, torch.set_num_threads(--torch_threads,
             2 by default = the cores here). As users run it, HF's MLM head (transform + the
@@ -69,9 +69,10 @@ MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx, batch=batch))(
-      jax.random.key(0))
-  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=(0,))
+  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+                                    batch=batch))(jax.random.key(0))
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
+                 donate_argnums=(0,))
   device_batch = jax.device_put(batch)
   rng = train_program.root_key(config)
 
@@ -192,9 +193,10 @@ def profile(config, batch, args) -> None:
 
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx, batch=batch))(
-      jax.random.key(0))
-  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=(0,))
+  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+                                    batch=batch))(jax.random.key(0))
+  step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
+                 donate_argnums=(0,))
   device_batch, rng = jax.device_put(batch), train_program.root_key(config)
   hlo = step.lower(state, device_batch, rng).compile().as_text()
   for _ in range(args.warmup):

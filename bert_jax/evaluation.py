@@ -24,8 +24,8 @@ from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import resume
 from bert_jax import sharding
-from bert_jax import train_program
 from bert_jax import train
+from bert_jax import train_program
 from bert_jax.data import inputs
 
 

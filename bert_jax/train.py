@@ -104,7 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     # ---- Create or restore the state ----
     if latest is None:
-      shapes = train_program.dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
+      shapes = train_program.dummy_batch(1, config.data.max_seq_length,
+                                     config.data.max_predictions_per_seq)
       state = jax.jit(
           functools.partial(train_program.create_train_state, model=model, tx=tx, batch=shapes),
           out_shardings=state_shardings)(init_rng)

@@ -82,8 +82,9 @@ def main(out_file: str, num_processes: int, process_id: int, port: int | None) -
       assert len(rows) == GLOBAL_BATCH // num_processes, rows
 
     shapes = train_program.dummy_batch(1, 32, 5)
-    init = jax.jit(lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
-                   out_shardings=program.state_shardings)
+    init = jax.jit(
+        lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
+        out_shardings=program.state_shardings)
     fresh_state = lambda: init(jax.random.key(config.seed))
 
     def feed(row_numbers):

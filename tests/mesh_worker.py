@@ -50,8 +50,9 @@ def run(mesh_shape, devices, steps=3):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     program = train_program.build_program(config, mesh, rules, next_sentence_prediction=True)
     shapes = train_program.dummy_batch(1, 32, 5)
-    state = jax.jit(lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
-                    out_shardings=program.state_shardings)(jax.random.key(0))
+    state = jax.jit(
+        lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
+        out_shardings=program.state_shardings)(jax.random.key(0))
     initial = {k: np.asarray(v) for k, v in _flat(state.params).items()}
     history = []
     for _ in range(steps):

@@ -34,8 +34,8 @@ def _run(config, batch, steps=2, grad_accum_steps=1):
   """(metrics of every step, final params) of `steps` train steps on `batch`."""
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx, batch=batch))(
-      jax.random.key(0))
+  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+                                    batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx,
                                    grad_accum_steps=grad_accum_steps))
   history = []

@@ -11,8 +11,8 @@ import numpy as np
 
 from bert_jax import modeling
 from bert_jax import optim
-from bert_jax import train_program
 from bert_jax import train
+from bert_jax import train_program
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
