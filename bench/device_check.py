@@ -137,10 +137,15 @@ def _fits_budget(check: Check, key: tuple) -> bool:
   return check.row_seconds.get(key, 0.0) < check.left()
 
 
+def _new_row(shape, framework: str, attention: str, **fields) -> dict:
+  return {"shape": str(shape), "model": shape.preset, "seq_length": shape.seq_length,
+          "batch_size": shape.batch_size, "framework": framework, "attention": attention,
+          **fields}
+
+
 def _row(check: Check, shape, framework: str, attention: str, work) -> dict:
   """One guarded, timed row; recorded and saved at once."""
-  row = {"shape": str(shape), "model": shape.preset, "seq_length": shape.seq_length,
-         "batch_size": shape.batch_size, "framework": framework, "attention": attention}
+  row = _new_row(shape, framework, attention)
   key = (shape.preset, framework)
   if not _fits_budget(check, key):
     row["status"] = f"skipped: time budget ({check.left():.0f} s left)"
@@ -162,10 +167,8 @@ def throughput(check: Check) -> None:
     if "bert_jax" in args.frameworks:
       for attention in args.attention.split(","):
         if attention == "cudnn" and not device_rows.on_gpu():
-          check.results["rows"].append({"shape": str(shape), "model": shape.preset,
-                                        "seq_length": shape.seq_length,
-                                        "batch_size": shape.batch_size, "framework": "bert_jax",
-                                        "attention": attention, "status": device_rows.NEEDS_GPU})
+          check.results["rows"].append(_new_row(shape, "bert_jax", attention,
+                                                status=device_rows.NEEDS_GPU))
           continue
         for remat in REMAT_FALLBACKS:
           row = _row(check, shape, "bert_jax", attention,
@@ -200,8 +203,8 @@ def torch_compile(check: Check) -> None:
     return json.loads(output.stdout.strip().splitlines()[-1])
 
   if timeout < 10:
-    check.results["rows"].append({"shape": str(shape), "framework": "torch.compile",
-                                  "status": f"skipped: time budget ({timeout:.0f} s left)"})
+    check.results["rows"].append(_new_row(
+        shape, "torch.compile", "sdpa", status=f"skipped: time budget ({timeout:.0f} s left)"))
   else:
     _row(check, shape, "torch.compile", "sdpa", work)
 
