@@ -37,10 +37,10 @@ _BAD_FILES = {
     "empty": (b"", {"empty_files": 1}),
     "blank": (b"\n\n   \n\t\n\r\n", {"empty_files": 1}),
     "latin1": ("Caf\u00e9 na\u00efve sentence here.\nSecond sentence of it.\n".encode("latin-1"),
-               {"invalid_utf8_lines": 1}),
+               {"invalid_utf8_lines": 1, "unstructured_files": 1}),
     "binary": (random.Random(1).randbytes(20_000) + b"\0",
                {"binary_files": 1}),
-    "huge-line": (_huge_line(), {"long_lines": 1}),
+    "huge-line": (_huge_line(), {"long_lines": 1, "unstructured_files": 1}),
     "one-sentence-documents": (b"Only one sentence here.\n\nAnother lonely sentence.\n\n",
                                {"single_sentence_documents": 2}),
 }
@@ -93,8 +93,9 @@ def test_a_bad_file_beside_good_text_is_skipped_and_counted(tmp_path, sentencepi
 def test_a_huge_line_is_read_in_pieces_of_sentences(tmp_path):
   path = _write(tmp_path / "huge.txt", _huge_line())
   documents = list(corpus.text_file_documents(path))
-  assert len(documents) == 1
-  sentences = documents[0]
+  # No blank line: documents of UNSTRUCTURED_DOCUMENT_LINES sentences, in order.
+  assert {len(d) for d in documents[:-1]} == {corpus.UNSTRUCTURED_DOCUMENT_LINES}
+  sentences = [sentence for document in documents for sentence in document]
   assert max(map(len, sentences)) <= corpus.MAX_CUT_SENTENCE_CHARS
   # Cut only at spaces: every word is whole; only fragments too short to be a sentence
   # (corpus.MIN_SENTENCE_CHARS, "a token.") are dropped.
@@ -114,7 +115,8 @@ def test_a_file_of_everything_mixed_with_good_text(tmp_path, sentencepiece_model
   path = _write(tmp_path / "mixed.txt", b"".join(lines))
   summary = _prepare(tmp_path / "out", path, sentencepiece_model)["summary"]
   assert summary["input"] == {"input_files": 1, "empty_files": 0, "binary_files": 0,
-                              "binary_lines": 1, "long_lines": 1}
+                              "binary_lines": 1, "long_lines": 1,
+                              "unstructured_files": 0}
   assert summary["invalid_utf8_lines"] == 1
   assert summary["single_sentence_documents"] >= 2  # The lonely one, the NUL one's neighbour.
   assert summary["train_documents"] + summary["eval_documents"] == 24 + 4

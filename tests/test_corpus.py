@@ -1,5 +1,6 @@
 """Tests of bert_jax/data/corpus.py: sentence splitting, the embedded corpus, text files, TFDS."""
 
+import collections
 import os
 
 import ml_collections
@@ -110,6 +111,23 @@ def test_text_file_documents(tmp_path):
   documents = list(corpus.text_file_documents(f"{tmp_path}/*.txt, {tmp_path}/c.text"))
   assert documents == [["First sentence.", "Second sentence."], ["Other doc."],
                        ["Doc of b.", "Still b."], ["Doc of c."]]
+
+
+def test_one_sentence_per_line_without_documents_is_cut_into_documents(tmp_path):
+  lines = [f"Sentence number {i} of the text." for i in range(100)]
+  _write(tmp_path / "lines.txt", "\n".join(lines) + "\n")
+  # A blank line anywhere in the first 64 KiB: the file's own documents, however long.
+  _write(tmp_path / "docs.txt", "\n".join(lines) + "\n\nA second document.\n")
+  counters = collections.Counter()
+  documents = list(corpus.text_file_documents(f"{tmp_path}/lines.txt", counters))
+  size = corpus.UNSTRUCTURED_DOCUMENT_LINES
+  assert documents == [lines[i:i + size] for i in range(0, 100, size)]
+  assert counters["unstructured_files"] == 1
+  assert "1 without blank lines" in corpus.input_summary(counters)
+  counters = collections.Counter()
+  documents = list(corpus.text_file_documents(f"{tmp_path}/docs.txt", counters))
+  assert documents == [lines, ["A second document."]]
+  assert not counters["unstructured_files"]
 
 
 def test_text_file_documents_missing_glob_is_a_clear_error(tmp_path):

@@ -150,6 +150,12 @@ def text_file_documents(patterns: str,
                         read a piece at a time and cut into sentences (split_sentences, then
                         at spaces to MAX_CUT_SENTENCE_CHARS), so a file that is one huge line
                         never sits whole in memory nor makes one sentence of a million tokens.
+    unstructured_files  files with no blank line in their first STRUCTURE_TEST_BYTES: one
+                        sentence per line without documents (or a single one). Every
+                        UNSTRUCTURED_DOCUMENT_LINES lines of them make a document (blank lines
+                        still end one), so that the eval split (the first documents) takes a
+                        small part of the text, not all of it, and shards can run in parallel.
+                        Consecutive lines stay together, so next-sentence pairs are still real.
 
   Args:
     patterns: Comma-separated globs (local or gs://); files of each glob are read in sorted
@@ -178,6 +184,11 @@ MAX_LINE_BYTES = 64 * 1024
 MAX_CUT_SENTENCE_CHARS = 2000
 # A file with a NUL byte in this many first bytes is binary (git's test).
 _BINARY_TEST_BYTES = 8000
+# A file without a blank line in this many first bytes has no document structure...
+STRUCTURE_TEST_BYTES = 64 * 1024
+# ... and is cut into documents of this many lines: ~500-1000 tokens, several instances each.
+UNSTRUCTURED_DOCUMENT_LINES = 32
+_BLANK_LINE_BYTES = re.compile(rb"\n[ \t\r\f\v]*\n")
 
 
 def _decode(raw: bytes, counters: collections.Counter) -> str:
@@ -242,23 +253,26 @@ def _read_text_files(files: list[str], counters: collections.Counter) -> Iterato
     opener = tf.io.gfile.GFile if "://" in path else open
     try:
       f = opener(path, "rb")
-      head = f.read(_BINARY_TEST_BYTES)
+      head = f.read(STRUCTURE_TEST_BYTES)
       f.seek(0)
     except (OSError, tf.errors.OpError) as e:
       raise errors.UserError(f"data.input_files: cannot read {path}: "
                              f"{getattr(e, 'strerror', None) or e}") from e
     with f:
-      if b"\0" in head:
+      if b"\0" in head[:_BINARY_TEST_BYTES]:
         counters["binary_files"] += 1
         print(f"Skipped {path}: a binary file, not text (NUL bytes)", file=sys.stderr,
               flush=True)
         continue
+      structured = _BLANK_LINE_BYTES.search(head) is not None
+      counters["unstructured_files"] += not structured and bool(head.strip())
       document = []
       num_documents = 0
       for line in _read_lines(f, counters):
         if line:
           document.append(line)
-        elif document:
+        if document and (not line or (not structured
+                                      and len(document) == UNSTRUCTURED_DOCUMENT_LINES)):
           num_documents += 1
           yield document
           document = []
@@ -276,6 +290,8 @@ INPUT_COUNTERS = {
     "binary_files": "binary (skipped)",
     "binary_lines": "lines with NUL bytes (skipped)",
     "long_lines": f"lines over {MAX_LINE_BYTES // 1024} KiB (cut into sentences)",
+    "unstructured_files": (f"without blank lines (documents of {UNSTRUCTURED_DOCUMENT_LINES} "
+                           "lines)"),
 }
 
 
