@@ -44,5 +44,7 @@ setuptools.setup(
         # On a Cloud TPU VM, and for `python -m bert_jax.aot` on any Linux x86_64 host: the
         # libtpu that jax[tpu]==0.10.2 pins.
         "tpu": ["libtpu==0.0.42.*"],
+        # bench/pretraining_payoff.py --plot: the labels-vs-accuracy picture.
+        "bench": ["matplotlib==3.11.2"],
     },
 )

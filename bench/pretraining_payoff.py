@@ -50,19 +50,34 @@ from configs import finetune as finetune_config
 _WORD = re.compile(r"[a-z0-9]+")
 
 
-def word_order_rows(seed: int = 0) -> list[tuple[str, str]]:
-  """(sentence, 'original' | 'swapped') from the language reference's prose, balanced."""
+def reference_sentences() -> list[str]:
+  """Prose sentences of the Python language reference (pydoc_data/topics.py), sorted."""
   from pydoc_data import topics  # pylint: disable=import-outside-toplevel
-  sentences = sorted({s for text in topics.topics.values() for s in corpus.split_sentences(text)
-                      if 8 <= len(s.split()) <= 30 and s[0].isupper() and "  " not in s})
+  return sorted({s for text in topics.topics.values() for s in corpus.split_sentences(text)
+                 if 8 <= len(s.split()) <= 30 and s[0].isupper() and "  " not in s})
+
+
+def file_sentences(path: str) -> list[str]:
+  """The lines of a one-sentence-per-line text file with 8 to 30 words, sorted."""
+  with open(path, encoding="utf-8") as f:
+    return sorted({line.strip() for line in f if 8 <= len(line.split()) <= 30})
+
+
+def _plain_positions(words: list[str]) -> list[int]:
+  # Plain lower-case words: no capital, punctuation or markup gives a change away.
+  return [k for k, word in enumerate(words) if word.isalpha() and word.islower()]
+
+
+def word_order_rows(sentences: list[str], seed: int = 0) -> list[tuple[str, str]]:
+  """(sentence, 'original' | 'swapped'): half the sentences with two plain words swapped."""
+  sentences = list(sentences)
   rng = random.Random(seed)
   rng.shuffle(sentences)
   rows = []
   for index, sentence in enumerate(sentences):
     words = sentence.split()
     if index % 2:
-      # Two different plain lower-case words: no capital, punctuation or markup gives it away.
-      plain = [k for k, word in enumerate(words) if word.isalpha() and word.islower()]
+      plain = _plain_positions(words)
       if len(set(words[k] for k in plain)) < 2:
         continue
       i, j = rng.sample(plain, 2)
@@ -75,9 +90,37 @@ def word_order_rows(seed: int = 0) -> list[tuple[str, str]]:
   return rows
 
 
-def task_rows(task: str) -> list[tuple[str, str]]:
-  if task == "word_order":
-    return word_order_rows()
+def replaced_word_rows(sentences: list[str], seed: int = 0) -> list[tuple[str, str]]:
+  """(sentence, 'original' | 'replaced'): half the sentences with one plain word replaced.
+
+  The replacement is drawn from the plain words' own frequencies in these sentences, so the
+  replaced sentences hold the same kinds of words as the originals: word counts say little,
+  and telling "the of" from "the list" takes knowing which word fits its context.
+  """
+  sentences = list(sentences)
+  rng = random.Random(seed)
+  rng.shuffle(sentences)
+  pool = [words[k] for words in map(str.split, sentences) for k in _plain_positions(words)]
+  rows = []
+  for index, sentence in enumerate(sentences):
+    words = sentence.split()
+    plain = _plain_positions(words)
+    if index % 2 and plain:
+      k = rng.choice(plain)
+      replacement = rng.choice(pool)
+      while replacement == words[k]:
+        replacement = rng.choice(pool)
+      words[k] = replacement
+      rows.append((" ".join(words), "replaced"))
+    elif not index % 2:
+      rows.append((sentence, "original"))
+  return rows
+
+
+def task_rows(task: str, sentences_file: str = "") -> list[tuple[str, str]]:
+  if task in ("word_order", "replaced_word"):
+    sentences = file_sentences(sentences_file) if sentences_file else reference_sentences()
+    return (word_order_rows if task == "word_order" else replaced_word_rows)(sentences)
   if task == "packages":
     rows = example_task.labelled_sentences()
     random.Random(0).shuffle(rows)
@@ -231,11 +274,24 @@ class Runner:
     return float(next(iter(results.values()))["accuracy"])
 
 
+def _vocab_file(pretrained: str) -> str | None:
+  """The vocabulary of a pre-training workdir (as its data/ says), or of an imported model."""
+  metadata = os.path.join(pretrained, "data", "metadata.json")
+  if os.path.exists(metadata):
+    with open(metadata, encoding="utf-8") as f:
+      return json.load(f)["vocab_file"]
+  vocab_file = os.path.join(pretrained, "vocab.txt")
+  return vocab_file if os.path.exists(vocab_file) else None
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--pretrained", required=True, help="a pre-training workdir")
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--task", default="word_order")
+  parser.add_argument("--sentences", default="",
+                      help="word_order/replaced_word: a one-sentence-per-line file to make the "
+                      "task from (default: the language reference)")
   parser.add_argument("--labels", default="100,300,1000")
   parser.add_argument("--seed_check_labels", type=int, default=300)
   parser.add_argument("--seeds", type=int, default=3)
@@ -249,11 +305,12 @@ def main() -> None:
                       help="fine-tuning's train.reinit_top_layers (from pre-training only)")
   parser.add_argument("--plot", default="", help="a PNG of the curves (needs matplotlib)")
   args = parser.parse_args()
-  args.vocab_file = os.path.join(args.pretrained, "data", "vocab.model")
-  if not os.path.exists(args.vocab_file):
-    args.vocab_file = os.path.join(args.pretrained, "data", "vocab.txt")
+  args.vocab_file = _vocab_file(args.pretrained)
+  if args.vocab_file is None:
+    parser.error(f"--pretrained={args.pretrained}: neither a pre-training workdir (with "
+                 "data/metadata.json) nor a model directory with a vocab.txt")
 
-  rows = task_rows(args.task)
+  rows = task_rows(args.task, args.sentences)
   test, validation = rows[:args.num_test], rows[args.num_test:args.num_test + args.num_validation]
   pool = rows[args.num_test + args.num_validation:]
   counts = [int(n) for n in args.labels.split(",")]
@@ -268,9 +325,11 @@ def main() -> None:
                                [sentence for sentence, _ in test[:64]], args.max_seq_length)
   print("Pre-trained encoder on 64 test sentences: " + ", ".join(
       f"{name} {value:.3f}" for name, value in stats.items()), flush=True)
-  baselines = context_baselines(args.pretrained)
-  print("Counting on the pre-training records (eval tokens): " + ", ".join(
-      f"{name} {value:.3f}" for name, value in baselines.items()), flush=True)
+  baselines = {}
+  if os.path.isdir(os.path.join(args.pretrained, "data")):  # A workdir: its records are there.
+    baselines = context_baselines(args.pretrained)
+    print("Counting on the pre-training records (eval tokens): " + ", ".join(
+        f"{name} {value:.3f}" for name, value in baselines.items()), flush=True)
   runner = Runner(args, label_names)
   learning_rates = [float(x) for x in args.learning_rates.split(",")]
   inits = args.inits.split(",")

@@ -1,12 +1,22 @@
-"""bench/pretraining_payoff.py's tasks and its bag-of-words baseline (no training runs here)."""
+"""bench/pretraining_payoff.py's and bench/unseen_text.py's tasks, and the bag-of-words baseline
+(no training runs here)."""
 
 import collections
+import csv
+import json
+import subprocess
+import sys
 
 from bench import pretraining_payoff
+from bench import unseen_text
+
+
+def _reference_rows(make_rows):
+  return make_rows(pretraining_payoff.reference_sentences())
 
 
 def test_word_order_task_swaps_two_plain_words_in_half_of_the_sentences():
-  rows = pretraining_payoff.word_order_rows()
+  rows = _reference_rows(pretraining_payoff.word_order_rows)
   counts = collections.Counter(label for _, label in rows)
   assert set(counts) == {"original", "swapped"} and abs(counts["original"] - counts["swapped"]) < 20
   assert len(rows) > 1500 and len({sentence for sentence, _ in rows}) == len(rows)
@@ -14,7 +24,7 @@ def test_word_order_task_swaps_two_plain_words_in_half_of_the_sentences():
   for sentence, _ in rows[:200]:
     assert 8 <= len(sentence.split()) <= 30
   # The same seed gives the same task.
-  assert pretraining_payoff.word_order_rows() == rows
+  assert _reference_rows(pretraining_payoff.word_order_rows) == rows
   assert all(sentence not in originals for sentence, label in rows if label == "swapped")
 
 
@@ -24,9 +34,69 @@ def test_bag_of_words_separates_keywords_and_is_at_chance_on_word_order():
   train, validation, test = keyword_rows[:80], keyword_rows[80:100], keyword_rows[100:]
   assert pretraining_payoff.bag_of_words_accuracy(train, validation, test) == 1.0
 
-  rows = pretraining_payoff.word_order_rows()
+  rows = _reference_rows(pretraining_payoff.word_order_rows)
   accuracy = pretraining_payoff.bag_of_words_accuracy(rows[800:1100], rows[600:800], rows[:600])
   assert 0.4 < accuracy < 0.6  # Word counts do not tell a swapped sentence from its original.
+
+
+def test_replaced_word_task_changes_one_plain_word_in_half_of_the_sentences(tmp_path):
+  path = tmp_path / "lines.txt"
+  lines = [f"This is sentence {i} of a text that goes on and on." for i in range(40)]
+  path.write_text("\n".join(lines + ["Too short to use.", "Not at all a long one"]) + "\n")
+  sentences = pretraining_payoff.file_sentences(str(path))
+  assert sentences == sorted(lines)
+  rows = pretraining_payoff.replaced_word_rows(sentences)
+  assert collections.Counter(label for _, label in rows) == {"original": 20, "replaced": 20}
+  for sentence, label in rows:
+    words = sentence.split()
+    original = lines[int(words[3])].split()  # The number is not a plain word: never replaced.
+    assert sum(a != b for a, b in zip(words, original)) == (label == "replaced")
+  assert pretraining_payoff.replaced_word_rows(sentences) == rows
+  # On real text, word counts do not tell a replaced word either.
+  rows = _reference_rows(pretraining_payoff.replaced_word_rows)
+  accuracy = pretraining_payoff.bag_of_words_accuracy(rows[800:1100], rows[600:800], rows[:600])
+  assert 0.4 < accuracy < 0.6
+
+
+def test_unseen_text_keeps_labelled_sentences_out_of_the_text(tmp_path):
+  package = tmp_path / "pkg"
+  for topic in ("alpha", "beta", "_private"):
+    (package / topic).mkdir(parents=True)
+    (package / topic / "mod.py").write_text("\n".join(
+        f'def f{i}():\n  """The {topic} function number {i} does its own {topic} work."""'
+        for i in range(10)))
+  (package / "alpha" / "tests").mkdir()
+  (package / "alpha" / "tests" / "test_mod.py").write_text('"""A test module is not prose text."""')
+  text, rows = unseen_text.make(str(package), per_label=4, num_labels=2)
+  assert collections.Counter(label for _, label in rows) == {"alpha": 4, "beta": 4}
+  assert not set(text) & {sentence for sentence, _ in rows}
+  assert len(text) == 30 - 8 and not any("test module" in s for s in text)
+  assert text[:2] == [f"The _private function number {i} does its own _private work."
+                      for i in range(2)]  # Reading order, not shuffled.
+
+  # The command writes them where --task and data.input_files read them.
+  out = tmp_path / "out"
+  subprocess.run([sys.executable, "-m", "bench.unseen_text", f"--output_dir={out}",
+                  "--per_label=20", "--num_labels=3"], check=True)
+  with open(out / "labelled.csv", newline="", encoding="utf-8") as f:
+    labelled = list(csv.DictReader(f))
+  assert len(labelled) == 60 and len({row["label"] for row in labelled}) == 3
+  text_lines = (out / "text.txt").read_text(encoding="utf-8").splitlines()
+  assert len(text_lines) > 5000 and "" not in text_lines
+  assert not {row["sentence"] for row in labelled} & set(text_lines)
+  assert pretraining_payoff.task_rows(str(out / "labelled.csv"))[0][1] in {
+      row["label"] for row in labelled}
+
+
+def test_vocab_file_of_a_workdir_or_a_model_directory(tmp_path):
+  (tmp_path / "workdir" / "data").mkdir(parents=True)
+  (tmp_path / "workdir" / "data" / "metadata.json").write_text(
+      json.dumps({"vocab_file": "/somewhere/vocab.model"}))
+  assert pretraining_payoff._vocab_file(str(tmp_path / "workdir")) == "/somewhere/vocab.model"
+  (tmp_path / "hf").mkdir()
+  assert pretraining_payoff._vocab_file(str(tmp_path / "hf")) is None
+  (tmp_path / "hf" / "vocab.txt").write_text("[PAD]\n")
+  assert pretraining_payoff._vocab_file(str(tmp_path / "hf")) == str(tmp_path / "hf" / "vocab.txt")
 
 
 def test_context_baselines_count_on_the_training_records(tmp_path):

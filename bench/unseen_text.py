@@ -1,0 +1,102 @@
+"""Text the embedded corpus never saw, as a user brings it: one sentence per line, and labels.
+
+    python -m bench.unseen_text --output_dir=/tmp/scipy_text [--per_label=300]
+
+Writes, from the docstrings of SciPy (installed with JAX; English prose about statistics,
+optimisation, signal processing...; the embedded corpus is the standard library's):
+  text.txt      one sentence per line, no blank lines (no document structure), for
+                `--config.data.source=text --config.data.input_files=DIR/text.txt`
+  labelled.csv  `sentence,label`: --per_label sentences of each of the largest subpackages
+                (stats, optimize, signal, ...), labelled with it; none of them is in text.txt,
+                so fine-tuning on them is on text that pre-training never saw.
+
+Both are the same on every machine with the same SciPy (the labelled rows drawn with seed 0).
+"""
+
+import argparse
+import collections
+import csv
+import os
+import random
+
+from bert_jax.data import corpus
+
+# Deprecated copies of other subpackages; private ones (a leading underscore) are not topics
+# either.
+_NOT_A_TOPIC = frozenset({"misc", "fftpack"})
+
+
+def is_prose(sentence: str) -> bool:
+  """A sentence of 8-30 words that starts like one, without reST headings or code markup."""
+  return (8 <= len(sentence.split()) <= 30 and sentence[0].isupper() and "  " not in sentence
+          and "---" not in sentence and "===" not in sentence and ">>>" not in sentence
+          and not sentence.endswith("::"))
+
+
+def package_sentences(package_dir: str) -> dict[str, list[str]]:
+  """Prose sentences of a package's docstrings by subpackage ('' for its top-level modules),
+  in reading order (files sorted), each once."""
+  sentences = collections.defaultdict(dict)  # An ordered set.
+  for directory, subdirectories, filenames in os.walk(package_dir):
+    subdirectories[:] = sorted(d for d in subdirectories if d not in ("tests", "__pycache__"))
+    relative = os.path.relpath(directory, package_dir)
+    topic = "" if relative == "." else relative.split(os.sep)[0]
+    for filename in sorted(filenames):
+      if not filename.endswith(".py"):
+        continue
+      try:
+        with open(os.path.join(directory, filename), encoding="utf-8") as f:
+          docstrings = corpus.module_docstrings(f.read())
+      except (SyntaxError, ValueError, UnicodeDecodeError):
+        continue
+      sentences[topic].update((s, None) for d in docstrings for s in corpus.split_sentences(d)
+                              if is_prose(s))
+  return {topic: list(found) for topic, found in sentences.items()}
+
+
+def make(package_dir: str, per_label: int, num_labels: int,
+         seed: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
+  """(pre-training sentences, labelled rows): the labelled ones left out of the first."""
+  by_topic = package_sentences(package_dir)
+  topics = sorted((t for t in by_topic
+                   if t and not t.startswith("_") and t not in _NOT_A_TOPIC),
+                  key=lambda t: (-len(by_topic[t]), t))[:num_labels]
+  # A sentence found in two subpackages would be labelled twice: it is neither.
+  seen = collections.Counter(s for t in by_topic for s in by_topic[t])
+  rng = random.Random(seed)
+  rows = []
+  for topic in topics:
+    candidates = sorted(s for s in by_topic[topic] if seen[s] == 1)
+    rng.shuffle(candidates)
+    rows.extend((s, topic) for s in candidates[:per_label])
+  rng.shuffle(rows)
+  labelled = {s for s, _ in rows}
+  # In reading order, as a user's text comes: consecutive lines are consecutive sentences.
+  text = list(dict.fromkeys(s for t in sorted(by_topic) for s in by_topic[t] if s not in labelled))
+  return text, rows
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--output_dir", required=True)
+  parser.add_argument("--per_label", type=int, default=300)
+  parser.add_argument("--num_labels", type=int, default=6)
+  args = parser.parse_args()
+  import scipy  # pylint: disable=import-outside-toplevel
+  text, rows = make(os.path.dirname(scipy.__file__), args.per_label, args.num_labels)
+  os.makedirs(args.output_dir, exist_ok=True)
+  with open(os.path.join(args.output_dir, "text.txt"), "w", encoding="utf-8") as f:
+    f.writelines(s + "\n" for s in text)
+  with open(os.path.join(args.output_dir, "labelled.csv"), "w", newline="",
+            encoding="utf-8") as f:
+    writer = csv.writer(f)
+    writer.writerow(["sentence", "label"])
+    writer.writerows(rows)
+  counts = collections.Counter(label for _, label in rows)
+  print(f"{args.output_dir}/text.txt: {len(text)} sentences, "
+        f"{sum(len(s.split()) for s in text)} words; {args.output_dir}/labelled.csv: "
+        f"{len(rows)} rows, {dict(sorted(counts.items()))}")
+
+
+if __name__ == "__main__":
+  main()
