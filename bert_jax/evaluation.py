@@ -124,7 +124,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     with tf.io.gfile.GFile(results_file, "w") as f:
       f.write(json.dumps({"step": step, "checkpoint": checkpoint_path, **eval_metrics},
                          indent=1, sort_keys=True) + "\n")
-  print(f"Eval of {checkpoint_path}: MLM accuracy {eval_metrics['mlm_accuracy']:.4f} vs "
-        f"most-frequent-token baseline {baseline:.4f}; NSP accuracy "
-        f"{eval_metrics['nsp_accuracy']:.4f}; results in {results_file}", flush=True)
+  print(f"Eval of {checkpoint_path}: {metrics.eval_summary(eval_metrics, baseline)}; "
+        f"results in {results_file}", flush=True)
   return eval_metrics

@@ -98,15 +98,18 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
 
 
 def summarize(sums: dict[str, float], next_sentence_prediction: bool = True) -> dict[str, float]:
-  """Mean losses and accuracies from summed metrics (host side)."""
+  """Mean losses and accuracies from summed metrics (host side).
+
+  Without next-sentence prediction there are no nsp_* entries: the NSP head is not trained
+  and its labels are all 0, so its 'accuracy' would be noise that reads like a result.
+  """
   mlm_weight = max(float(sums["mlm_weight"]), 1e-5)
-  nsp_count = max(float(sums["nsp_count"]), 1.0)
   mlm_loss = float(sums["mlm_loss"]) / mlm_weight
-  nsp_loss = float(sums["nsp_loss"]) / nsp_count
-  return {
-      "loss": mlm_loss + nsp_loss if next_sentence_prediction else mlm_loss,
-      "mlm_loss": mlm_loss,
-      "mlm_accuracy": float(sums["mlm_correct"]) / mlm_weight,
-      "nsp_loss": nsp_loss,
-      "nsp_accuracy": float(sums["nsp_correct"]) / nsp_count,
-  }
+  summary = {"loss": mlm_loss, "mlm_loss": mlm_loss,
+             "mlm_accuracy": float(sums["mlm_correct"]) / mlm_weight}
+  if next_sentence_prediction:
+    nsp_count = max(float(sums["nsp_count"]), 1.0)
+    summary["nsp_loss"] = float(sums["nsp_loss"]) / nsp_count
+    summary["nsp_accuracy"] = float(sums["nsp_correct"]) / nsp_count
+    summary["loss"] += summary["nsp_loss"]
+  return summary

@@ -87,3 +87,12 @@ def log_line(prefix: str, step: int, scalars: dict[str, float]) -> None:
     else:
       parts.append(f"{name}={value:.4f}")
   print(f"{prefix} step={step} " + " ".join(parts), flush=True)
+
+
+def eval_summary(eval_metrics: dict[str, float], baseline: float) -> str:
+  """The eval's headline: MLM accuracy against the baseline, and NSP's when it was trained."""
+  summary = (f"MLM accuracy {eval_metrics['mlm_accuracy']:.4f} vs most-frequent-token baseline "
+             f"{baseline:.4f}")
+  if "nsp_accuracy" in eval_metrics:
+    summary += f"; NSP accuracy {eval_metrics['nsp_accuracy']:.4f}"
+  return summary

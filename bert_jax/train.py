@@ -226,7 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           metrics.log_line("train", step, {
               **{name: scalars[name] for name in (
                   "loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
-                  "sequences_per_second", "mfu", "input_wait_fraction")},
+                  "sequences_per_second", "mfu", "input_wait_fraction") if name in scalars},
               "eta": progress.format_duration(scalars["eta_seconds"])})
           writer.write_scalars("train", step, scalars)
 
@@ -269,9 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     checkpointer.close()
     watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
-  print(f"Final eval at step {step}: "
-        f"MLM accuracy {eval_metrics['mlm_accuracy']:.4f} vs most-frequent-token baseline "
-        f"{baseline:.4f}; NSP accuracy {eval_metrics['nsp_accuracy']:.4f}", flush=True)
+  print(f"Final eval at step {step}: {metrics.eval_summary(eval_metrics, baseline)}", flush=True)
   print(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard",
         flush=True)
   return eval_metrics

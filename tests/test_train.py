@@ -180,9 +180,11 @@ def test_roberta_recipe_without_nsp_and_with_whole_word_masking(tmp_path, capsys
                      masked_lm_prob=0.3, max_predictions_per_seq=10)
   config.rng_impl = "unsafe_rbg"  # And the cheaper dropout bits, init to checkpoint.
   result = train.train_and_evaluate(config, str(tmp_path / "work"))
-  # Without NSP the loss is the MLM loss alone.
+  # Without NSP the loss is the MLM loss alone, and no NSP metric reads like a result.
   assert abs(result["loss"] - result["mlm_loss"]) < 1e-6
-  assert "train step=2 " in capsys.readouterr().out
+  assert not [name for name in result if name.startswith("nsp_")]
+  out = capsys.readouterr().out
+  assert "train step=2 " in out and "nsp_" not in out and "NSP" not in out
 
 
 def test_records_prepared_beforehand_with_a_google_layout_wordpiece_vocab(tmp_path, capsys):
