@@ -1,8 +1,9 @@
 """Does pre-training pay off? Fine-tuning from a pre-trained model vs the same model from scratch.
 
     python -m bench.pretraining_payoff --pretrained=/tmp/tiny --output_dir=/tmp/payoff
-    [--task=word_order|packages|FILE.csv --labels=100,300,1000 --seed_check_labels=300
-     --seeds=3 --learning_rates=1e-4,3e-4,1e-3 --epochs=10 --max_seq_length=64
+    [--task=packages|word_order|replaced_word|FILE.csv --sentences=FILE.txt
+     --labels=100,300,1000 --seed_check_labels=300 --seeds=3
+     --learning_rates=3e-4,1e-3,3e-3 --epochs=30 --max_seq_length=64
      --num_validation=200 --num_test=600 --plot=curve.png]
 
 For each number of labelled examples, both sides (the encoder of --pretrained, and the same
@@ -15,14 +16,18 @@ so the same seed gives the same model). At --seed_check_labels both sides also r
 bag-of-words baseline: logistic regression on word counts (L2 strength chosen on the same
 validation split).
 
-Tasks (made here; none of their labelled sentences is in the embedded pre-training corpus):
-  word_order  sentences of the Python language reference (pydoc_data/topics.py, text that the
-              embedded corpus of docstrings does not hold), half of them with two words
-              swapped: acceptable or not, as CoLA asks. Word counts are the same either way, so
-              the bag-of-words baseline is at chance: only context can tell.
-  packages    bert_jax.data.example_task's: which stdlib package a docstring sentence is from
-              (keyword-driven; its sentences are in the pre-training corpus).
-  FILE.csv    your own `sentence,label` file.
+Tasks (made here):
+  packages       bert_jax.data.example_task's: which stdlib package a docstring sentence is
+                 from (keyword-driven; its sentences are in the embedded pre-training corpus,
+                 unlabelled).
+  word_order     sentences of the Python language reference (pydoc_data/topics.py, text the
+                 embedded corpus of docstrings does not hold; or of --sentences), half of them
+                 with two plain words swapped: acceptable or not, as CoLA asks. Word counts are
+                 the same either way, so the bag-of-words baseline is at chance.
+  replaced_word  the same sentences, half with one plain word replaced by one drawn from the
+                 text's own word frequencies (ELECTRA's task, as a sentence label).
+  FILE.csv       your own `sentence,label` file (bench/unseen_text.py writes one, with the
+                 one-sentence-per-line text to pre-train on).
 """
 
 import argparse
@@ -284,19 +289,46 @@ def _vocab_file(pretrained: str) -> str | None:
   return vocab_file if os.path.exists(vocab_file) else None
 
 
+# What a fine-tuning run in OUTPUT_DIR/runs depends on beyond its name (init, labels, eval split,
+# learning rate, seed): a second invocation reuses finished runs, so these must not change.
+_RUN_SETTINGS = ("pretrained", "task", "sentences", "epochs", "max_seq_length", "num_validation",
+                 "num_test", "reinit_top_layers")
+
+
+def _check_settings(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+  """Records the run settings in OUTPUT_DIR, or refuses ones that differ from those recorded."""
+  settings = {name: getattr(args, name) for name in _RUN_SETTINGS}
+  path = os.path.join(args.output_dir, "settings.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      recorded = json.load(f)
+    changed = [f"--{name}={settings[name]} (was {recorded.get(name)})" for name in settings
+               if recorded.get(name) != settings[name]]
+    if changed:
+      parser.error(f"--output_dir={args.output_dir} holds runs made with other settings: "
+                   f"{', '.join(changed)}; use a new --output_dir")
+    return
+  os.makedirs(args.output_dir, exist_ok=True)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(settings, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--pretrained", required=True, help="a pre-training workdir")
   parser.add_argument("--output_dir", required=True)
-  parser.add_argument("--task", default="word_order")
+  parser.add_argument("--task", default="packages")
   parser.add_argument("--sentences", default="",
                       help="word_order/replaced_word: a one-sentence-per-line file to make the "
                       "task from (default: the language reference)")
   parser.add_argument("--labels", default="100,300,1000")
   parser.add_argument("--seed_check_labels", type=int, default=300)
   parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--learning_rates", default="1e-4,3e-4,1e-3")
-  parser.add_argument("--epochs", type=float, default=10.0)
+  parser.add_argument("--learning_rates", default="3e-4,1e-3,3e-3")
+  # Tiny models from scratch need many passes over a few hundred examples: 10 epochs leave both
+  # sides under-trained (their best rate at the top of the grid).
+  parser.add_argument("--epochs", type=float, default=30.0)
   parser.add_argument("--max_seq_length", type=int, default=64)
   parser.add_argument("--num_validation", type=int, default=200)
   parser.add_argument("--num_test", type=int, default=600)
@@ -310,6 +342,7 @@ def main() -> None:
     parser.error(f"--pretrained={args.pretrained}: neither a pre-training workdir (with "
                  "data/metadata.json) nor a model directory with a vocab.txt")
 
+  _check_settings(parser, args)
   rows = task_rows(args.task, args.sentences)
   test, validation = rows[:args.num_test], rows[args.num_test:args.num_test + args.num_validation]
   pool = rows[args.num_test + args.num_validation:]

@@ -121,3 +121,18 @@ def test_context_baselines_count_on_the_training_records(tmp_path):
   # Eval tokens 10, 11, 13, 14. Most frequent: 10 (tied with 11, counted first), right once.
   # Bigram: right but for 13, since 12 follows 11 more often. Trigram: (11, 14) gives 13.
   assert baselines == {"unigram": 0.25, "bigram": 0.75, "trigram": 1.0}
+
+
+def test_a_second_invocation_with_other_run_settings_is_refused(tmp_path, capsys):
+  import argparse  # pylint: disable=import-outside-toplevel
+  import pytest  # pylint: disable=import-outside-toplevel
+  args = argparse.Namespace(output_dir=str(tmp_path), pretrained="/tmp/tiny", task="packages",
+                            sentences="", epochs=30.0, max_seq_length=64, num_validation=200,
+                            num_test=600, reinit_top_layers=0)
+  parser = argparse.ArgumentParser()
+  pretraining_payoff._check_settings(parser, args)
+  pretraining_payoff._check_settings(parser, args)  # The same settings: its runs are reused.
+  args.epochs = 10.0
+  with pytest.raises(SystemExit):
+    pretraining_payoff._check_settings(parser, args)
+  assert "--epochs=10.0 (was 30.0)" in capsys.readouterr().err
