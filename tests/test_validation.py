@@ -87,7 +87,8 @@ def test_max_seq_length_over_max_position_embeddings():
 
 @pytest.mark.parametrize("predictions", [0, 126, 1000])
 def test_max_predictions_per_seq_out_of_range(predictions):
-  config = tiny.get_config()  # max_seq_length 128: at most 125 tokens besides [CLS], [SEP]s.
+  config = tiny.get_config()
+  config.data.max_seq_length = 128  # At most 125 tokens besides [CLS] and two [SEP]s.
   config.data.max_predictions_per_seq = predictions
   assert _error(config_validation.validate, config).startswith(
       f"data.max_predictions_per_seq={predictions} must be between 1 and "
