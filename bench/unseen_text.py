@@ -8,7 +8,9 @@ optimisation, signal processing...; the embedded corpus is the standard library'
                 `--config.data.source=text --config.data.input_files=DIR/text.txt`
   labelled.csv  `sentence,label`: --per_label sentences of each of the largest subpackages
                 (stats, optimize, signal, ...), labelled with it; none of them is in text.txt,
-                so fine-tuning on them is on text that pre-training never saw.
+                so fine-tuning on them is on text that pre-training never saw (with
+                --labelled_in_text they are in it too, unlabelled, in their reading order:
+                a user's own text, some of whose sentences get labels).
 
 Both are the same on every machine with the same SciPy (the labelled rows drawn with seed 0).
 """
@@ -54,9 +56,10 @@ def package_sentences(package_dir: str) -> dict[str, list[str]]:
   return {topic: list(found) for topic, found in sentences.items()}
 
 
-def make(package_dir: str, per_label: int, num_labels: int,
-         seed: int = 0) -> tuple[list[str], list[tuple[str, str]]]:
-  """(pre-training sentences, labelled rows): the labelled ones left out of the first."""
+def make(package_dir: str, per_label: int, num_labels: int, seed: int = 0,
+         labelled_in_text: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+  """(pre-training sentences, labelled rows): the labelled ones left out of the first, unless
+  labelled_in_text (a user's own text, a few hundred of whose sentences get labels)."""
   by_topic = package_sentences(package_dir)
   topics = sorted((t for t in by_topic
                    if t and not t.startswith("_") and t not in _NOT_A_TOPIC),
@@ -72,7 +75,8 @@ def make(package_dir: str, per_label: int, num_labels: int,
   rng.shuffle(rows)
   labelled = {s for s, _ in rows}
   # In reading order, as a user's text comes: consecutive lines are consecutive sentences.
-  text = list(dict.fromkeys(s for t in sorted(by_topic) for s in by_topic[t] if s not in labelled))
+  text = list(dict.fromkeys(s for t in sorted(by_topic) for s in by_topic[t]
+                            if labelled_in_text or s not in labelled))
   return text, rows
 
 
@@ -81,9 +85,12 @@ def main() -> None:
   parser.add_argument("--output_dir", required=True)
   parser.add_argument("--per_label", type=int, default=300)
   parser.add_argument("--num_labels", type=int, default=6)
+  parser.add_argument("--labelled_in_text", action="store_true",
+                      help="keep the labelled sentences in text.txt too (unlabelled there)")
   args = parser.parse_args()
   import scipy  # pylint: disable=import-outside-toplevel
-  text, rows = make(os.path.dirname(scipy.__file__), args.per_label, args.num_labels)
+  text, rows = make(os.path.dirname(scipy.__file__), args.per_label, args.num_labels,
+                    labelled_in_text=args.labelled_in_text)
   os.makedirs(args.output_dir, exist_ok=True)
   with open(os.path.join(args.output_dir, "text.txt"), "w", encoding="utf-8") as f:
     f.writelines(s + "\n" for s in text)

@@ -73,6 +73,9 @@ def test_unseen_text_keeps_labelled_sentences_out_of_the_text(tmp_path):
   assert len(text) == 30 - 8 and not any("test module" in s for s in text)
   assert text[:2] == [f"The _private function number {i} does its own _private work."
                       for i in range(2)]  # Reading order, not shuffled.
+  everything, same_rows = unseen_text.make(str(package), per_label=4, num_labels=2,
+                                           labelled_in_text=True)
+  assert same_rows == rows and len(everything) == 30 and set(text) < set(everything)
 
   # The command writes them where --task and data.input_files read them.
   out = tmp_path / "out"
