@@ -28,14 +28,13 @@ Tasks (made here):
                  text's own word frequencies (ELECTRA's task, as a sentence label).
   FILE.csv       your own `sentence,label` file (bench/unseen_text.py writes one, with the
                  one-sentence-per-line text to pre-train on).
+(bench/payoff_tasks.py makes them.)
 """
 
 import argparse
 import collections
-import csv
 import json
 import os
-import random
 import re
 import time
 
@@ -48,100 +47,10 @@ from bert_jax import finetune
 from bert_jax import interop
 from bert_jax import modeling
 from bert_jax import tokenization
-from bert_jax.data import corpus
-from bert_jax.data import example_task
+from bench import payoff_tasks
 from configs import finetune as finetune_config
 
 _WORD = re.compile(r"[a-z0-9]+")
-
-
-def reference_sentences() -> list[str]:
-  """Prose sentences of the Python language reference (pydoc_data/topics.py), sorted."""
-  from pydoc_data import topics  # pylint: disable=import-outside-toplevel
-  return sorted({s for text in topics.topics.values() for s in corpus.split_sentences(text)
-                 if 8 <= len(s.split()) <= 30 and s[0].isupper() and "  " not in s})
-
-
-def file_sentences(path: str) -> list[str]:
-  """The lines of a one-sentence-per-line text file with 8 to 30 words, sorted."""
-  with open(path, encoding="utf-8") as f:
-    return sorted({line.strip() for line in f if 8 <= len(line.split()) <= 30})
-
-
-def _plain_positions(words: list[str]) -> list[int]:
-  # Plain lower-case words: no capital, punctuation or markup gives a change away.
-  return [k for k, word in enumerate(words) if word.isalpha() and word.islower()]
-
-
-def word_order_rows(sentences: list[str], seed: int = 0) -> list[tuple[str, str]]:
-  """(sentence, 'original' | 'swapped'): half the sentences with two plain words swapped."""
-  sentences = list(sentences)
-  rng = random.Random(seed)
-  rng.shuffle(sentences)
-  rows = []
-  for index, sentence in enumerate(sentences):
-    words = sentence.split()
-    if index % 2:
-      plain = _plain_positions(words)
-      if len(set(words[k] for k in plain)) < 2:
-        continue
-      i, j = rng.sample(plain, 2)
-      while words[i] == words[j]:
-        i, j = rng.sample(plain, 2)
-      words[i], words[j] = words[j], words[i]
-      rows.append((" ".join(words), "swapped"))
-    else:
-      rows.append((sentence, "original"))
-  return rows
-
-
-def replaced_word_rows(sentences: list[str], seed: int = 0) -> list[tuple[str, str]]:
-  """(sentence, 'original' | 'replaced'): half the sentences with one plain word replaced.
-
-  The replacement is drawn from the plain words' own frequencies in these sentences, so the
-  replaced sentences hold the same kinds of words as the originals: word counts say little,
-  and telling "the of" from "the list" takes knowing which word fits its context.
-  """
-  sentences = list(sentences)
-  rng = random.Random(seed)
-  rng.shuffle(sentences)
-  pool = [words[k] for words in map(str.split, sentences) for k in _plain_positions(words)]
-  rows = []
-  for index, sentence in enumerate(sentences):
-    words = sentence.split()
-    plain = _plain_positions(words)
-    if index % 2 and plain:
-      k = rng.choice(plain)
-      replacement = rng.choice(pool)
-      while replacement == words[k]:
-        replacement = rng.choice(pool)
-      words[k] = replacement
-      rows.append((" ".join(words), "replaced"))
-    elif not index % 2:
-      rows.append((sentence, "original"))
-  return rows
-
-
-def task_rows(task: str, sentences_file: str = "") -> list[tuple[str, str]]:
-  if task in ("word_order", "replaced_word"):
-    sentences = file_sentences(sentences_file) if sentences_file else reference_sentences()
-    return (word_order_rows if task == "word_order" else replaced_word_rows)(sentences)
-  if task == "packages":
-    rows = example_task.labelled_sentences()
-    random.Random(0).shuffle(rows)
-    return rows
-  with open(task, newline="", encoding="utf-8") as f:
-    rows = [(row["sentence"], row["label"]) for row in csv.DictReader(f)]
-  random.Random(0).shuffle(rows)
-  return rows
-
-
-def write_csv(path: str, rows: list[tuple[str, str]]) -> str:
-  with open(path, "w", newline="", encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(["sentence", "label"])
-    writer.writerows(rows)
-  return path
 
 
 def bag_of_words_accuracy(train, validation, test, strengths=(1e-3, 1e-2, 1e-1, 1.0)) -> float:
@@ -343,7 +252,7 @@ def main() -> None:
                  "data/metadata.json) nor a model directory with a vocab.txt")
 
   _check_settings(parser, args)
-  rows = task_rows(args.task, args.sentences)
+  rows = payoff_tasks.task_rows(args.task, args.sentences)
   test, validation = rows[:args.num_test], rows[args.num_test:args.num_test + args.num_validation]
   pool = rows[args.num_test + args.num_validation:]
   counts = [int(n) for n in args.labels.split(",")]
@@ -352,8 +261,8 @@ def main() -> None:
   data_dir = os.path.join(args.output_dir, "data")
   os.makedirs(data_dir, exist_ok=True)
   label_names = ",".join(sorted({label for _, label in rows}))
-  files = {"validation": write_csv(os.path.join(data_dir, "validation.csv"), validation),
-           "test": write_csv(os.path.join(data_dir, "test.csv"), test)}
+  files = {split: payoff_tasks.write_csv(os.path.join(data_dir, f"{split}.csv"), split_rows)
+           for split, split_rows in (("validation", validation), ("test", test))}
   stats = representation_stats(args.pretrained, args.vocab_file,
                                [sentence for sentence, _ in test[:64]], args.max_seq_length)
   print("Pre-trained encoder on 64 test sentences: " + ", ".join(
@@ -369,7 +278,8 @@ def main() -> None:
   report = collections.defaultdict(dict)
   for count in counts:
     train_rows = pool[:count]
-    train_file = write_csv(os.path.join(data_dir, f"train{count}.csv"), train_rows)
+    train_file = payoff_tasks.write_csv(os.path.join(data_dir, f"train{count}.csv"),
+                                        train_rows)
     report[count]["bag_of_words"] = bag_of_words_accuracy(train_rows, validation, test)
     for init in inits:
       by_rate = {rate: runner.accuracy(init, train_file, files["validation"], rate, 0)

@@ -1,5 +1,5 @@
-"""bench/pretraining_payoff.py's and bench/unseen_text.py's tasks, and the bag-of-words baseline
-(no training runs here)."""
+"""The tasks of bench/payoff_tasks.py and bench/unseen_text.py, and bench/pretraining_payoff.py's
+baselines and settings (no training runs here)."""
 
 import collections
 import csv
@@ -7,16 +7,17 @@ import json
 import subprocess
 import sys
 
+from bench import payoff_tasks
 from bench import pretraining_payoff
 from bench import unseen_text
 
 
 def _reference_rows(make_rows):
-  return make_rows(pretraining_payoff.reference_sentences())
+  return make_rows(payoff_tasks.reference_sentences())
 
 
 def test_word_order_task_swaps_two_plain_words_in_half_of_the_sentences():
-  rows = _reference_rows(pretraining_payoff.word_order_rows)
+  rows = _reference_rows(payoff_tasks.word_order_rows)
   counts = collections.Counter(label for _, label in rows)
   assert set(counts) == {"original", "swapped"} and abs(counts["original"] - counts["swapped"]) < 20
   assert len(rows) > 1500 and len({sentence for sentence, _ in rows}) == len(rows)
@@ -24,7 +25,7 @@ def test_word_order_task_swaps_two_plain_words_in_half_of_the_sentences():
   for sentence, _ in rows[:200]:
     assert 8 <= len(sentence.split()) <= 30
   # The same seed gives the same task.
-  assert _reference_rows(pretraining_payoff.word_order_rows) == rows
+  assert _reference_rows(payoff_tasks.word_order_rows) == rows
   assert all(sentence not in originals for sentence, label in rows if label == "swapped")
 
 
@@ -34,7 +35,7 @@ def test_bag_of_words_separates_keywords_and_is_at_chance_on_word_order():
   train, validation, test = keyword_rows[:80], keyword_rows[80:100], keyword_rows[100:]
   assert pretraining_payoff.bag_of_words_accuracy(train, validation, test) == 1.0
 
-  rows = _reference_rows(pretraining_payoff.word_order_rows)
+  rows = _reference_rows(payoff_tasks.word_order_rows)
   accuracy = pretraining_payoff.bag_of_words_accuracy(rows[800:1100], rows[600:800], rows[:600])
   assert 0.4 < accuracy < 0.6  # Word counts do not tell a swapped sentence from its original.
 
@@ -43,17 +44,17 @@ def test_replaced_word_task_changes_one_plain_word_in_half_of_the_sentences(tmp_
   path = tmp_path / "lines.txt"
   lines = [f"This is sentence {i} of a text that goes on and on." for i in range(40)]
   path.write_text("\n".join(lines + ["Too short to use.", "Not at all a long one"]) + "\n")
-  sentences = pretraining_payoff.file_sentences(str(path))
+  sentences = payoff_tasks.file_sentences(str(path))
   assert sentences == sorted(lines)
-  rows = pretraining_payoff.replaced_word_rows(sentences)
+  rows = payoff_tasks.replaced_word_rows(sentences)
   assert collections.Counter(label for _, label in rows) == {"original": 20, "replaced": 20}
   for sentence, label in rows:
     words = sentence.split()
     original = lines[int(words[3])].split()  # The number is not a plain word: never replaced.
     assert sum(a != b for a, b in zip(words, original)) == (label == "replaced")
-  assert pretraining_payoff.replaced_word_rows(sentences) == rows
+  assert payoff_tasks.replaced_word_rows(sentences) == rows
   # On real text, word counts do not tell a replaced word either.
-  rows = _reference_rows(pretraining_payoff.replaced_word_rows)
+  rows = _reference_rows(payoff_tasks.replaced_word_rows)
   accuracy = pretraining_payoff.bag_of_words_accuracy(rows[800:1100], rows[600:800], rows[:600])
   assert 0.4 < accuracy < 0.6
 
@@ -87,7 +88,7 @@ def test_unseen_text_keeps_labelled_sentences_out_of_the_text(tmp_path):
   text_lines = (out / "text.txt").read_text(encoding="utf-8").splitlines()
   assert len(text_lines) > 5000 and "" not in text_lines
   assert not {row["sentence"] for row in labelled} & set(text_lines)
-  assert pretraining_payoff.task_rows(str(out / "labelled.csv"))[0][1] in {
+  assert payoff_tasks.task_rows(str(out / "labelled.csv"))[0][1] in {
       row["label"] for row in labelled}
 
 
