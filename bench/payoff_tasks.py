@@ -5,6 +5,7 @@ rows land in the same test, validation and training splits on every run.
 """
 
 import csv
+import os
 import random
 
 from bert_jax.data import corpus
@@ -93,8 +94,10 @@ def task_rows(task: str, sentences_file: str = "") -> list[tuple[str, str]]:
 
 
 def write_csv(path: str, rows: list[tuple[str, str]]) -> str:
-  with open(path, "w", newline="", encoding="utf-8") as f:
+  """Writes `sentence,label` rows to path (complete or not at all: renamed into place)."""
+  with open(path + ".tmp", "w", newline="", encoding="utf-8") as f:
     writer = csv.writer(f)
     writer.writerow(["sentence", "label"])
     writer.writerows(rows)
+  os.replace(path + ".tmp", path)
   return path

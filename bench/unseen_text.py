@@ -17,10 +17,10 @@ Both are the same on every machine with the same SciPy (the labelled rows drawn 
 
 import argparse
 import collections
-import csv
 import os
 import random
 
+from bench import payoff_tasks
 from bert_jax.data import corpus
 
 # Deprecated copies of other subpackages; private ones (a leading underscore) are not topics
@@ -92,13 +92,11 @@ def main() -> None:
   text, rows = make(os.path.dirname(scipy.__file__), args.per_label, args.num_labels,
                     labelled_in_text=args.labelled_in_text)
   os.makedirs(args.output_dir, exist_ok=True)
-  with open(os.path.join(args.output_dir, "text.txt"), "w", encoding="utf-8") as f:
+  text_path = os.path.join(args.output_dir, "text.txt")
+  with open(text_path + ".tmp", "w", encoding="utf-8") as f:
     f.writelines(s + "\n" for s in text)
-  with open(os.path.join(args.output_dir, "labelled.csv"), "w", newline="",
-            encoding="utf-8") as f:
-    writer = csv.writer(f)
-    writer.writerow(["sentence", "label"])
-    writer.writerows(rows)
+  os.replace(text_path + ".tmp", text_path)
+  payoff_tasks.write_csv(os.path.join(args.output_dir, "labelled.csv"), rows)
   counts = collections.Counter(label for _, label in rows)
   print(f"{args.output_dir}/text.txt: {len(text)} sentences, "
         f"{sum(len(s.split()) for s in text)} words; {args.output_dir}/labelled.csv: "

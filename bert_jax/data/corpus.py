@@ -188,7 +188,7 @@ _BINARY_TEST_BYTES = 8000
 STRUCTURE_TEST_BYTES = 64 * 1024
 # ... and is cut into documents of this many lines: ~500-1000 tokens, several instances each.
 UNSTRUCTURED_DOCUMENT_LINES = 32
-_BLANK_LINE_BYTES = re.compile(rb"\n[ \t\r\f\v]*\n")
+_BLANK_LINE_BYTES = re.compile(_BLANK_LINE.pattern.encode())  # The same test, on bytes.
 
 
 def _decode(raw: bytes, counters: collections.Counter) -> str:
