@@ -24,35 +24,51 @@ def many_files(tmp_path_factory):
   return str(directory / "train-*.tfrecord"), records
 
 
-def test_whole_word_masking_masks_every_piece_of_a_word(many_files):
+def _original_words(ids, candidate, word_starts):
+  """Candidate positions grouped into words as the original's cand_indexes: a piece that does
+  not start a word joins the last word before it, across [SEP]."""
+  words = []
+  for position in np.flatnonzero(candidate):
+    if words and not word_starts[ids[position]]:
+      words[-1].append(int(position))
+    else:
+      words.append([int(position)])
+  return words
+
+
+def test_whole_word_masking_masks_whole_words_and_fills_the_quota(many_files):
   pattern, _ = many_files
   # Ids divisible by 3 continue a word ('##' pieces); the rest start one.
   word_starts = np.arange(VOCAB_SIZE) % 3 != 0
-  batch = _take(_dataset(pattern, is_training=True, masked_lm_prob=0.3, batch_size=50,
+  masked_lm_prob = 0.3
+  batch = _take(_dataset(pattern, is_training=True, masked_lm_prob=masked_lm_prob, batch_size=50,
                          masking_overrides=dict(whole_word_masking=True,
                                                 word_starts=word_starts)), 8)
   originals = _unmasked_ids(batch)
-  words_checked = 0
+  words_checked = short_of_quota = joined_across_sep = 0
   for row in range(len(originals)):
     real = batch["masked_lm_weights"][row] > 0
     masked = set(batch["masked_lm_positions"][row][real].tolist())
     ids = originals[row]
     candidate = ((batch["input_mask"][row] == 1) & (ids != tokenization.CLS_ID)
                  & (ids != tokenization.SEP_ID))
-    # Split the candidates into words; each word is masked entirely or not at all.
-    word = []
-    for position in range(MAX_SEQ_LENGTH + 1):
-      is_start = (position == MAX_SEQ_LENGTH or not candidate[position]
-                  or word_starts[ids[position]] or not word)
-      if is_start and word:
-        chosen = [p in masked for p in word]
-        assert all(chosen) or not any(chosen), (row, word, masked)
-        words_checked += any(chosen) and len(word) > 1
-        word = []
-      if position < MAX_SEQ_LENGTH and candidate[position]:
-        word.append(position)
-    assert len(masked) <= MAX_PREDICTIONS
+    quota = min(MAX_PREDICTIONS, max(1, round(batch["input_mask"][row].sum() * masked_lm_prob)),
+                int(candidate.sum()))
+    words = _original_words(ids, candidate, word_starts)
+    for word in words:
+      chosen = [p in masked for p in word]
+      assert all(chosen) or not any(chosen), (row, word, masked)
+      words_checked += any(chosen) and len(word) > 1
+      joined_across_sep += any(chosen) and any(ids[p] == tokenization.SEP_ID
+                                               for p in range(word[0], word[-1]))
+      # The original's scan skips a word that does not fit and goes on: at the end, no word
+      # left unmasked would still have fitted in the quota.
+      assert any(chosen) or len(word) > quota - len(masked), (row, word, quota, masked)
+    assert len(masked) <= quota
+    short_of_quota += len(masked) < quota
   assert words_checked > 20  # Multi-piece words really were masked whole.
+  assert joined_across_sep > 0  # A '##' piece after [SEP] was masked with A's last word.
+  assert short_of_quota < len(originals) // 20
 
 
 def test_static_masks_repeat_every_epoch_dynamic_ones_do_not(many_files):

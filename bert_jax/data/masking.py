@@ -50,33 +50,52 @@ class MaskingConfig:
 
 def _choose_words(is_candidate: tf.Tensor, is_word_start: tf.Tensor, scores: tf.Tensor,
                   num_to_predict: tf.Tensor) -> tf.Tensor:
-  """Whole-word choice: words in random order, taken while their pieces fit num_to_predict.
+  """Whole-word choice, as the original: words in random order, each taken if it still fits.
 
-  A word whose pieces alone exceed num_to_predict is passed over (as the original skips it);
-  otherwise words are taken in their random order until the next one would not fit. The
-  original keeps scanning for a shorter word after the first that does not fit; this stops
-  there, which changes which words are masked only when the budget is nearly spent.
+  Words are grouped as the original's cand_indexes: a piece that does not start a word joins
+  the last word before it, skipping [CLS]/[SEP] (a '##' piece right after [SEP] joins segment
+  A's last word); only the first candidate always starts one. Going through the words in
+  their random order, a word is taken when its pieces fit in what is left of num_to_predict
+  and skipped otherwise (the scan goes on to shorter words), so the quota is met whenever
+  the remaining words allow.
 
   Returns:
     [L] float scores: high for tokens of chosen words, -1 elsewhere, for top_k.
   """
   length = tf.shape(is_candidate)[0]
-  # A piece starts a word if the vocabulary says so, or if the token before it is not a
-  # candidate (a '##' piece right after [SEP], left by truncation, is a word of its own).
-  previous_is_candidate = tf.concat([[False], is_candidate[:-1]], axis=0)
-  starts = is_candidate & (is_word_start | ~previous_is_candidate)  # [L]
+  is_first_candidate = is_candidate & (tf.cumsum(tf.cast(is_candidate, tf.int32)) == 1)
+  starts = is_candidate & (is_word_start | is_first_candidate)  # [L]
   word_index = tf.cumsum(tf.cast(starts, tf.int32)) - 1  # [L], the word of each token
   word_index = tf.where(is_candidate, word_index, length)  # Non-candidates: a dummy word.
   word_length = tf.math.unsorted_segment_sum(
       tf.cast(is_candidate, tf.int32), word_index, length + 1)  # [L + 1]
-  word_score = tf.where(
-      (word_length > 0) & (word_length <= num_to_predict), scores, -1.0)  # [L + 1] (scores has L+1)
-  order = tf.argsort(word_score, direction="DESCENDING")  # [L + 1] words, random order
-  fits = tf.cumsum(tf.gather(word_length, order)) <= num_to_predict  # [L + 1]
-  chosen_word = tf.scatter_nd(order[:, None], fits & (tf.gather(word_score, order) >= 0),
-                              [length + 1])  # [L + 1] bool
+  is_word = (word_length > 0) & (word_length <= num_to_predict)  # [L + 1] (scores has L+1)
+  order = tf.argsort(tf.where(is_word, scores, -1.0), direction="DESCENDING")  # [L + 1]
+  # Words that can never fit count as one longer than the whole budget.
+  ordered_length = tf.where(tf.gather(is_word, order), tf.gather(word_length, order),
+                            num_to_predict + 1)  # [L + 1]
+  # The greedy scan takes every word up to the first that does not fit (lengths are positive,
+  # so that is a prefix); after it, less than that word's length is left, so the loop below
+  # runs at most that many times.
+  taken = tf.cumsum(ordered_length) <= num_to_predict  # [L + 1]
+  remaining = num_to_predict - tf.reduce_sum(tf.where(taken, ordered_length, 0))
+  position = tf.range(length + 1)
+
+  def take_next(taken, remaining, start):
+    fits = (position >= start) & (ordered_length <= remaining)  # [L + 1]
+    found = tf.reduce_any(fits)
+    k = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)  # The first that fits.
+    taken = taken | (found & tf.equal(position, k))
+    remaining = tf.where(found, remaining - ordered_length[k], 0)
+    return taken, remaining, tf.where(found, k + 1, length + 1)
+
+  taken, _, _ = tf.while_loop(
+      lambda taken, remaining, start: (remaining > 0) & (start <= length), take_next,
+      (taken, remaining, tf.reduce_sum(tf.cast(taken, tf.int32))))
+  chosen_word = tf.scatter_nd(order[:, None], taken, [length + 1])  # [L + 1] bool
   chosen = tf.gather(chosen_word, word_index)  # [L]
-  return tf.where(chosen, 1.0 + tf.gather(word_score, word_index), -1.0)
+  word_score = tf.gather(scores, word_index)  # [L]
+  return tf.where(chosen, 1.0 + word_score, -1.0)
 
 
 def mask_example(features: dict[str, tf.Tensor], seed: tf.Tensor,
