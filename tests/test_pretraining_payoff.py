@@ -68,14 +68,15 @@ def test_unseen_text_keeps_labelled_sentences_out_of_the_text(tmp_path):
         for i in range(10)))
   (package / "alpha" / "tests").mkdir()
   (package / "alpha" / "tests" / "test_mod.py").write_text('"""A test module is not prose text."""')
-  text, rows = unseen_text.make(str(package), per_label=4, num_labels=2)
+  by_topic = unseen_text.package_sentences(str(package))
+  topics = unseen_text.scipy_topics(by_topic, num_labels=2)
+  text, rows = unseen_text.make(by_topic, topics, per_label=4)
   assert collections.Counter(label for _, label in rows) == {"alpha": 4, "beta": 4}
   assert not set(text) & {sentence for sentence, _ in rows}
   assert len(text) == 30 - 8 and not any("test module" in s for s in text)
   assert text[:2] == [f"The _private function number {i} does its own _private work."
                       for i in range(2)]  # Reading order, not shuffled.
-  everything, same_rows = unseen_text.make(str(package), per_label=4, num_labels=2,
-                                           labelled_in_text=True)
+  everything, same_rows = unseen_text.make(by_topic, topics, per_label=4, labelled_in_text=True)
   assert same_rows == rows and len(everything) == 30 and set(text) < set(everything)
 
   # The command writes them where --task and data.input_files read them.
@@ -90,6 +91,17 @@ def test_unseen_text_keeps_labelled_sentences_out_of_the_text(tmp_path):
   assert not {row["sentence"] for row in labelled} & set(text_lines)
   assert payoff_tasks.task_rows(str(out / "labelled.csv"))[0][1] in {
       row["label"] for row in labelled}
+
+
+def test_fortunes_one_per_line_by_file(tmp_path):
+  (tmp_path / "science").write_text(
+      "Physics is like sex: sure, it may give some practical results,\n"
+      "but that's not why we do it.\n\t\t-- Richard Feynman\n%\nShort.\n%\n"
+      "  ____  \n |    |   art is not prose at all, whatever the words\n%\n")
+  (tmp_path / "science.dat").write_bytes(b"\0\1")
+  assert unseen_text.fortunes_by_file(str(tmp_path)) == {"science": [
+      "Physics is like sex: sure, it may give some practical results, but that's not why we "
+      "do it. -- Richard Feynman"]}
 
 
 def test_vocab_file_of_a_workdir_or_a_model_directory(tmp_path):
