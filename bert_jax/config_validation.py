@@ -12,6 +12,7 @@ from bert_jax import attention
 from bert_jax import errors
 from bert_jax import modeling
 from bert_jax import optim
+from bert_jax.data import holdout
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
@@ -121,6 +122,7 @@ def validate(config: ml_collections.ConfigDict, platform: str | None = None) -> 
     attention.check_dropout(model.attention, model.attention_probs_dropout_prob)
   if data.source not in _SOURCES:
     raise errors.UserError(f"data.source={data.source!r} is not one of {', '.join(_SOURCES)}")
+  holdout.check(data)
   if data.source in ("text", "tfrecord") and not data.input_files:
     raise errors.UserError(f"data.input_files is empty but data.source={data.source!r} needs "
                            "files")
@@ -183,12 +185,15 @@ def check_phase2(config: ml_collections.ConfigDict) -> None:
   if train.phase2_batch_size < 0:
     raise errors.UserError(f"train.phase2_batch_size={train.phase2_batch_size} must be at least "
                            "0 (0 = train.batch_size)")
-  prepared = data.prepare_seq_length or data.max_seq_length
-  if data.source != "tfrecord" and prepared < length:  # tfrecord: checked on the records.
+  # Without data.prepare_seq_length each phase gets instances made at its own length
+  # (workdir_data.extra_seq_lengths); with it, both read one data set, cut when read.
+  # tfrecord: checked on the records.
+  prepared = data.prepare_seq_length
+  if data.source != "tfrecord" and prepared and prepared < length:
     raise errors.UserError(
         f"data.phase2_max_seq_length={length} is longer than the instances are prepared "
-        f"(data.prepare_seq_length={data.prepare_seq_length}, so {prepared}): set "
-        f"--config.data.prepare_seq_length={length}, and both phases read one data set")
+        f"(data.prepare_seq_length={prepared}): set it to 0, and each phase gets instances "
+        f"made at its own length")
 
 
 def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:

@@ -10,10 +10,14 @@ What crosses the boundary, and why it can:
 - The train state. Params and optimizer state do not depend on the sequence length (position
   embeddings are max_position_embeddings long in both), so the same state goes on; phase 2's
   program is checked to lay it out exactly as phase 1's (`check_same_state`).
-- The data stream. Both phases read one data set prepared at the longer length
-  (data.prepare_seq_length); phase 1 truncates it when reading. Phase 2's stream starts after
-  the examples consumed so far (`examples_consumed`, kept in every checkpoint), so the two
-  phases read the stream once, in order, whatever the batch sizes.
+- The data. Each phase reads instances made at its own length from the same documents, in one
+  prepare (workdir_data.extra_seq_lengths), as the original prepares each phase's data: cut
+  from 512-token instances, phase 1's pairs would be unlike the original's 128-token ones
+  (segment A longer than B in most pairs, a third as many instances). Phase 2's stream starts
+  at the beginning of its own records; resumed, after what it consumed (`examples_consumed`,
+  kept in every checkpoint, less phase 1's share). With data.prepare_seq_length (or records of
+  source 'tfrecord') both phases read one data set at the longer length, phase 1 cutting it
+  when reading, and phase 2's stream goes on after phase 1's.
 - The learning-rate schedule: one warmup/decay schedule over all num_train_steps. The
   original ran phase 2 as a second run with init_checkpoint, which loads the weights only: a
   fresh Adam, a fresh step count and so a second warmup. Here the optimizer's moments and step
@@ -90,9 +94,10 @@ def check_records(phases: tuple[Phase, ...], data: inputs.Inputs) -> None:
   """
   if len(phases) == 1:
     return
-  record_format = pipeline.inspect_records(data.train_files[:1])
   length = phases[-1].config.data.max_seq_length
-  where = f"the records in {data.train_files[0]}"
+  files = data.length_train_files.get(length, data.train_files)
+  record_format = pipeline.inspect_records(files[:1])
+  where = f"the records in {files[0]}"
   if record_format.max_predictions_per_seq is not None:
     raise errors.UserError(
         f"train.phase2_start_step={phases[-1].first_step - 1} needs unmasked records, but "
@@ -106,10 +111,25 @@ def check_records(phases: tuple[Phase, ...], data: inputs.Inputs) -> None:
 
 
 def phase_inputs(data: inputs.Inputs, phase: Phase) -> inputs.Inputs:
-  """The run's inputs, masking up to this phase's data.max_predictions_per_seq."""
+  """The run's inputs for this phase: its own length's records when there are some, masking
+  up to its data.max_predictions_per_seq."""
   masking_config = dataclasses.replace(
       data.masking_config, max_predictions_per_seq=phase.config.data.max_predictions_per_seq)
-  return dataclasses.replace(data, masking_config=masking_config)
+  train_files = data.length_train_files.get(phase.config.data.max_seq_length, data.train_files)
+  return dataclasses.replace(data, masking_config=masking_config, train_files=train_files)
+
+
+def stream_start(phases: tuple[Phase, ...], phase: Phase, data: inputs.Inputs,
+                 examples_consumed: int) -> int:
+  """Where this phase's stream starts (global examples): after what the run consumed, less
+  what earlier phases consumed of other records (a phase with records of its own starts
+  them at their beginning)."""
+  own_files = phase_inputs(data, phase).train_files
+  for earlier in phases[:phase.number - 1]:
+    if phase_inputs(data, earlier).train_files != own_files:
+      steps = earlier.last_step - earlier.first_step + 1
+      examples_consumed -= steps * earlier.config.train.batch_size
+  return examples_consumed
 
 
 def check_same_state(first: Any, second: Any) -> None:

@@ -140,10 +140,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           state, train_program.abstract_batch(phase_config, batch_size, batch_sharding),
           dropout_rng).compile()
       compile_seconds = time.perf_counter() - compile_start
+      start = phases.stream_start(run_phases, phase, data, examples_consumed)
+      phase_data = phases.phase_inputs(data, phase)
       train_iter = pipeline.numpy_iterator(
-          inputs.train_dataset(phase_config, phases.phase_inputs(data, phase),
-                               examples_consumed // jax.process_count()),
-          data.train_files, "data.input_files")
+          inputs.train_dataset(phase_config, phase_data, start // jax.process_count()),
+          phase_data.train_files, "data.input_files")
       flops_per_step = flops.pretraining_flops_per_step(
           config.model, batch_size, phase_config.data.max_seq_length,
           phase_config.data.max_predictions_per_seq)

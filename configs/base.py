@@ -89,6 +89,10 @@ def get_config() -> ml_collections.ConfigDict:
   data.input_files = ""
   # Comma-separated globs of the eval TFRecords, for source='tfrecord'.
   data.eval_input_files = ""
+  # Comma-separated globs of a second phase's training TFRecords, made at
+  # data.phase2_max_seq_length, for source='tfrecord' ('' = phase 2 reads data.input_files;
+  # `python -m bert_jax.data.prepare --extra_seq_lengths=512` makes both from one pass).
+  data.phase2_input_files = ""
   # Vocabulary: a WordPiece vocab.txt (e.g. Google's) or a SentencePiece .model; '' = train a
   # SentencePiece model of model.vocab_size pieces from the corpus (cached in the workdir).
   data.vocab_file = ""
@@ -96,18 +100,27 @@ def get_config() -> ml_collections.ConfigDict:
   data.do_lower_case = True
   # Cap on the number of documents read (0 = all); handy to try a big corpus quickly.
   data.max_documents = 0
-  # Documents held out (never trained on) to build the eval set from.
-  data.num_eval_documents = 200
+  # Fraction of the corpus's documents held out (never trained on) to build the eval set from
+  # (the first documents of the stream); the prepare summary says how many that was.
+  data.eval_fraction = 0.05
+  # Fewest documents held out, so that a small corpus still gets an eval set; never more than
+  # half the documents, though.
+  data.min_eval_documents = 10
+  # Most documents held out: a large corpus needs no more for a stable eval.
+  data.max_eval_documents = 200
+  # Exactly this many documents held out instead of the three fields above (-1 = use them).
+  data.num_eval_documents = -1
   # Tokens per instance, [CLS] and [SEP]s included.
   data.max_seq_length = 128
-  # Length the instances are prepared at (0 = data.max_seq_length). Prepare once at 512 and
-  # train a 128 phase then a 512 phase on the same data: longer instances are truncated as
-  # the original truncates pairs when read.
+  # Length the instances are prepared at (0 = data.max_seq_length). With two phases and 0, one
+  # prepare makes each phase's instances at its own length from the same documents, as the
+  # original prepares each phase's data; set to the longer length instead, both phases read
+  # one data set and the shorter phase truncates it when read (pairs unlike the original's).
   data.prepare_seq_length = 0
   # Most masked positions per instance (the MLM head runs only on these).
   data.max_predictions_per_seq = 20
   # Phase 2's tokens per instance (only with train.phase2_start_step > 0): the paper's 512.
-  # Both phases read one data set, so data.prepare_seq_length must be at least this long.
+  # Its instances are prepared at this length (seq512-train-KKKKK.tfrecord in WORKDIR/data).
   data.phase2_max_seq_length = 512
   # Phase 2's most masked positions per instance (only with train.phase2_start_step > 0): the
   # paper's 80 at 512.

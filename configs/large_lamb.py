@@ -20,9 +20,9 @@ scripts/run_pretraining.sh, which runs the same recipe:
 A global batch of 65,536 at seq 128 is 64 sequences per chip on 1,024 chips; on fewer chips
 raise train.grad_accum_steps (the same update, in pieces).
 
-Both phases run as one job (train.phase2_start_step): the data is prepared once at 512
-(data.prepare_seq_length), phase 1 reads it truncated to 128, and after step 7,038 the run
-recompiles for seq 512 / 80 predictions / batch 32,768 and continues the same data stream. The
+Both phases run as one job (train.phase2_start_step): one prepare makes the instances at 128
+and at 512 from the same documents, phase 1 reads the 128 ones, and after step 7,038 the run
+recompiles for seq 512 / 80 predictions / batch 32,768 and reads the 512 ones. The
 learning rate follows one warmup/decay schedule over all 8,599 steps: phase 2 starts at about
 0.24x the 6e-3 peak, where the recipe warms up again to 4e-3. That second warmup is not built,
 so phase 2 is not yet exactly the paper's.
@@ -37,8 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
   # Already base.py's, as the recipe has them: seq 128 with 20 predictions, weight decay 0.01,
   # Adam's betas 0.9 / 0.999 and epsilon 1e-6, gradients clipped to norm 1.
   config = large.get_config()
-  # Prepared once at 512, so that phase 2 reads the same instances untruncated.
-  config.data.prepare_seq_length = 512
   config.train.optimizer = "lamb"
   config.train.batch_size = 65536
   config.train.num_train_steps = 8599

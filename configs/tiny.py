@@ -18,7 +18,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.max_position_embeddings = 128
 
   config.data.source = "embedded"
-  config.data.num_eval_documents = 40
   # Why these (docs/BENCHMARKS.md, "Does pre-training pay off at laptop scale?"): at 15%
   # masking, with NSP, for 800 steps, the model stays on the plateau where every sentence gets
   # the same [CLS] vector, and fine-tuning from it is worse than from a random init. 45%

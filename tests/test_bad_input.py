@@ -16,6 +16,7 @@ from bert_jax.data import corpus
 from bert_jax.data import masking
 from bert_jax.data import pipeline
 from bert_jax.data import prepare
+from bert_jax.data import prepare_summary
 from bert_jax.data import workdir_data
 from conftest import synthetic_documents
 
@@ -79,7 +80,7 @@ def test_a_bad_file_beside_good_text_is_skipped_and_counted(tmp_path, sentencepi
   assert counts["input_files"] == 2
   for key, value in counts.items():
     assert value == baseline[key] + expected.get(key, 0) + (key == "input_files"), key
-  text = prepare.format_summary(summary)
+  text = prepare_summary.format_summary(summary)
   if name == "binary":
     assert "2 files, 1 binary (skipped)" in text
     assert f"Skipped {bad}: a binary file" in capsys.readouterr().err

@@ -4,15 +4,22 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 
+from bench import data_recipe
 from bert_jax import checkpoint
 from bert_jax import errors
 from bert_jax import phases
 from bert_jax import train
+from bert_jax.data import corpus
+from bert_jax.data import inputs
+from bert_jax.data import masking
+from bert_jax.data import prepare
+from bert_jax.data import prepare_summary
 from test_train import small_config, write_corpus
 
 _PHASE2_START = 3
@@ -23,7 +30,7 @@ def _config(corpus: str):
   config = small_config(corpus, num_train_steps=6, phase2_start_step=_PHASE2_START,
                         phase2_batch_size=4, log_every_steps=1, checkpoint_every_steps=2,
                         max_checkpoints_to_keep=10)
-  config.data.update(max_seq_length=16, max_predictions_per_seq=3, prepare_seq_length=32,
+  config.data.update(max_seq_length=16, max_predictions_per_seq=3,
                      phase2_max_seq_length=32, phase2_max_predictions_per_seq=5)
   return config
 
@@ -57,6 +64,10 @@ def test_one_run_switches_shapes_at_the_boundary(uninterrupted):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == ["2", "3", "4", "6"]
   meta = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore_meta(6)
   assert meta["examples_consumed"] == 3 * 8 + 3 * 4
+  # One prepare made each phase's instances at its own length, from the same documents.
+  data_files = os.listdir(os.path.join(workdir, "data"))
+  assert "train-00000.tfrecord" in data_files and "seq32-train-00000.tfrecord" in data_files
+  assert "at length 32 (from the same documents)" in out
 
 
 @pytest.mark.parametrize("from_step", [2, _PHASE2_START, 4])
@@ -97,8 +108,9 @@ def test_phases_of_steps():
     ("data.phase2_max_seq_length", 128,
      "data.phase2_max_seq_length=128 must be between 8 and model.max_position_embeddings=64"),
     ("data.phase2_max_predictions_per_seq", 30, "data.phase2_max_predictions_per_seq=30"),
-    ("data.prepare_seq_length", 0,
-     "data.phase2_max_seq_length=32 is longer than the instances are prepared"),
+    ("data.prepare_seq_length", 24,
+     "data.phase2_max_seq_length=32 is longer than the instances are prepared "
+     "(data.prepare_seq_length=24)"),
     ("train.phase2_batch_size", 6, "train.phase2_batch_size=6 is not divisible by"),
 ])
 def test_bad_phase2_fields_are_one_line_errors(tmp_path, field, value, message):
@@ -106,6 +118,58 @@ def test_bad_phase2_fields_are_one_line_errors(tmp_path, field, value, message):
   config.train.grad_accum_steps = 4  # 6 does not split into 4 micro-batches.
   section, name = field.split(".")
   config[section][name] = value
-  with pytest.raises(errors.UserError, match=message.replace("(", r"\(")):
+  with pytest.raises(errors.UserError, match=re.escape(message)):
     train.train_and_evaluate(config, str(tmp_path / "work"))
   assert not os.path.exists(tmp_path / "work")  # Nothing prepared, nothing compiled.
+
+
+def test_each_phase_reads_pairs_made_at_its_own_length(tmp_path, sentencepiece_model, tokenizer):
+  """Phase 1 sees what a direct 128 preparation gives, not 512-token pairs cut short."""
+  documents = corpus.stdlib_documents()[:120]
+  common = dict(short_seq_prob=0.1, dupe_factor=1, num_eval_documents=4, seed=3, num_workers=1,
+                progress_interval_s=None)
+  loader = prepare.TokenizerLoader(sentencepiece_model)
+  both = prepare.prepare_pretraining_data(documents, loader, str(tmp_path / "both"),
+                                          max_seq_length=128, extra_seq_lengths=(512,), **common)
+  direct_128 = prepare.prepare_pretraining_data(documents, loader, str(tmp_path / "128"),
+                                                max_seq_length=128, **common)
+  direct_512 = prepare.prepare_pretraining_data(documents, loader, str(tmp_path / "512"),
+                                                max_seq_length=512, **common)
+  masking_config = masking.MaskingConfig(
+      vocab_size=tokenizer.vocab_size, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id,
+      mask_id=tokenizer.mask_id, special_ids=tuple(tokenizer.special_ids),
+      max_predictions_per_seq=20)
+  (extra,) = both["extra_lengths"]
+  assert extra["max_seq_length"] == 512
+  assert all(os.path.basename(f).startswith("seq512-train-") for f in extra["train_files"])
+  phase1 = data_recipe.pair_statistics(both["train_files"], 128, masking_config)
+  phase2 = data_recipe.pair_statistics(extra["train_files"], 512, masking_config)
+  assert phase1 == data_recipe.pair_statistics(direct_128["train_files"], 128, masking_config)
+  assert phase2 == data_recipe.pair_statistics(direct_512["train_files"], 512, masking_config)
+  assert both["num_train_instances"] == direct_128["num_train_instances"]
+  assert extra["num_train_instances"] == direct_512["num_train_instances"]
+  # The old way, 512-token instances cut to 128 when read, pairs unlike the original's: A
+  # is longer than B in most pairs, and there are far fewer of them.
+  cut = data_recipe.pair_statistics(direct_512["train_files"], 128, masking_config)
+  assert cut["a_longer"] > phase1["a_longer"] + 0.1
+  assert cut["instances"] < phase1["instances"] / 2
+  assert 0.4 < phase1["a_longer"] < 0.65 and 0.4 < phase1["random_next"] < 0.6
+  # Records made beforehand (source 'tfrecord'): phase 2 reads data.phase2_input_files.
+  config = _config("")
+  config.data.update(source="tfrecord", input_files=f"{tmp_path}/both/train-*.tfrecord",
+                     eval_input_files=f"{tmp_path}/both/eval.tfrecord",
+                     phase2_input_files=f"{tmp_path}/both/seq512-train-*.tfrecord",
+                     phase2_max_seq_length=512, vocab_file=sentencepiece_model)
+  run_phases = phases.plan(config)
+  data = inputs.resolve(config, str(tmp_path / "work"))
+  assert phases.phase_inputs(data, run_phases[0]).train_files == both["train_files"]
+  assert phases.phase_inputs(data, run_phases[1]).train_files == extra["train_files"]
+  # Phase 2 starts its own records at their beginning.
+  assert phases.stream_start(run_phases, run_phases[1], data, 3 * 8 + 5) == 5
+  config.data.phase2_input_files = ""  # The old way: phase 2 goes on in phase 1's stream.
+  data = inputs.resolve(config, str(tmp_path / "work"))
+  assert phases.phase_inputs(data, run_phases[1]).train_files == both["train_files"]
+  assert phases.stream_start(run_phases, run_phases[1], data, 3 * 8 + 5) == 3 * 8 + 5
+  summary = prepare_summary.format_summary(both["summary"])
+  assert f"at length 512 (from the same documents): {extra['num_train_instances']} train " \
+         "instances" in summary

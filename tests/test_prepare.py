@@ -8,14 +8,17 @@ import random
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.data import corpus
+from bert_jax.data import holdout
 from bert_jax.data import instances
 from bert_jax.data import prepare
+from bert_jax.data import prepare_summary
 from bert_jax.data import records
 from bert_jax.data import shards
 from conftest import synthetic_documents
@@ -139,7 +142,7 @@ def test_summary(prepared):
   histogram = summary["train_length_histogram"]
   assert histogram["bucket_width"] == 16
   assert histogram["counts"] == np.bincount(lengths // 16, minlength=5).tolist()
-  text = prepare.format_summary(summary)
+  text = prepare_summary.format_summary(summary)
   assert f"{len(train)} train" in text and "48-63" in text
 
 
@@ -397,6 +400,21 @@ def test_interrupted_prepare_leaves_no_metadata(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "metadata.json")
 
 
+@pytest.mark.parametrize("num_documents, held_out", [
+    (269, 13),  # 5%.
+    (6_000_000, 200),  # The cap.
+    (120, 10),  # The floor...
+    (15, 7),  # ... but never more than half.
+    (1, 0), (0, 0)])
+def test_eval_hold_out_is_a_fraction_with_a_floor_and_a_cap(num_documents, held_out):
+  assert holdout.eval_document_count(num_documents, 0.05, 10, 200) == held_out
+  data = ml_collections.ConfigDict({"eval_fraction": 0.05, "min_eval_documents": 10,
+                                    "max_eval_documents": 200, "num_eval_documents": -1})
+  assert holdout.resolve(data, num_documents)[0] == held_out
+  data.num_eval_documents = 3  # Exactly this many, whatever the corpus.
+  assert holdout.resolve(data, num_documents)[0] == min(3, num_documents)
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
   with pytest.raises(errors.UserError, match="num_eval_documents"):
     _prepare(tmp_path, position_documents(3), num_eval_documents=3)
@@ -459,17 +477,34 @@ def test_cli(tmp_path, sentencepiece_model):
   result = run([sys.executable, "-m", "bert_jax.data.prepare",
                 f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
                 f"--output_dir={output_dir}", "--max_seq_length=32", "--dupe_factor=2",
-                "--num_eval_documents=2", "--documents_per_shard=4", "--num_workers=2",
+                "--documents_per_shard=4", "--num_workers=2", "--extra_seq_lengths=48",
                 "--random_seed=7", "--next_sentence_prediction=false"])
   assert result.returncode == 0, result.stderr[-2000:]
   assert "invalid UTF-8 lines: 1" in result.stdout
-  assert "prepare: files 4/4, 13 documents read" in result.stderr
+  # 5% of 13 is 1, the floor of 10 is more than half of them: half is held out.
+  assert "held out 6 of 13 documents for eval (46.2%)" in result.stdout
+  assert "7 train, 6 eval (46.2% held out)" in result.stdout
+  assert "prepare: files 3/3, 13 documents read" in result.stderr
   with open(output_dir / "metadata.json") as f:
     metadata = json.load(f)
-  assert metadata["num_train_documents"] == 11 and metadata["num_eval_documents"] == 2
+  assert metadata["num_train_documents"] == 7 and metadata["num_eval_documents"] == 6
   assert metadata["config"]["seed"] == 7 and metadata["next_sentence_prediction"] is False
-  assert metadata["train_files"] == [f"train-0000{i}.tfrecord" for i in range(3)]
-  assert len(read_records(str(output_dir / "train-00002.tfrecord"))) > 0
+  assert metadata["train_files"] == [f"train-0000{i}.tfrecord" for i in range(2)]
+  assert len(read_records(str(output_dir / "train-00001.tfrecord"))) > 0
+  # The same documents' instances at 48 too, apart from the main ones' glob.
+  assert [e["train_files"] for e in metadata["extra_lengths"]] == [
+      [f"seq48-train-0000{i}.tfrecord" for i in range(2)]]
+  assert len(read_records(str(output_dir / "seq48-train-00001.tfrecord"))[0]["input_ids"]) == 48
+  assert "at length 48 (from the same documents)" in result.stdout
+
+  # A bad hold-out is one line naming the flag, before anything is written.
+  result = run([sys.executable, "-m", "bert_jax.data.prepare",
+                f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
+                f"--output_dir={tmp_path}/never", "--eval_fraction=0.9"])
+  assert result.returncode == 1 and not os.path.exists(tmp_path / "never")
+  assert result.stderr.strip().splitlines()[-1] == (
+      "bert_jax.data.prepare: error: --eval_fraction=0.9 must be between 0 and 0.5 (the "
+      "fraction of the documents held out for eval)")
 
   result = run([sys.executable, "-m", "bert_jax.data.prepare",
                 f"--input_file={tmp_path}/nothing*.txt", f"--vocab_file={sentencepiece_model}",

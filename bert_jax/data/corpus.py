@@ -359,3 +359,20 @@ def load_documents(data_config: ml_collections.ConfigDict,
   if data_config.max_documents:
     return itertools.islice(documents, data_config.max_documents)
   return iter(documents)
+
+
+def count_documents(data_config: ml_collections.ConfigDict) -> int:
+  """How many documents load_documents(data_config) gives, for the eval hold-out's fraction.
+
+  A TFDS split's size comes from its metadata when known (documents without text, skipped
+  when read, are counted); otherwise the stream is read once to count it (text files: cheap
+  next to tokenizing them).
+  """
+  if data_config.source == "tfds":
+    dataset = tfds.load(data_config.tfds_name, split=data_config.tfds_split,
+                        data_dir=data_config.tfds_data_dir or None, shuffle_files=False)
+    size = int(dataset.cardinality())
+    if size >= 0:
+      return min(size, data_config.max_documents or size)
+  return sum(1 for _ in load_documents(data_config))
+

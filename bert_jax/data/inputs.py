@@ -33,6 +33,8 @@ class Inputs:
     masking_config: Special ids and the masking recipe.
     next_sentence_prediction: Whether the records are sentence pairs with NSP labels.
     file_counts: Records in each training file, when known (cheap resume).
+    length_train_files: Training files made at other lengths from the same documents (a
+      second phase's, workdir_data.extra_seq_lengths), by length.
   """
   train_files: list[str]
   eval_files: list[str]
@@ -40,6 +42,7 @@ class Inputs:
   masking_config: masking.MaskingConfig
   next_sentence_prediction: bool
   file_counts: dict[str, int] | None
+  length_train_files: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _masking_config(config: ml_collections.ConfigDict, tokenizer) -> masking.MaskingConfig:
@@ -63,11 +66,16 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
       raise errors.UserError("data.eval_input_files is empty but data.source='tfrecord' needs "
                              "held-out eval records")
     tokenizer = tokenization.load_tokenizer(data.vocab_file, do_lower_case=data.do_lower_case)
+    length_train_files = {}
+    if data.phase2_input_files:
+      length_train_files[data.phase2_max_seq_length] = files_lib.match_files(
+          data.phase2_input_files, "data.phase2_input_files")
     return Inputs(
         train_files=files_lib.match_files(data.input_files, "data.input_files"),
         eval_files=files_lib.match_files(data.eval_input_files, "data.eval_input_files"),
         vocab_size=tokenizer.vocab_size, masking_config=_masking_config(config, tokenizer),
-        next_sentence_prediction=data.next_sentence_prediction, file_counts=None)
+        next_sentence_prediction=data.next_sentence_prediction, file_counts=None,
+        length_train_files=length_train_files)
 
   metadata = workdir_data.prepare(config, workdir)
   tokenizer = tokenization.load_tokenizer(metadata["vocab_file"],
@@ -76,11 +84,16 @@ def resolve(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
   file_counts = None
   if counts is not None:
     file_counts = dict(zip(metadata["train_files"], counts))
+  for extra in metadata["extra_lengths"]:
+    file_counts = {**(file_counts or {}),
+                   **dict(zip(extra["train_files"], extra["train_file_instances"]))}
   return Inputs(
       train_files=metadata["train_files"], eval_files=metadata["eval_files"],
       vocab_size=tokenizer.vocab_size, masking_config=_masking_config(config, tokenizer),
       next_sentence_prediction=metadata.get("next_sentence_prediction", True),
-      file_counts=file_counts)
+      file_counts=file_counts,
+      length_train_files={e["max_seq_length"]: e["train_files"]
+                          for e in metadata["extra_lengths"]})
 
 
 def train_dataset(config: ml_collections.ConfigDict, inputs: Inputs,
@@ -119,7 +132,7 @@ def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict
     raise errors.UserError(
         f"the eval records ({', '.join(os.path.basename(f) for f in inputs.eval_files)}) "
         f"hold no full batch of train.eval_batch_size={config.train.eval_batch_size}: lower "
-        f"it, or hold out more (data.num_eval_documents)")
+        f"it, or hold out more (data.eval_fraction, data.min_eval_documents)")
   return batches
 
 

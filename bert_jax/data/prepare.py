@@ -6,12 +6,14 @@ and writes them UNMASKED: masking happens later, in the input pipeline, afresh f
 (bert_jax/data/pipeline.py).
 
     python -m bert_jax.data.prepare --input_file='corpus/*.txt' --vocab_file=spm.model \\
-        --output_dir=DIR --max_seq_length=128 --dupe_factor=5 --num_eval_documents=200
+        --output_dir=DIR --max_seq_length=128 --dupe_factor=5 --eval_fraction=0.05
 
 How the corpus is cut (this is what makes the output independent of workers and hosts):
-  - The first num_eval_documents documents of the stream are the eval documents: held out from
-    training, turned into instances once (dupe_factor 1), written to eval.tfrecord by host 0.
-    A corpus sorted by topic should be shuffled (or its files interleaved) beforehand.
+  - The first documents of the stream are the eval documents: held out from training, turned
+    into instances once (dupe_factor 1), written to eval.tfrecord by host 0. How many: a
+    fraction of the corpus (counted in a first pass), floored and capped (holdout.py), or
+    exactly --num_eval_documents. A corpus sorted by topic should be shuffled (or its files
+    interleaved) beforehand.
   - The documents after them are grouped, in stream order, into input shards of
     documents_per_shard documents. Shard k is tokenized, turned into instances with a random
     source seeded from (seed, k), shuffled, and written as train-{k:05d}.tfrecord.
@@ -46,11 +48,14 @@ from typing import Any
 
 from absl import app
 from absl import flags
+import ml_collections
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import tokenization
 from bert_jax.data import corpus
+from bert_jax.data import holdout
+from bert_jax.data import prepare_summary
 from bert_jax.data import shards
 
 METADATA_FILENAME = "metadata.json"
@@ -117,57 +122,6 @@ def _wait_for_host_parts(output_dir: str, num_hosts: int, config: dict[str, Any]
   return [parts[h] for h in range(1, num_hosts)]
 
 
-def _summarize(results: Sequence[dict[str, Any]], num_input_documents: int,
-               input_counters: dict[str, int]) -> dict[str, Any]:
-  """Totals over shards: the summary metadata.json keeps and the CLI prints."""
-  train = [r for r in results if r["file"] != EVAL_FILENAME]
-  eval_ = [r for r in results if r["file"] == EVAL_FILENAME]
-  def total(rs, key):
-    return sum(r[key] for r in rs)
-  num_train_instances = total(train, "instances")
-  histogram = [sum(counts) for counts in zip(*(r["length_histogram"] for r in train))]
-  return {
-      "input_documents": num_input_documents,
-      "skipped_documents": total(results, "skipped_documents"),
-      "train_documents": total(train, "documents"),
-      "eval_documents": total(eval_, "documents"),
-      "train_instances": num_train_instances,
-      "eval_instances": total(eval_, "instances"),
-      "train_tokens": total(train, "tokens"),
-      "eval_tokens": total(eval_, "tokens"),
-      "random_next_ratio": round(total(train, "random_next") / max(num_train_instances, 1), 4),
-      "train_length_histogram": {"bucket_width": shards.HISTOGRAM_BUCKET_WIDTH,
-                                 "counts": histogram},
-      # Results of other hosts' (or older) runs may lack it.
-      "single_sentence_documents": sum(r.get("single_sentence_documents", 0) for r in results),
-      "invalid_utf8_lines": int(input_counters.get("invalid_utf8_lines", 0)),
-      # What the reader skipped or repaired (corpus.text_file_documents).
-      "input": {key: int(input_counters.get(key, 0)) for key in corpus.INPUT_COUNTERS},
-  }
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-  """A few human lines of a summary (metadata['summary'])."""
-  histogram = summary["train_length_histogram"]
-  width = histogram["bucket_width"]
-  buckets = ", ".join(f"{width * i}-{width * i + width - 1}: {count}"
-                      for i, count in enumerate(histogram["counts"]) if count)
-  lines = [
-      f"documents: {summary['input_documents']} read, {summary['train_documents']} train, "
-      f"{summary['eval_documents']} eval, {summary['skipped_documents']} skipped (no tokens), "
-      f"{summary.get('single_sentence_documents', 0)} of one sentence (no sentence pair); "
-      f"invalid UTF-8 lines: {summary['invalid_utf8_lines']} (kept, as U+FFFD)"]
-  files = corpus.input_summary(summary.get("input", {}))
-  if files:
-    lines.append(f"input: {files}")
-  lines.append(
-      f"instances: {summary['train_instances']} train, {summary['eval_instances']} eval; "
-      f"tokens (non-padding): {summary['train_tokens']} train, {summary['eval_tokens']} eval; "
-      f"random-next ratio: {summary['random_next_ratio']}")
-  lines.append(f"train instance lengths: {buckets}")
-  return "\n".join(lines)
-
-
 def prepare_pretraining_data(documents: Iterable[Sequence[str]],
                              load_tokenizer: Callable[[], Any],
                              output_dir: str,
@@ -178,6 +132,7 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
                              num_eval_documents: int,
                              seed: int,
                              next_sentence_prediction: bool = True,
+                             extra_seq_lengths: Sequence[int] = (),
                              documents_per_shard: int = DEFAULT_DOCUMENTS_PER_SHARD,
                              num_workers: int | None = None,
                              num_hosts: int = 1,
@@ -208,6 +163,10 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
     seed: With a shard's index, seeds everything random in that shard.
     next_sentence_prediction: True: the original's sentence pairs. False: RoBERTa's
       FULL-SENTENCES, packed single segments, next_sentence_labels all 0.
+    extra_seq_lengths: More lengths to write training instances at, from the same documents
+      (a second sequence-length phase): each shard's seqL-train-KKKKK.tfrecord holds what a
+      prepare at length L alone would write (metadata 'extra_lengths'). Eval is at
+      max_seq_length only.
     documents_per_shard: Documents of an input shard (and so of a training file); a worker's
       memory and the pool of random-next documents.
     num_workers: Worker processes; None = os.cpu_count(). A pool starts only when this host
@@ -229,9 +188,11 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
     errors.UserError: When no training document is left.
     ValueError: On a bad argument.
   """
-  if max_seq_length < 5:
+  extra_seq_lengths = tuple(sorted(set(extra_seq_lengths) - {max_seq_length}))
+  shortest = min((max_seq_length, *extra_seq_lengths))
+  if shortest < 5:
     raise ValueError(f"max_seq_length must be at least 5 ([CLS] A [SEP] B [SEP]), "
-                     f"not {max_seq_length}")
+                     f"not {shortest}")
   if dupe_factor < 1 or num_eval_documents < 0 or documents_per_shard < 1:
     raise ValueError(f"need dupe_factor >= 1, num_eval_documents >= 0, documents_per_shard >= 1;"
                      f" got {dupe_factor}, {num_eval_documents}, {documents_per_shard}")
@@ -248,6 +209,7 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
       "seed": seed,
       "next_sentence_prediction": next_sentence_prediction,
       "documents_per_shard": documents_per_shard,
+      **({"extra_seq_lengths": list(extra_seq_lengths)} if extra_seq_lengths else {}),
       "vocab_file": getattr(load_tokenizer, "vocab_file",
                             getattr(tokenizer, "model_file", None)),
   }
@@ -259,7 +221,7 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
     tf.io.gfile.remove(stale_path)
 
   settings = shards.Settings(output_dir, max_seq_length, short_seq_prob, dupe_factor, seed,
-                       next_sentence_prediction)
+                             next_sentence_prediction, extra_seq_lengths)
   counters: collections.Counter = collections.Counter()
   progress = shards.Progress(progress_interval_s, counters,
                        f" (host {host_index} of {num_hosts})" if num_hosts > 1 else "")
@@ -282,7 +244,7 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
   # Each document is in exactly one shard (eval included) of exactly one host.
   num_input_documents = sum(r["documents"] + r["skipped_documents"] for r in results)
   results.sort(key=lambda r: (r["file"] != EVAL_FILENAME, r["file"]))
-  summary = _summarize(results, num_input_documents, dict(input_counters or {}))
+  summary = prepare_summary.summarize(results, num_input_documents, dict(input_counters or {}))
   if summary["train_documents"] + summary["eval_documents"] < 1:
     files = corpus.input_summary(summary["input"])
     raise errors.UserError(f"no training document: the input has no document with text"
@@ -306,6 +268,7 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
       # Per file, in the order above: lets a resumed run skip whole epochs without reading.
       "train_file_instances": [r["instances"] for r in results if r["file"] != EVAL_FILENAME],
       "eval_files": [EVAL_FILENAME],
+      **({"extra_lengths": _extra_lengths(results)} if extra_seq_lengths else {}),
       "summary": summary,
       "config": config,
   }
@@ -316,11 +279,29 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
   return with_full_paths(metadata, output_dir)
 
 
+def _extra_lengths(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """metadata['extra_lengths']: per extra length, its training files and counts."""
+  train = [r for r in results if r["file"] != EVAL_FILENAME]
+  by_length = collections.defaultdict(list)
+  for result in train:
+    for extra in result["extra"]:
+      by_length[extra["max_seq_length"]].append(extra)
+  return [{"max_seq_length": length,
+           "train_files": [e["file"] for e in extras],
+           "train_file_instances": [e["instances"] for e in extras],
+           "num_train_instances": sum(e["instances"] for e in extras),
+           "num_random_next_train_instances": sum(e["random_next"] for e in extras)}
+          for length, extras in sorted(by_length.items())]
+
+
 def with_full_paths(metadata: dict[str, Any], data_dir: str) -> dict[str, Any]:
   """A copy of metadata whose file lists are paths under data_dir, not bare names."""
   metadata = dict(metadata)
   for key in ("train_files", "eval_files"):
     metadata[key] = [os.path.join(data_dir, name) for name in metadata[key]]
+  metadata["extra_lengths"] = [
+      {**extra, "train_files": [os.path.join(data_dir, name) for name in extra["train_files"]]}
+      for extra in metadata.get("extra_lengths", [])]
   return metadata
 
 
@@ -343,8 +324,16 @@ def _define_flags() -> None:
                      "Probability of creating sequences shorter than max_seq_length (NSP).")
   flags.DEFINE_integer("dupe_factor", 5,
                        "Passes over the training documents, each with new pairings.")
-  flags.DEFINE_integer("num_eval_documents", 200,
-                       "The first documents of the input, held out to build eval.tfrecord.")
+  flags.DEFINE_float("eval_fraction", 0.05, "Fraction of the documents held out to build "
+                     "eval.tfrecord (the first of the input).")
+  flags.DEFINE_integer("min_eval_documents", 10, "Fewest documents held out (never more than "
+                       "half of them).")
+  flags.DEFINE_integer("max_eval_documents", 200, "Most documents held out.")
+  flags.DEFINE_integer("num_eval_documents", -1, "Exactly this many documents held out instead "
+                       "of --eval_fraction; -1 = the fraction.")
+  flags.DEFINE_list("extra_seq_lengths", [], "More lengths to make the training instances at, "
+                    "from the same documents: seqL-train-KKKKK.tfrecord (e.g. 512, for a second "
+                    "phase's data.phase2_input_files).")
   flags.DEFINE_integer("random_seed", 12345, "Seed of everything random (with shard indices).")
   flags.DEFINE_boolean("next_sentence_prediction", True, "Sentence pairs with NSP labels (the "
                        "original BERT); false: RoBERTa's FULL-SENTENCES packing.")
@@ -364,21 +353,33 @@ def main(argv: Sequence[str]) -> None:
   if (flag_values.input_file is None) == (flag_values.tfds_name is None):
     raise app.UsageError("Give exactly one of --input_file and --tfds_name.")
   counters: collections.Counter = collections.Counter()
+  # What corpus.load_documents reads, and the hold-out fields, as a run's config.data.
+  data = ml_collections.ConfigDict({
+      "source": "text" if flag_values.input_file is not None else "tfds",
+      "input_files": flag_values.input_file or "", "max_documents": 0,
+      **{name: flag_values[name].value for name in (
+          "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir", *holdout.FIELDS)}})
   try:
-    if flag_values.input_file is not None:
-      documents = corpus.text_file_documents(flag_values.input_file, counters)
-    else:
-      documents = corpus.tfds_documents(flag_values.tfds_name, flag_values.tfds_split,
-                                        flag_values.tfds_text_key, flag_values.tfds_data_dir)
+    extra_seq_lengths = [int(length) for length in flag_values.extra_seq_lengths]
+  except ValueError:
+    raise app.UsageError(f"--extra_seq_lengths={','.join(flag_values.extra_seq_lengths)} is "
+                         "not a list of lengths, e.g. 512") from None
+  try:
+    holdout.check(data, prefix="--")
+    # Counted first (a pass over the text): the hold-out is a fraction of the documents.
+    num_eval_documents, holdout_line = holdout.resolve(data, corpus.count_documents(data))
+    print(holdout_line, flush=True)
+    documents = corpus.load_documents(data, counters)
     loader = TokenizerLoader(flag_values.vocab_file, flag_values.do_lower_case)
     metadata = prepare_pretraining_data(
         documents, loader, flag_values.output_dir,
         max_seq_length=flag_values.max_seq_length,
         short_seq_prob=flag_values.short_seq_prob,
         dupe_factor=flag_values.dupe_factor,
-        num_eval_documents=flag_values.num_eval_documents,
+        num_eval_documents=num_eval_documents,
         seed=flag_values.random_seed,
         next_sentence_prediction=flag_values.next_sentence_prediction,
+        extra_seq_lengths=extra_seq_lengths,
         documents_per_shard=flag_values.documents_per_shard,
         num_workers=flag_values.num_workers,
         num_hosts=flag_values.num_hosts,
@@ -389,7 +390,7 @@ def main(argv: Sequence[str]) -> None:
     # A bad flag or input file gets one line that names it, not a traceback.
     sys.exit(f"bert_jax.data.prepare: error: {e}")
   if "summary" in metadata:
-    print(format_summary(metadata["summary"]))
+    print(prepare_summary.format_summary(metadata["summary"]))
   print(f"{len(metadata['train_files'])} training files in {flag_values.output_dir}")
 
 
@@ -398,4 +399,6 @@ if __name__ == "__main__":
   # are bert_jax.data.prepare's, not this __main__'s.
   from bert_jax.data import prepare as _prepare  # pylint: disable=import-self
   _prepare._define_flags()  # pylint: disable=protected-access
+  # --help lists the main module's key flags; these were defined in the imported module.
+  flags.adopt_module_key_flags(_prepare)
   app.run(_prepare.main)

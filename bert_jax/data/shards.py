@@ -38,6 +38,9 @@ class Settings:
   dupe_factor: int
   seed: int
   next_sentence_prediction: bool
+  # More lengths to make training instances at, from the same documents (a second
+  # sequence-length phase); each its own file per shard, as a prepare at that length makes.
+  extra_seq_lengths: tuple[int, ...] = ()
 
 
 class Task(NamedTuple):
@@ -79,8 +82,18 @@ def write_records(path: str, serialized: Iterable[bytes]) -> None:
   tf.io.gfile.rename(temporary_path, path, overwrite=True)
 
 
+def length_filename(filename: str, max_seq_length: int) -> str:
+  """The file of a shard's instances at an extra length: seq512-train-00000.tfrecord (a glob
+  of the main files, train-*.tfrecord, does not match it)."""
+  return f"seq{max_seq_length}-{filename}"
+
+
 def process_shard(task: Task, settings: Settings, tokenizer: Any) -> dict[str, Any]:
   """Tokenizes one input shard, makes its instances, writes them shuffled to its file.
+
+  A training shard also gets a file per settings.extra_seq_lengths, made from the same
+  tokenized documents with the random stream a prepare at that length alone would use: the
+  same instances as that prepare, for the price of one read and one tokenization.
 
   Args:
     task: The shard: its kind, index, documents and output file name.
@@ -89,26 +102,43 @@ def process_shard(task: Task, settings: Settings, tokenizer: Any) -> dict[str, A
 
   Returns:
     The shard's counts: documents, skipped_documents (no tokens), single_sentence_documents,
-    instances, random_next, tokens, length_histogram (instances per HISTOGRAM_BUCKET_WIDTH tokens of length), file.
+    instances, random_next, tokens, length_histogram (instances per HISTOGRAM_BUCKET_WIDTH
+    tokens of length), file; and 'extra', the instances, random_next, tokens,
+    length_histogram, file and max_seq_length of each extra length.
   """
   documents = tokenize_documents(task.documents, tokenizer)
+  result = {"documents": len(documents),
+            "skipped_documents": len(task.documents) - len(documents),
+            # No sentence pair within them: with NSP they give random-next instances only.
+            "single_sentence_documents": sum(len(document) == 1 for document in documents)}
+  # The instance builders shuffle the documents in place: each length gets its own list.
+  result.update(_write_instances(task, list(documents), settings, settings.max_seq_length,
+                                 task.filename, tokenizer))
+  extra_lengths = settings.extra_seq_lengths if task.kind == "train" else ()
+  result["extra"] = [
+      _write_instances(task, list(documents), settings, length,
+                       length_filename(task.filename, length), tokenizer)
+      for length in extra_lengths]
+  return result
+
+
+def _write_instances(task: Task, documents: list[instances_lib.Document], settings: Settings,
+                     max_seq_length: int, filename: str, tokenizer: Any) -> dict[str, Any]:
   rng = shard_rng(settings.seed, task.kind, task.index)
   dupe_factor = settings.dupe_factor if task.kind == "train" else 1
   if settings.next_sentence_prediction:
     instances = instances_lib.create_nsp_instances(
-        documents, settings.max_seq_length, settings.short_seq_prob, dupe_factor, rng,
+        documents, max_seq_length, settings.short_seq_prob, dupe_factor, rng,
         tokenizer.cls_id, tokenizer.sep_id)
   else:
     instances = instances_lib.pack_full_sentences(
-        documents, settings.max_seq_length, dupe_factor, rng, tokenizer.cls_id,
-        tokenizer.sep_id)
+        documents, max_seq_length, dupe_factor, rng, tokenizer.cls_id, tokenizer.sep_id)
   # Kept serialized (~4 bytes a token), not as lists of ints (~36 bytes a token), until the
   # shuffle: a shard's instances are its biggest memory.
   serialized = []
-  histogram = [0] * (settings.max_seq_length // HISTOGRAM_BUCKET_WIDTH + 1)
+  histogram = [0] * (max_seq_length // HISTOGRAM_BUCKET_WIDTH + 1)
   num_random_next = num_tokens = 0
-  encode, max_seq_length = records.encode_instance, settings.max_seq_length
-  pad_id = tokenizer.pad_id
+  encode, pad_id = records.encode_instance, tokenizer.pad_id
   for instance in instances:
     serialized.append(encode(instance, max_seq_length, pad_id))
     length = len(instance.tokens)
@@ -116,12 +146,9 @@ def process_shard(task: Task, settings: Settings, tokenizer: Any) -> dict[str, A
     num_random_next += instance.is_random_next
     histogram[length // HISTOGRAM_BUCKET_WIDTH] += 1
   rng.shuffle(serialized)
-  write_records(os.path.join(settings.output_dir, task.filename), serialized)
-  return {"documents": len(documents), "skipped_documents": len(task.documents) - len(documents),
-          # No sentence pair within them: with NSP they give random-next instances only.
-          "single_sentence_documents": sum(len(document) == 1 for document in documents),
-          "instances": len(serialized), "random_next": num_random_next, "tokens": num_tokens,
-          "length_histogram": histogram, "file": task.filename}
+  write_records(os.path.join(settings.output_dir, filename), serialized)
+  return {"instances": len(serialized), "random_next": num_random_next, "tokens": num_tokens,
+          "length_histogram": histogram, "file": filename, "max_seq_length": max_seq_length}
 
 
 # The tokenizer of a worker process, loaded once by _init_worker.

@@ -18,12 +18,14 @@ import tensorflow as tf
 from bert_jax import errors
 from bert_jax import tokenization
 from bert_jax.data import corpus
+from bert_jax.data import holdout
 from bert_jax.data import pipeline
 from bert_jax.data import prepare as prepare_lib
+from bert_jax.data import prepare_summary
 
 # The data config fields that decide what the instances are.
 _INSTANCE_FIELDS = ("source", "tfds_name", "tfds_split", "tfds_text_key", "input_files",
-                    "vocab_file", "do_lower_case", "max_documents", "num_eval_documents",
+                    "vocab_file", "do_lower_case", "max_documents", *holdout.FIELDS,
                     "short_seq_prob", "dupe_factor", "next_sentence_prediction",
                     "documents_per_shard")
 
@@ -33,9 +35,26 @@ def prepare_seq_length(data_config: ml_collections.ConfigDict) -> int:
   return data_config.prepare_seq_length or data_config.max_seq_length
 
 
+def extra_seq_lengths(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """Lengths prepared besides data.max_seq_length: a second phase's (train.phase2_start_step).
+
+  Phase 1 then reads instances made at its own length, as the original prepares each phase's
+  data; not the longer ones cut short, which pair differently (segment A longer than B in most
+  pairs, far fewer instances). An explicit data.prepare_seq_length asks for that one data set,
+  cut when read, instead.
+  """
+  length = config.data.phase2_max_seq_length
+  if (not config.train.get("phase2_start_step", 0) or config.data.prepare_seq_length
+      or length == config.data.max_seq_length):
+    return ()
+  return (length,)
+
+
 def _fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   fields = {name: config.data[name] for name in _INSTANCE_FIELDS}
   fields["seed"] = config.seed
+  if extra_seq_lengths(config):  # Absent otherwise, as in data prepared before it existed.
+    fields["extra_seq_lengths"] = list(extra_seq_lengths(config))
   return fields
 
 
@@ -52,6 +71,15 @@ def _check_same_data(saved: dict[str, Any], config: ml_collections.ConfigDict,
         f"at the longest length you train with (data.prepare_seq_length)")
   saved = saved.get("config", {})
   for name, value in _fields(config).items():
+    if name in holdout.FIELDS and "eval_fraction" not in saved:
+      continue  # Prepared before the hold-out was a fraction: its eval set is what it is.
+    if name == "extra_seq_lengths" and "extra_seq_lengths" not in saved and all(
+        length <= prepared_length for length in value):
+      continue  # Prepared before phases had their own lengths: phase 2 cuts the long ones.
+    if name == "extra_seq_lengths" and saved.get(name) != value:
+      raise errors.UserError(
+          f"train.phase2_start_step needs instances of data.phase2_max_seq_length="
+          f"{config.data.phase2_max_seq_length} but {data_dir} holds none: use a new --workdir")
     if saved.get(name) != value:
       prefix = "" if name == "seed" else "data."
       raise errors.UserError(
@@ -64,7 +92,9 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
   vocab_file = data.vocab_file
   counters = collections.Counter()  # What the text files held that is not text.
   if vocab_file:
-    # Streamed: prepare holds a few input shards at a time, never the corpus.
+    # Streamed: prepare holds a few input shards at a time, never the corpus (counted first,
+    # for the eval hold-out's fraction).
+    num_documents = corpus.count_documents(data)
     documents = corpus.load_documents(data, counters)
   else:
     # The vocabulary is trained on the corpus first: it is read twice, so kept in memory.
@@ -77,16 +107,20 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
         (sentence for document in documents for sentence in document),
         vocab_size=config.model.vocab_size, model_prefix=os.path.join(data_dir, "vocab"),
         input_sentence_size=data.vocab_input_sentence_size, seed=config.seed)
+    num_documents = len(documents)
+  num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
+  print(f"Data: {holdout_line}", flush=True)
   metadata = prepare_lib.prepare_pretraining_data(
       documents, prepare_lib.TokenizerLoader(vocab_file, data.do_lower_case), data_dir,
       max_seq_length=prepare_seq_length(data), short_seq_prob=data.short_seq_prob,
-      dupe_factor=data.dupe_factor, num_eval_documents=data.num_eval_documents,
+      dupe_factor=data.dupe_factor, num_eval_documents=num_eval_documents,
       seed=config.seed,
       next_sentence_prediction=data.next_sentence_prediction,
+      extra_seq_lengths=extra_seq_lengths(config),
       documents_per_shard=data.documents_per_shard,
       input_counters=counters,
       extra_metadata={"config": _fields(config), "vocab_file": vocab_file})
-  print(prepare_lib.format_summary(metadata["summary"]), flush=True)
+  print(prepare_summary.format_summary(metadata["summary"]), flush=True)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
