@@ -505,6 +505,13 @@ def test_cli(tmp_path, sentencepiece_model):
   assert result.stderr.strip().splitlines()[-1] == (
       "bert_jax.data.prepare: error: --eval_fraction=0.9 must be between 0 and 0.5 (the "
       "fraction of the documents held out for eval)")
+  result = run([sys.executable, "-m", "bert_jax.data.prepare",
+                f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
+                f"--output_dir={tmp_path}/never", "--extra_seq_lengths=512,x"])
+  assert result.returncode == 1 and not os.path.exists(tmp_path / "never")
+  assert result.stderr.strip().splitlines()[-1] == (
+      "bert_jax.data.prepare: error: --extra_seq_lengths=512,x is not a list of lengths of at "
+      "least 5, e.g. 512")
 
   result = run([sys.executable, "-m", "bert_jax.data.prepare",
                 f"--input_file={tmp_path}/nothing*.txt", f"--vocab_file={sentencepiece_model}",
