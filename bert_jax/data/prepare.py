@@ -26,6 +26,7 @@ How the corpus is cut (this is what makes the output independent of workers and 
 
 Output directory:
   train-00000.tfrecord ...  training instances, each file one shuffled input shard
+  seq512-train-00000.tfrecord ...  with --extra_seq_lengths=512: the same shards' at 512
   eval.tfrecord             instances of the held-out documents
   metadata.json             counts, settings, special ids, summary; written last, so a
                             directory without it is an interrupted prepare
@@ -360,11 +361,10 @@ def main(argv: Sequence[str]) -> None:
       **{name: flag_values[name].value for name in (
           "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir", *holdout.FIELDS)}})
   try:
-    extra_seq_lengths = [int(length) for length in flag_values.extra_seq_lengths]
-  except ValueError:
-    raise app.UsageError(f"--extra_seq_lengths={','.join(flag_values.extra_seq_lengths)} is "
-                         "not a list of lengths, e.g. 512") from None
-  try:
+    lengths = flag_values.extra_seq_lengths
+    if not all(length.isdigit() and int(length) >= 5 for length in lengths):
+      raise errors.UserError(f"--extra_seq_lengths={','.join(lengths)} is not a list of "
+                             "lengths of at least 5, e.g. 512")
     holdout.check(data, prefix="--")
     # Counted first (a pass over the text): the hold-out is a fraction of the documents.
     num_eval_documents, holdout_line = holdout.resolve(data, corpus.count_documents(data))
@@ -372,20 +372,14 @@ def main(argv: Sequence[str]) -> None:
     documents = corpus.load_documents(data, counters)
     loader = TokenizerLoader(flag_values.vocab_file, flag_values.do_lower_case)
     metadata = prepare_pretraining_data(
-        documents, loader, flag_values.output_dir,
-        max_seq_length=flag_values.max_seq_length,
-        short_seq_prob=flag_values.short_seq_prob,
-        dupe_factor=flag_values.dupe_factor,
-        num_eval_documents=num_eval_documents,
-        seed=flag_values.random_seed,
+        documents, loader, flag_values.output_dir, max_seq_length=flag_values.max_seq_length,
+        short_seq_prob=flag_values.short_seq_prob, dupe_factor=flag_values.dupe_factor,
+        num_eval_documents=num_eval_documents, seed=flag_values.random_seed,
         next_sentence_prediction=flag_values.next_sentence_prediction,
-        extra_seq_lengths=extra_seq_lengths,
+        extra_seq_lengths=[int(length) for length in lengths],
         documents_per_shard=flag_values.documents_per_shard,
-        num_workers=flag_values.num_workers,
-        num_hosts=flag_values.num_hosts,
-        host_index=flag_values.host_index,
-        input_counters=counters,
-        progress_interval_s=5.0)
+        num_workers=flag_values.num_workers, num_hosts=flag_values.num_hosts,
+        host_index=flag_values.host_index, input_counters=counters, progress_interval_s=5.0)
   except errors.UserError as e:
     # A bad flag or input file gets one line that names it, not a traceback.
     sys.exit(f"bert_jax.data.prepare: error: {e}")
