@@ -36,10 +36,13 @@ def masked_lm_loss(mlm_logits: jax.Array, masked_lm_ids: jax.Array,
   return loss_sum, correct_sum, jnp.sum(weights)
 
 
-def next_sentence_loss(nsp_logits: jax.Array, next_sentence_labels: jax.Array) -> jax.Array:
-  """Summed NSP cross-entropy over the batch. nsp_logits [batch, 2], labels [batch]."""
-  return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
-      nsp_logits.astype(jnp.float32), next_sentence_labels))
+def next_sentence_loss(nsp_logits: jax.Array, next_sentence_labels: jax.Array,
+                       weights: jax.Array | None = None) -> jax.Array:
+  """Summed NSP cross-entropy over the batch. nsp_logits [batch, 2], labels and weights
+  [batch] (None: every row counts)."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(nsp_logits.astype(jnp.float32),
+                                                           next_sentence_labels)
+  return jnp.sum(losses if weights is None else losses * weights)
 
 
 def weighted_correct(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
@@ -79,8 +82,12 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
   """
   mlm_loss_sum, mlm_correct, mlm_weight = masked_lm_loss(
       mlm_logits, batch["masked_lm_ids"], batch["masked_lm_weights"])
-  nsp_loss_sum = next_sentence_loss(nsp_logits, batch["next_sentence_labels"])
-  nsp_count = jnp.asarray(batch["next_sentence_labels"].shape[0], jnp.float32)
+  # Eval batches are padded (inputs.eval_batches): their padding rows weigh 0.
+  example_weights = batch.get("example_weights")
+  if example_weights is None:
+    example_weights = jnp.ones(batch["next_sentence_labels"].shape, jnp.float32)
+  nsp_loss_sum = next_sentence_loss(nsp_logits, batch["next_sentence_labels"], example_weights)
+  nsp_count = jnp.sum(example_weights)
   mlm_normalizer, nsp_normalizer = normalizers or loss_normalizers(batch)
   loss = mlm_loss_sum / mlm_normalizer
   if next_sentence_prediction:
@@ -91,7 +98,7 @@ def pretraining_loss(mlm_logits: jax.Array, nsp_logits: jax.Array,
       "mlm_weight": mlm_weight,
       "nsp_loss": nsp_loss_sum,
       "nsp_correct": weighted_correct(nsp_logits, batch["next_sentence_labels"],
-                                      jnp.ones_like(nsp_logits[:, 0])),
+                                      example_weights),
       "nsp_count": nsp_count,
   }
   return loss, sums

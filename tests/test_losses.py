@@ -74,3 +74,16 @@ def test_mlm_loss_and_gradient_match_optax_cross_entropy():
   correct = losses.masked_lm_loss(logits, ids, weights)[1]
   expected = np.sum((np.argmax(logits, -1) == ids) * weights)
   assert expected >= 2 and correct == expected
+
+
+def test_padding_rows_weigh_nothing_in_the_metrics():
+  logits = jnp.zeros((3, 4, 7)).at[:, :, 2].set(5.0)  # [batch, predictions, vocab]
+  nsp_logits = jnp.array([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0]])
+  batch = {"masked_lm_ids": jnp.full((3, 4), 2), "masked_lm_weights": jnp.array(
+      [[1.0] * 4, [1.0, 1.0, 0.0, 0.0], [0.0] * 4]),
+           "next_sentence_labels": jnp.array([0, 1, 1]),
+           "example_weights": jnp.array([1.0, 1.0, 0.0])}
+  _, sums = losses.pretraining_loss(logits, nsp_logits, batch)
+  # The third row is padding: its NSP answer (right) and its predictions do not count.
+  assert float(sums["nsp_count"]) == 2 and float(sums["nsp_correct"]) == 1
+  assert float(sums["mlm_weight"]) == 6 and float(sums["mlm_correct"]) == 6

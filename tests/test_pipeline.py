@@ -2,12 +2,14 @@
 
 import json
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import tokenization
+from bert_jax.data import inputs
 from bert_jax.data import masking
 from bert_jax.data import pipeline
 
@@ -262,3 +264,30 @@ def test_read_metadata(tmp_path):
   metadata = pipeline.read_metadata(str(tmp_path))
   assert metadata["train_files"] == [str(tmp_path / "train-00000-of-00001.tfrecord")]
   assert metadata["vocab_size"] == 7
+
+
+def test_eval_reads_every_record_and_pads_the_last_batch(tmp_path):
+  """23 eval records in batches of 8: 3 batches, the last with 7 rows of padding that weigh
+  nothing; an eval set smaller than one batch is evaluated too."""
+  records = _make_records(23)
+  _write(tmp_path / "eval.tfrecord", records)
+  data = inputs.Inputs(train_files=[], eval_files=[str(tmp_path / "eval.tfrecord")],
+                       vocab_size=VOCAB_SIZE, masking_config=masking_config(),
+                       next_sentence_prediction=True, file_counts=None)
+  config = ml_collections.ConfigDict({
+      "seed": 0, "train": {"eval_batch_size": 8, "max_eval_steps": 0},
+      "data": {"max_seq_length": MAX_SEQ_LENGTH, "max_predictions_per_seq": MAX_PREDICTIONS}})
+  batches = inputs.eval_batches(config, data)
+  assert len(batches) == 3 and all(len(b["input_ids"]) == 8 for b in batches)
+  weights = np.concatenate([b["example_weights"] for b in batches])
+  assert weights.tolist() == [1.0] * 23 + [0.0]
+  padding = {name: values[-1] for name, values in batches[-1].items()}
+  assert padding["input_ids"][:3].tolist() == [tokenization.CLS_ID, tokenization.SEP_ID, 0]
+  assert padding["input_mask"].sum() == 2 and padding["masked_lm_weights"].sum() == 0
+  # Every record's predictions are there, each once.
+  unmasked = np.concatenate([_unmasked_ids(b)[:, 1] for b in batches])[:23]
+  assert sorted(unmasked - tokenization.NUM_SPECIAL_TOKENS) == list(range(23))
+  config.train.eval_batch_size = 64
+  (single,) = inputs.eval_batches(config, data)
+  assert single["example_weights"].sum() == 23
+

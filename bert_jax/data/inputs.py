@@ -112,27 +112,59 @@ def train_dataset(config: ml_collections.ConfigDict, inputs: Inputs,
       static_masks=config.data.static_masks, records_per_epoch=records_per_epoch)
 
 
+def _padded(batch: dict[str, np.ndarray], size: int, cls_id: int,
+            sep_id: int) -> dict[str, np.ndarray]:
+  """The batch with `example_weights` (1 real, 0 padding), filled up to `size` rows.
+
+  A padding row is '[CLS] [SEP]' with no prediction: a valid input on every attention path (a
+  row of padding only would mask every key), weighing nothing in any metric.
+  """
+  num_real = len(batch["input_ids"])
+  padded = {}
+  for name, values in batch.items():
+    padded[name] = np.concatenate(
+        [values, np.zeros((size - num_real, *values.shape[1:]), values.dtype)])
+  padded["input_ids"][num_real:, :2] = [cls_id, sep_id]
+  padded["input_mask"][num_real:, :2] = 1
+  padded["example_weights"] = (np.arange(size) < num_real).astype(np.float32)
+  return padded
+
+
 def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict[str, Any]]:
-  """This host's fixed eval batches (same examples, same masks at every evaluation)."""
+  """This host's fixed eval batches (same examples, same masks at every evaluation).
+
+  Every eval record is read: the last batch is padded, its padding weighing nothing
+  (`example_weights`, `masked_lm_weights` 0), so the metrics are those of the whole eval set.
+  """
+  host_batch_size = config.train.eval_batch_size // jax.process_count()
   dataset = pipeline.pretraining_dataset(
-      inputs.eval_files, batch_size=config.train.eval_batch_size // jax.process_count(),
+      inputs.eval_files, batch_size=host_batch_size,
       max_seq_length=config.data.max_seq_length, masking_config=inputs.masking_config,
       seed=config.seed + 1, is_training=False, process_index=jax.process_index(),
       process_count=jax.process_count())
   if config.train.max_eval_steps > 0:
     dataset = dataset.take(config.train.max_eval_steps)
-  batches = list(pipeline.numpy_iterator(dataset, inputs.eval_files, "data.eval_input_files"))
+  cls_id, sep_id = inputs.masking_config.cls_id, inputs.masking_config.sep_id
+  batches = [_padded(batch, host_batch_size, cls_id, sep_id) for batch in
+             pipeline.numpy_iterator(dataset, inputs.eval_files, "data.eval_input_files")]
+  num_batches = len(batches)
   if jax.process_count() > 1:
-    # Each eval step is one global batch, so every host must feed the same number; hosts' shares
-    # differ by at most a record, and the fewest batches of any host are exactly the full global
-    # batches of all the eval records (records are dealt out in turn), as in one process.
-    counts = multihost_utils.process_allgather(np.int32(len(batches)))
-    batches = batches[:int(np.min(counts))]
-  if not batches:
+    # Each eval step is one global batch, so every host feeds as many as the host with most
+    # (hosts' shares differ by at most a record); the others add batches of padding only.
+    num_batches = int(np.max(multihost_utils.process_allgather(np.int32(num_batches))))
+  if num_batches == 0:
     raise errors.UserError(
         f"the eval records ({', '.join(os.path.basename(f) for f in inputs.eval_files)}) "
-        f"hold no full batch of train.eval_batch_size={config.train.eval_batch_size}: lower "
-        f"it, or hold out more (data.eval_fraction, data.min_eval_documents)")
+        f"hold no instance: hold out more documents (data.eval_fraction, "
+        f"data.min_eval_documents)")
+  if len(batches) < num_batches:
+    length, predictions = config.data.max_seq_length, config.data.max_predictions_per_seq
+    empty = {name: np.zeros((0, *shape), np.float32 if name == "masked_lm_weights" else np.int32)
+             for name, shape in (("input_ids", [length]), ("input_mask", [length]),
+                                 ("segment_ids", [length]), ("masked_lm_positions", [predictions]),
+                                 ("masked_lm_ids", [predictions]),
+                                 ("masked_lm_weights", [predictions]), ("next_sentence_labels", []))}
+    batches += [_padded(empty, host_batch_size, cls_id, sep_id)] * (num_batches - len(batches))
   return batches
 
 

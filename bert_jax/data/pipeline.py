@@ -294,7 +294,7 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
     masking_config: The special ids and the masking recipe.
     seed: Seed of the shuffles, truncations and masks.
     is_training: Training stream (shuffled, endless) or eval stream (one fixed pass in file
-      order, masks fixed, a last partial batch dropped).
+      order, masks fixed, a last partial batch kept: inputs.eval_batches pads it).
     start_index: Training only: examples of this host's stream already consumed.
     process_index: This host, jax.process_index().
     process_count: Number of hosts, jax.process_count().
@@ -382,8 +382,8 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
 
   dataset = dataset.map(parse_truncate_mask, num_parallel_calls=_PARALLEL_CALLS,
                         deterministic=True)
-  # Static shapes: jit compiles train_step once.
-  dataset = dataset.batch(batch_size, drop_remainder=True)
+  # Static shapes: jit compiles train_step once. Eval keeps its last records (padded later).
+  dataset = dataset.batch(batch_size, drop_remainder=is_training)
   dataset = dataset.prefetch(_PREFETCH_BATCHES)
   options = tf.data.Options()
   # No autotuning: its background optimisation loop sometimes held the iterator's destructor,
