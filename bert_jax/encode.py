@@ -43,6 +43,7 @@ from bert_jax import evaluation
 from bert_jax import finetune
 from bert_jax import interop
 from bert_jax import modeling
+from bert_jax import report
 from bert_jax import sharding
 from bert_jax import tokenization
 from bert_jax import train_program
@@ -218,7 +219,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     np.savez(buffer, **{k: np.asarray(v, np.float32) for k, v in embeddings.items()})
     with tf.io.gfile.GFile(output_file, "wb") as f:
       f.write(buffer.getvalue())
-  print(f"Encoded {len(lines)} lines of {config.encode.input_file} into {output_file}: 'cls', "
-        f"'pooled' and 'mean', float32 [{len(lines)}, {model_config.hidden_size}] each",
-        flush=True)
+  report.line(f"Encoded {len(lines)} lines of {config.encode.input_file} into {output_file}: "
+              f"'cls', 'pooled' and 'mean', float32 [{len(lines)}, {model_config.hidden_size}] "
+              f"each")
   return output_file

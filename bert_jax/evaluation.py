@@ -22,6 +22,7 @@ from bert_jax import config_validation
 from bert_jax import errors
 from bert_jax import metrics
 from bert_jax import modeling
+from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import train
@@ -124,6 +125,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     with tf.io.gfile.GFile(results_file, "w") as f:
       f.write(json.dumps({"step": step, "checkpoint": checkpoint_path, **eval_metrics},
                          indent=1, sort_keys=True) + "\n")
-  print(f"Eval of {checkpoint_path}: {metrics.eval_summary(eval_metrics, baseline)}; "
-        f"results in {results_file}", flush=True)
+  report.line(f"Eval of {checkpoint_path}: {metrics.eval_summary(eval_metrics, baseline)}; "
+              f"results in {results_file}")
   return eval_metrics

@@ -34,6 +34,7 @@ from bert_jax import heads
 from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import optim
+from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import task_eval
@@ -134,14 +135,14 @@ def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfi
   """The architecture (the checkpoint's, when there is one) and the pre-trained params."""
   runtime = {k: config.model[k] for k in modeling.BertConfig.RUNTIME_FIELDS}
   if not config.init_checkpoint:
-    print("No config.init_checkpoint: fine-tuning from a random init (a smoke test, not BERT).",
-          flush=True)
+    report.line("No config.init_checkpoint: fine-tuning from a random init (a smoke test, not "
+                "BERT).")
     return modeling.BertConfig.from_dict(config.model.to_dict()), None
   from bert_jax import interop  # pylint: disable=g-import-not-at-top
   loaded_config, params = interop.load_params(config.init_checkpoint)
-  print(f"Fine-tuning from {config.init_checkpoint} (its architecture: "
-        f"L{loaded_config.num_hidden_layers}/H{loaded_config.hidden_size}/"
-        f"A{loaded_config.num_attention_heads})", flush=True)
+  report.line(f"Fine-tuning from {config.init_checkpoint} (its architecture: "
+              f"L{loaded_config.num_hidden_layers}/H{loaded_config.hidden_size}/"
+              f"A{loaded_config.num_attention_heads})")
   return dataclasses.replace(loaded_config, **runtime), params
 
 
@@ -219,9 +220,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         num_examples * train_config.num_train_epochs / train_config.batch_size))
   train_config.num_warmup_steps = int(train_config.num_train_steps * train_config.warmup_proportion)
   num_steps = train_config.num_train_steps
-  print(f"Task {data.name}: {num_examples} training rows, {num_steps} steps of "
-        f"{train_config.batch_size}; eval on {', '.join(e.split for e in data.evals)}",
-        flush=True)
+  report.line(f"Task {data.name}: {num_examples} training rows, {num_steps} steps of "
+              f"{train_config.batch_size}; eval on {', '.join(e.split for e in data.evals)}")
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
@@ -239,8 +239,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
     resume.check_same_model(meta["model"], model_config, checkpointer.directory)
   if latest is not None and latest >= num_steps:
-    print(f"Fine-tuning is already complete: step {latest} of {num_steps} in "
-          f"{checkpointer.directory}; nothing to do.", flush=True)
+    report.line(f"Fine-tuning is already complete: step {latest} of {num_steps} in "
+                f"{checkpointer.directory}; nothing to do.")
     checkpointer.close()
     best_checkpointer.close()
     return meta.get("eval", {})
@@ -264,8 +264,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     else:
       target = sharding.with_shardings(abstract_state, state_shardings)
       state, _ = checkpointer.restore(latest, target)
-      print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
-            flush=True)
+      report.line(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}")
     start_step = int(state.step)
 
     batch_sharding = sharding.batch_sharding(mesh, rules)
@@ -336,7 +335,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     with tf.io.gfile.GFile(os.path.join(workdir, "best.json"), "w") as f:
       f.write(json.dumps(best, indent=1, sort_keys=True) + "\n")
-  print(f"Best {main_metric} {best['value']:.4f} at step {best['step']} (params in "
-        f"{workdir}/best); predictions in {workdir}/predictions", flush=True)
+  report.line(f"Best {main_metric} {best['value']:.4f} at step {best['step']} (params in "
+              f"{workdir}/best); predictions in {workdir}/predictions")
   return eval_metrics
 

@@ -30,17 +30,6 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0 to num_processes - 1.")
 
 
-def _quiet_unless_first_process() -> None:
-  """Progress lines (data preparation, resume, final eval) come from process 0 only.
-
-  Every host would print the same lines; one copy is enough. stderr stays open, so an error
-  on any host is still seen.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_index() != 0:
-    sys.stdout = open(os.devnull, "w")  # pylint: disable=consider-using-with
-
-
 def _config_argument(argv: list[str]) -> str | None:
   """The value of --config in argv, before absl has parsed it."""
   for i, arg in enumerate(argv):
@@ -129,7 +118,6 @@ def main(argv: list[str]) -> None:
     config_validation.check_fields(config)
     # Before anything touches the JAX backend.
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    _quiet_unless_first_process()
     if config.mode == "pretrain":
       train.train_and_evaluate(config, _WORKDIR.value)
     elif config.mode == "eval":

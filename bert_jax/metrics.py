@@ -11,6 +11,8 @@ import time
 import jax
 import tensorflow as tf
 
+from bert_jax import report
+
 
 class MetricWriter:
   """Writes scalars to `WORKDIR/tensorboard/<split>` and `WORKDIR/metrics.jsonl`."""
@@ -74,8 +76,6 @@ class Throughput:
 
 def log_line(prefix: str, step: int, scalars: dict[str, float]) -> None:
   """One line of `name=value` pairs on stdout, process 0 only: clean to read and to grep."""
-  if jax.process_index() != 0:
-    return
   parts = []
   for name, value in scalars.items():
     if not isinstance(value, float):
@@ -86,7 +86,7 @@ def log_line(prefix: str, step: int, scalars: dict[str, float]) -> None:
       parts.append(f"{name}={value:.1f}")
     else:
       parts.append(f"{name}={value:.4f}")
-  print(f"{prefix} step={step} " + " ".join(parts), flush=True)
+  report.line(f"{prefix} step={step} " + " ".join(parts))
 
 
 def eval_summary(eval_metrics: dict[str, float], baseline: float) -> str:

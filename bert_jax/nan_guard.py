@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import errors
+from bert_jax import report
 
 POLICIES = ("stop", "skip", "rollback")
 MAX_ROLLBACKS = 3
@@ -83,8 +84,8 @@ class NonFiniteGuard:
     bad = [step for step, flag in zip(steps, flags) if flag]
     if self.policy == "skip":
       self.skipped += len(bad)
-      print(f"Non-finite loss or gradient at step(s) {', '.join(map(str, bad))}: update(s) "
-            f"skipped ({self.skipped} so far; train.nan_policy='skip')", flush=True)
+      report.line(f"Non-finite loss or gradient at step(s) {', '.join(map(str, bad))}: update(s) "
+                  f"skipped ({self.skipped} so far; train.nan_policy='skip')")
       return None
     if self.policy == "rollback" and self.rollbacks < MAX_ROLLBACKS:
       self.rollbacks += 1

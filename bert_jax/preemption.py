@@ -33,6 +33,8 @@ from types import FrameType
 import jax
 from jax.experimental import multihost_utils
 
+from bert_jax import report
+
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -59,8 +61,8 @@ class Preemption:
   def install(self) -> "Preemption":
     self._synced = _sync_service_available()
     if jax.process_count() > 1 and not self._synced:
-      print("The jax preemption service is off: SIGTERM stops this multi-process job without "
-            "a checkpoint (it resumes from the last periodic one).", flush=True)
+      report.line("The jax preemption service is off: SIGTERM stops this multi-process job without "
+                  "a checkpoint (it resumes from the last periodic one).")
       return self
     if threading.current_thread() is not threading.main_thread():
       return self  # Python lets only the main thread set handlers; signals keep their meaning.
@@ -83,8 +85,8 @@ class Preemption:
       signal.raise_signal(signum)
       return
     self.requested = True
-    print(f"Received {signal.Signals(signum).name}: saving a checkpoint after the current step "
-          f"(send it again to stop at once, without one).", flush=True)
+    report.line(f"Received {signal.Signals(signum).name}: saving a checkpoint after the current "
+                f"step (send it again to stop at once, without one).")
     if self._synced and signum != signal.SIGTERM:
       signal.raise_signal(signal.SIGTERM)  # To jax's handler, which tells the other hosts.
 

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import flops
+from bert_jax import report
 from bert_jax.data import inputs
 
 
@@ -108,20 +109,20 @@ def startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, 
   num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
   seq_length = config.data.max_seq_length
   tokens = train.batch_size * seq_length
-  print(f"Devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform}) on "
-        f"{jax.process_count()} process(es); mesh {mesh_axes}", flush=True)
-  print(f"Model: {num_params / 1e6:,.1f}M params (L{model.num_hidden_layers}/"
-        f"H{model.hidden_size}/A{model.num_attention_heads}/I{model.intermediate_size}, vocab "
-        f"{model.vocab_size}), {model.dtype} compute, scan_layers={model.scan_layers}, "
-        f"remat={model.remat_policy}", flush=True)
-  print(f"Batch: {train.batch_size} sequences global, {train.batch_size // jax.process_count()} "
-        f"per host, x {seq_length} tokens = {tokens:,} tokens per step, "
-        f"{config.data.max_predictions_per_seq} predictions per sequence", flush=True)
+  report.line(f"Devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform}) on "
+              f"{jax.process_count()} process(es); mesh {mesh_axes}")
+  report.line(f"Model: {num_params / 1e6:,.1f}M params (L{model.num_hidden_layers}/"
+              f"H{model.hidden_size}/A{model.num_attention_heads}/I{model.intermediate_size}, "
+              f"vocab {model.vocab_size}), {model.dtype} compute, scan_layers={model.scan_layers}, "
+              f"remat={model.remat_policy}")
+  report.line(f"Batch: {train.batch_size} sequences global, "
+              f"{train.batch_size // jax.process_count()} per host, x {seq_length} tokens = {tokens:,} tokens per step, "
+              f"{config.data.max_predictions_per_seq} predictions per sequence")
   files = f" {config.data.input_files}" if config.data.input_files else ""
-  print(f"Data: data.source={config.data.source!r}{files}; {len(data.train_files)} training and "
-        f"{len(data.eval_files)} eval record files", flush=True)
-  print(f"Compiled the train step in {compile_seconds:.1f} s; {flops_per_step / 1e9:,.1f} "
-        f"GFLOP per step; MFU against {peak[0]:,.2f} TFLOP/s per device ({peak[1]})", flush=True)
+  report.line(f"Data: data.source={config.data.source!r}{files}; {len(data.train_files)} "
+              f"training and {len(data.eval_files)} eval record files")
+  report.line(f"Compiled the train step in {compile_seconds:.1f} s; {flops_per_step / 1e9:,.1f} "
+              f"GFLOP per step; MFU against {peak[0]:,.2f} TFLOP/s per device ({peak[1]})")
 
 
 class Profiler:
@@ -145,8 +146,7 @@ class Profiler:
       jax.block_until_ready(block_on)
       jax.profiler.stop_trace()
       self._active = False
-      if jax.process_index() == 0:
-        print(f"Profile of steps {self._first}-{self._last} in {self._logdir}", flush=True)
+      report.line(f"Profile of steps {self._first}-{self._last} in {self._logdir}")
 
   def close(self) -> None:
     if self._active:

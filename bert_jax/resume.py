@@ -11,6 +11,7 @@ import jax
 from bert_jax import checkpoint
 from bert_jax import errors
 from bert_jax import modeling
+from bert_jax import report
 from bert_jax import sharding
 
 
@@ -34,7 +35,7 @@ def initial_params(path: str, model_config: modeling.BertConfig, shardings: Any)
     params = jax.tree_util.tree_map(jax.device_put, params, shardings)
   except ValueError as e:
     raise errors.UserError(f"{path}: its params do not fit this model: {e}") from e
-  print(f"Initialised the params from {path}", flush=True)
+  report.line(f"Initialised the params from {path}")
   return params
 
 
@@ -51,6 +52,6 @@ def roll_back(checkpointer: checkpoint.Checkpointer, abstract_state: Any, state_
                            "to roll back to (train.nan_policy='rollback')")
   target = sharding.with_shardings(abstract_state, state_shardings)
   latest, state, _ = checkpointer.restore_latest(target)
-  print(f"Non-finite loss or gradient at step {bad_step}: rolled back to the checkpoint at step "
-        f"{latest}; going on with the data after step {bad_step}", flush=True)
+  report.line(f"Non-finite loss or gradient at step {bad_step}: rolled back to the checkpoint at "
+              f"step {latest}; going on with the data after step {bad_step}")
   return state, latest

@@ -27,6 +27,7 @@ from bert_jax import optim
 from bert_jax import phases
 from bert_jax import preemption
 from bert_jax import progress
+from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import train_program
@@ -71,9 +72,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Cheap checks on the JSON metadata before reading any array.
     resume.check_same_model(meta["model"], model_config, checkpointer.directory)
     if latest >= config.train.num_train_steps:
-      print(f"Training is already complete: step {latest} of "
-            f"{config.train.num_train_steps} in {checkpointer.directory}; nothing to do.",
-            flush=True)
+      report.line(f"Training is already complete: step {latest} of "
+                  f"{config.train.num_train_steps} in {checkpointer.directory}; nothing to do.")
       checkpointer.close()
       return meta.get("eval", {})
 
@@ -82,8 +82,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   config_validation.validate_vocab(config, data.vocab_size)
   phases.check_records(run_phases, data)
   if data.vocab_size < config.model.vocab_size:
-    print(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
-          f"(model.vocab_size={config.model.vocab_size}) are never used.", flush=True)
+    report.line(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
+                f"(model.vocab_size={config.model.vocab_size}) are never used.")
   nsp = data.next_sentence_prediction
   eval_batches = inputs.eval_batches(config, data)  # At phase 1's shapes throughout.
   baseline = inputs.most_frequent_token_accuracy(eval_batches)
@@ -116,8 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       target = sharding.with_shardings(program.abstract_state, state_shardings)
       # The newest step that reads whole: the data position comes from its meta too.
       latest, state, meta = checkpointer.restore_latest(target)
-      print(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}",
-            flush=True)
+      report.line(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}")
     start_step = int(state.step)
     # A global replicated key, as the compiled step expects (device_put cannot make one across
     # processes; a jit's output sharding can).
@@ -183,8 +182,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if step > phase.last_step or step < phase.first_step:  # Or back, after a rollback.
           phase = phases.phase_of(run_phases, step)
           p_train_step, train_iter, reporter, _, compile_seconds = start_phase(phase, step - 1)
-          print(f"Phase {phase.number} from step {step}: {phase.describe()} (recompiled in "
-                f"{compile_seconds:.1f} s)", flush=True)
+          report.line(f"Phase {phase.number} from step {step}: {phase.describe()} (recompiled in "
+                      f"{compile_seconds:.1f} s)")
         with reporter.input():
           host_batch = guard.maybe_poison(step, next(train_iter))
           batch = jax.make_array_from_process_local_data(batch_sharding, host_batch)
@@ -241,9 +240,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           target = config.train.target_mlm_accuracy
           if 0 < target <= eval_metrics["mlm_accuracy"]:  # MLPerf-style stop: save, then end.
             elapsed = datetime.timedelta(seconds=round(time.perf_counter() - loop_start))
-            print(f"Reached the target MLM accuracy {eval_metrics['mlm_accuracy']:.4f} >= "
-                  f"{target} at step {step}, after {elapsed} of training (time-to-target)",
-                  flush=True)
+            report.line(f"Reached the target MLM accuracy {eval_metrics['mlm_accuracy']:.4f} >= "
+                        f"{target} at step {step}, after {elapsed} of training (time-to-target)")
             last = due_checkpoint = True
 
         if due_checkpoint:
@@ -253,8 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.close()
           checkpointer.close()  # Waits until the save is complete.
           watch.uninstall()
-          print(f"Preempted at step {step}: saved a checkpoint in {checkpointer.directory}; run "
-                f"the same command to resume.", flush=True)
+          report.line(f"Preempted at step {step}: saved a checkpoint in {checkpointer.directory}; "
+                      f"run the same command to resume.")
           return eval_metrics
         if last:
           break
@@ -270,8 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     checkpointer.close()
     watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
-  print(f"Final eval at step {step}: {metrics.eval_summary(eval_metrics, baseline)}", flush=True)
-  print(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard",
-        flush=True)
+  report.line(f"Final eval at step {step}: {metrics.eval_summary(eval_metrics, baseline)}")
+  report.line(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard")
   return eval_metrics
 

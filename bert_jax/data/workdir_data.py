@@ -16,6 +16,7 @@ import ml_collections
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import report
 from bert_jax import tokenization
 from bert_jax.data import corpus
 from bert_jax.data import holdout
@@ -109,7 +110,7 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
         input_sentence_size=data.vocab_input_sentence_size, seed=config.seed)
     num_documents = len(documents)
   num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
-  print(f"Data: {holdout_line}", flush=True)
+  report.line(f"Data: {holdout_line}")
   metadata = prepare_lib.prepare_pretraining_data(
       documents, prepare_lib.TokenizerLoader(vocab_file, data.do_lower_case), data_dir,
       max_seq_length=prepare_seq_length(data), short_seq_prob=data.short_seq_prob,
@@ -120,7 +121,7 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
       documents_per_shard=data.documents_per_shard,
       input_counters=counters,
       extra_metadata={"config": _fields(config), "vocab_file": vocab_file})
-  print(prepare_summary.format_summary(metadata["summary"]), flush=True)
+  report.line(prepare_summary.format_summary(metadata["summary"]))
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -138,7 +139,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # (same config, same files); only its half-written temporaries would be left over.
     for leftover in tf.io.gfile.glob(os.path.join(data_dir, "*.tmp-*")):
       tf.io.gfile.remove(leftover)
-    print(f"Preparing pre-training data in {data_dir} (once per workdir)...", flush=True)
+    report.line(f"Preparing pre-training data in {data_dir} (once per workdir)...")
     _build(config, data_dir)
   # Other hosts wait for process 0, which builds the data once for all of them.
   multihost_utils.sync_global_devices("bert_jax: workdir data ready")
