@@ -34,6 +34,7 @@ from bert_jax import heads
 from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import optim
+from bert_jax import preemption
 from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
@@ -263,7 +264,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state = state.replace(params={**state.params, "bert": bert})
     else:
       target = sharding.with_shardings(abstract_state, state_shardings)
-      state, _ = checkpointer.restore(latest, target)
+      # The newest step that reads whole (a damaged one is set aside), and its meta.
+      latest, state, meta = checkpointer.restore_latest(target)
       report.line(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}")
     start_step = int(state.step)
 
@@ -297,41 +299,60 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write_scalars(f"eval/{eval_set.split}", step, results[eval_set.split])
       return results
 
-    for step in range(start_step + 1, num_steps + 1):
-      rows = batch_indices(num_examples, train_config.batch_size, step - 1, config.seed)
-      global_batch = {k: v[rows] for k, v in data.train.items()}
-      batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
-      state, step_metrics = p_step(state, batch, dropout_rng)
-      pending.append(step_metrics["loss"])
-      last = step == num_steps
-      if step % train_config.log_every_steps == 0 or last:
-        scalars = {"loss": float(np.mean(jax.device_get(pending))),
-                   "learning_rate": float(optim.learning_rate_schedule(train_config)(step - 1)),
-                   "sequences_per_second": throughput(step, train_config.batch_size)}
-        pending = []
-        metrics.log_line("train", step, scalars)
-        writer.write_scalars("train", step, scalars)
+    # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
+    watch = preemption.Preemption().install()
+    try:
+      for step in range(start_step + 1, num_steps + 1):
+        rows = batch_indices(num_examples, train_config.batch_size, step - 1, config.seed)
+        global_batch = {k: v[rows] for k, v in data.train.items()}
+        batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
+        state, step_metrics = p_step(state, batch, dropout_rng)
+        pending.append(step_metrics["loss"])
+        last = step == num_steps
+        if step % train_config.log_every_steps == 0 or last:
+          scalars = {"loss": float(np.mean(jax.device_get(pending))),
+                     "learning_rate": float(optim.learning_rate_schedule(train_config)(step - 1)),
+                     "sequences_per_second": throughput(step, train_config.batch_size)}
+          pending = []
+          metrics.log_line("train", step, scalars)
+          writer.write_scalars("train", step, scalars)
 
-      eval_every = train_config.eval_every_steps
-      if (eval_every and step % eval_every == 0) or last:
-        eval_metrics = evaluate(step)
-        value = eval_metrics[data.evals[0].split][main_metric]
-        if value > best["value"]:
-          best = {"step": step, "value": value, "metric": main_metric, "eval": eval_metrics}
-          best_checkpointer.save(step, {"params": state.params}, {
+        eval_every = train_config.eval_every_steps
+        if (eval_every and step % eval_every == 0) or last:
+          eval_metrics = evaluate(step)
+          value = eval_metrics[data.evals[0].split][main_metric]
+          if value > best["value"]:
+            best = {"step": step, "value": value, "metric": main_metric, "eval": eval_metrics}
+            best_checkpointer.save(step, {"params": state.params}, {
+                "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+                "task": data.name, "label_names": data.label_names}, force=True)
+          throughput(step, 0)
+
+        # A preemption notice: checkpoint this step and stop (every host at the same step).
+        preempted = not last and watch.reached(step)
+        if step % train_config.checkpoint_every_steps == 0 or last or preempted:
+          checkpointer.save(step, state, {
               "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-              "task": data.name, "label_names": data.label_names}, force=True)
-        throughput(step, 0)
-
-      if step % train_config.checkpoint_every_steps == 0 or last:
-        checkpointer.save(step, state, {
-            "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-            "best": best, "task": data.name, "num_labels": data.num_labels,
-            "config": config.to_dict()}, force=last)
-
+              "best": best, "task": data.name, "num_labels": data.num_labels,
+              "config": config.to_dict()}, force=last)
+        if preempted:
+          writer.close()
+          checkpointer.close()  # Waits until the save is complete.
+          best_checkpointer.close()
+          watch.uninstall()
+          report.line(f"Preempted at step {step}: saved a checkpoint in "
+                      f"{checkpointer.directory}; run the same command to resume.")
+          return eval_metrics
+    except BaseException:
+      # Whatever stops the loop, the saves in flight are finished first.
+      checkpointer.close()
+      best_checkpointer.close()
+      watch.uninstall()
+      raise
     writer.close()
     checkpointer.close()
     best_checkpointer.close()
+    watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
   if jax.process_index() == 0:
     with tf.io.gfile.GFile(os.path.join(workdir, "best.json"), "w") as f:
       f.write(json.dumps(best, indent=1, sort_keys=True) + "\n")

@@ -6,6 +6,7 @@ after the first, a process starts in a few seconds.
 """
 
 import os
+import random
 import re
 import signal
 import subprocess
@@ -175,6 +176,51 @@ def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path, corpu
   assert f"Final eval at step {_NUM_TRAIN_STEPS}" in resumed.stdout()
   # Set aside, not deleted.
   assert os.path.isdir(os.path.join(checkpoints, f"{latest}.unreadable"))
+
+
+def _finetune_command(directory, vocab_file: str, workdir: str) -> list[str]:
+  """A small classifier from a random init, fine-tuned for 120 steps, logging every step."""
+  rng = random.Random(0)
+  words = "alpha beta gamma delta river stone light water green small".split()
+  for name, count in (("train.csv", 96), ("dev.csv", 24)):
+    path = os.path.join(directory, name)
+    if not os.path.exists(path):
+      rows = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(count)]
+      with open(path, "w") as f:
+        f.write("sentence,label\n" + "".join(
+            f"{row},{'yes' if 'alpha' in row else 'no'}\n" for row in rows))
+  flags = {
+      "model.vocab_size": 256, "model.hidden_size": 32, "model.num_hidden_layers": 1,
+      "model.num_attention_heads": 2, "model.intermediate_size": 64,
+      "model.max_position_embeddings": 64, "data.vocab_file": vocab_file,
+      "data.train_file": os.path.join(directory, "train.csv"),
+      "data.eval_file": os.path.join(directory, "dev.csv"), "data.max_seq_length": 32,
+      "train.batch_size": 8, "train.eval_batch_size": 8, "train.num_train_steps": 120,
+      "train.learning_rate": 1e-3, "train.log_every_steps": 1, "train.eval_every_steps": 0,
+      "train.checkpoint_every_steps": 1000}
+  return ([sys.executable, "-m", "bert_jax.main", "--config=configs/finetune.py",
+           f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()])
+
+
+def test_sigterm_mid_fine_tuning_saves_and_the_rerun_ends_as_an_uninterrupted_run(
+    tmp_path, env, sentencepiece_model):
+  reference = _Run(_finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "reference")),
+                   env, str(tmp_path / "reference"))
+  command = _finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "work"))
+  step = _preempt(command, env, str(tmp_path / "first"), after_step=5)
+  assert step < 120 and str(step) in os.listdir(tmp_path / "work" / "checkpoints")
+
+  resumed = _run(command, env, str(tmp_path / "second")).stdout()
+  assert f"Resumed from the checkpoint at step {step} " in resumed
+  assert reference.wait() == 0, reference.stderr()[-3000:]
+  expected, got = _losses(reference.stdout()), _losses(resumed)
+  assert sorted(got) == list(range(step + 1, 121))
+  assert got == {s: expected[s] for s in got}
+  # The same final eval and best, to the printed digit.
+  final = re.compile(r"^(?:eval validation|Best accuracy) .*$", re.MULTILINE)
+  assert final.findall(resumed) == final.findall(reference.stdout().replace(
+      str(tmp_path / "reference"), str(tmp_path / "work")))
+  assert len(final.findall(resumed)) == 2
 
 
 def test_handler_sets_the_flag_then_restores_the_handlers():
