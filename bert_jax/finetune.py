@@ -33,6 +33,7 @@ from bert_jax import errors
 from bert_jax import heads
 from bert_jax import metrics
 from bert_jax import modeling
+from bert_jax import nan_guard
 from bert_jax import optim
 from bert_jax import preemption
 from bert_jax import report
@@ -78,8 +79,13 @@ def finetune_step(state: train_program.TrainState, batch: dict[str, jax.Array], 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # A NaN/inf loss or gradient leaves params and optimizer state as they were (nan_guard.py).
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  params, opt_state = nan_guard.keep_if_finite(finite, (params, opt_state),
+                                               (state.params, state.opt_state))
   return (train_program.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
-          {"loss": loss})
+          {"loss": jnp.where(finite, loss, 0.0),
+           "nonfinite": 1.0 - finite.astype(jnp.float32)})
 
 
 def reinit_top_layers(pretrained: Any, fresh: Any, num_layers: int) -> Any:
@@ -206,6 +212,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     The final eval metrics, {split: {metric: value}}.
   """
   finetune_data.check_task(config)
+  guard = nan_guard.NonFiniteGuard(config.train.nan_policy, config.train.debug_nan_steps)
   tokenizer = finetune_data.load_tokenizer(config)
   model_config, pretrained = _model_config(config)
   rules = sharding.logical_axis_rules(config)
@@ -281,6 +288,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     writer = metrics.MetricWriter(workdir)
     throughput = metrics.Throughput(start_step)
     best = meta.get("best", {"step": 0, "value": -math.inf})
+    batch_offset = meta.get("batch_offset", 0)
     main_metric = data.metrics[0]
     eval_metrics = meta.get("eval", {})
     pending = []
@@ -302,23 +310,46 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
     watch = preemption.Preemption().install()
     try:
-      for step in range(start_step + 1, num_steps + 1):
-        rows = batch_indices(num_examples, train_config.batch_size, step - 1, config.seed)
-        global_batch = {k: v[rows] for k, v in data.train.items()}
+      step, pending_steps = start_step, []
+      while step < num_steps:
+        step += 1
+        # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
+        rows = batch_indices(num_examples, train_config.batch_size, step - 1 + batch_offset,
+                             config.seed)
+        global_batch = guard.maybe_poison(step, {k: v[rows] for k, v in data.train.items()})
         batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
         state, step_metrics = p_step(state, batch, dropout_rng)
-        pending.append(step_metrics["loss"])
+        pending.append(step_metrics)
+        pending_steps.append(step)
         last = step == num_steps
-        if step % train_config.log_every_steps == 0 or last:
-          scalars = {"loss": float(np.mean(jax.device_get(pending))),
-                     "learning_rate": float(optim.learning_rate_schedule(train_config)(step - 1)),
-                     "sequences_per_second": throughput(step, train_config.batch_size)}
+        due_log = step % train_config.log_every_steps == 0 or last
+        eval_every = train_config.eval_every_steps
+        due_eval = bool(eval_every and step % eval_every == 0) or last
+        # A preemption notice: checkpoint this step and stop (every host at the same step).
+        preempted = not last and watch.reached(step)
+        due_checkpoint = step % train_config.checkpoint_every_steps == 0 or last or preempted
+        if due_log or due_eval or due_checkpoint:
+          # Before any log line, eval or checkpoint: the steps since the last check were finite.
+          bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
+          if bad_step is not None:
+            state, step = resume.roll_back(checkpointer, abstract_state, state_shardings,
+                                           bad_step)
+            batch_offset += bad_step - step
+            pending, pending_steps = [], []
+            continue
+          pending_steps = []
+        if due_log:
+          # A skipped step has no loss: the mean is over the others (none: no loss field).
+          step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
+          scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
+          scalars.update({
+              "learning_rate": float(optim.learning_rate_schedule(train_config)(step - 1)),
+              "sequences_per_second": throughput(step, train_config.batch_size)})
           pending = []
           metrics.log_line("train", step, scalars)
           writer.write_scalars("train", step, scalars)
 
-        eval_every = train_config.eval_every_steps
-        if (eval_every and step % eval_every == 0) or last:
+        if due_eval:
           eval_metrics = evaluate(step)
           value = eval_metrics[data.evals[0].split][main_metric]
           if value > best["value"]:
@@ -328,13 +359,11 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 "task": data.name, "label_names": data.label_names}, force=True)
           throughput(step, 0)
 
-        # A preemption notice: checkpoint this step and stop (every host at the same step).
-        preempted = not last and watch.reached(step)
-        if step % train_config.checkpoint_every_steps == 0 or last or preempted:
+        if due_checkpoint:
           checkpointer.save(step, state, {
               "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
               "best": best, "task": data.name, "num_labels": data.num_labels,
-              "config": config.to_dict()}, force=last)
+              "batch_offset": batch_offset, "config": config.to_dict()}, force=last)
         if preempted:
           writer.close()
           checkpointer.close()  # Waits until the save is complete.

@@ -33,9 +33,12 @@ def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
 
 
 def poison(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The batch with NaN prediction weights: a NaN loss and NaN gradients, as corrupt input
-  would give. For `train.debug_nan_steps`, which tests the guard end to end."""
-  return {**batch, "masked_lm_weights": np.full_like(batch["masked_lm_weights"], np.nan)}
+  """The batch with NaN weights (pre-training's prediction weights, fine-tuning's example
+  weights): a NaN loss and NaN gradients, as corrupt input would give. For
+  `train.debug_nan_steps`, which tests the guard end to end."""
+  if "masked_lm_weights" in batch:
+    return {**batch, "masked_lm_weights": np.full_like(batch["masked_lm_weights"], np.nan)}
+  return {**batch, "weights": np.full(len(batch["input_ids"]), np.nan, np.float32)}
 
 
 def parse_steps(text: str) -> frozenset[int]:

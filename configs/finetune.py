@@ -103,4 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 1000
   # Checkpoints kept in WORKDIR/checkpoints.
   train.max_checkpoints_to_keep = 1
+  # On a NaN/inf loss or gradient (the update is never applied): 'stop' with an error naming
+  # the step, 'skip' the update and go on, or 'rollback' to the latest checkpoint and go on
+  # with the batches after the bad one. Checked at every log line, eval and checkpoint.
+  train.nan_policy = "stop"
+  # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
+  train.debug_nan_steps = ""
   return config

@@ -4,12 +4,16 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
+from bert_jax import checkpoint
 from bert_jax import errors
+from bert_jax import finetune
 from bert_jax import interop
 from bert_jax import nan_guard
 from bert_jax import train
+from test_finetune import _config as finetune_config
 from test_train import small_config, write_corpus
 
 
@@ -61,3 +65,35 @@ def test_bad_policy_is_a_user_error():
     nan_guard.NonFiniteGuard("ignore")
   with pytest.raises(errors.UserError, match="train.debug_nan_steps='x'"):
     nan_guard.NonFiniteGuard("stop", "x")
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip", "rollback"])
+def test_fine_tuning_applies_the_same_policy(tmp_path, sentencepiece_model, capsys, policy):
+  for name, count in (("train.csv", 48), ("dev.csv", 8)):
+    (tmp_path / name).write_text("sentence,label\n" + "".join(
+        f"word{i % 7} other words here,{'yes' if i % 2 else 'no'}\n" for i in range(count)))
+  config = finetune_config("classification", sentencepiece_model,
+                           train_file=str(tmp_path / "train.csv"),
+                           eval_file=str(tmp_path / "dev.csv"), text_a_key="sentence",
+                           label_key="label", max_examples=0)
+  config.train.update(nan_policy=policy, debug_nan_steps="3", checkpoint_every_steps=2,
+                      num_train_steps=6, max_checkpoints_to_keep=5)
+  workdir = str(tmp_path / "work")
+  if policy == "stop":
+    with pytest.raises(errors.UserError, match="non-finite loss or gradient at step 3 "):
+      finetune.finetune(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+    return
+  finetune.finetune(config, workdir)
+  out = capsys.readouterr().out
+  assert "loss=nan" not in out and "train step=6 " in out
+  if policy == "skip":
+    assert "Non-finite loss or gradient at step(s) 3: update(s) skipped" in out
+  else:
+    assert "rolled back to the checkpoint at step 2; going on with the data after step 3" in out
+    assert out.count("train step=3 ") == 1  # Redone once, with the next batch.
+    meta = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore_meta(6)
+    assert meta["batch_offset"] == 1
+  for step in os.listdir(os.path.join(workdir, "checkpoints")):
+    state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", step, "state"))
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state["params"])), step
