@@ -30,12 +30,14 @@ import tensorflow as tf
 from bert_jax import checkpoint
 from bert_jax import config_validation
 from bert_jax import errors
+from bert_jax import flops
 from bert_jax import heads
 from bert_jax import metrics
 from bert_jax import modeling
 from bert_jax import nan_guard
 from bert_jax import optim
 from bert_jax import preemption
+from bert_jax import progress
 from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
@@ -86,32 +88,6 @@ def finetune_step(state: train_program.TrainState, batch: dict[str, jax.Array], 
   return (train_program.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
           {"loss": jnp.where(finite, loss, 0.0),
            "nonfinite": 1.0 - finite.astype(jnp.float32)})
-
-
-def reinit_top_layers(pretrained: Any, fresh: Any, num_layers: int) -> Any:
-  """The pre-trained encoder with its top `num_layers` layers and the pooler from `fresh`.
-
-  Zhang et al. 2021 ("Revisiting few-sample BERT fine-tuning"): the top layers are the most
-  specific to the pre-training objective, and a briefly pre-trained model's top layer maps
-  every input's [CLS] to nearly the same vector, which few labels cannot move; a fresh top
-  (the original's init) keeps the lower layers' knowledge without that. 0 = the original's
-  fine-tuning, everything from the checkpoint.
-
-  Args:
-    pretrained: The checkpoint's 'bert' params (layers stacked on a leading axis, as scanned).
-    fresh: The same tree as initialised for this run.
-    num_layers: How many of the top encoder layers to take from `fresh` (the pooler too).
-  """
-  if num_layers <= 0:
-    return pretrained
-  first = jax.tree.leaves(pretrained["encoder"])[0].shape[0] - num_layers
-  if first < 0:
-    raise errors.UserError(f"train.reinit_top_layers={num_layers} is more than the model's "
-                           f"{first + num_layers} layers")
-  # [layers, ...]: layers first..last from the fresh init.
-  encoder = jax.tree.map(lambda old, new: np.concatenate([old[:first], new[first:]]),
-                         jax.device_get(pretrained["encoder"]), fresh["encoder"])
-  return {**pretrained, "encoder": encoder, "pooler": fresh["pooler"]}
 
 
 def predict_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> Any:
@@ -265,7 +241,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         batch=shapes), out_shardings=state_shardings)(init_rng)
       if pretrained is not None:
         # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
-        bert = reinit_top_layers(pretrained["bert"], jax.device_get(state.params["bert"]),
+        bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(state.params["bert"]),
                                  config.train.get("reinit_top_layers", 0))
         bert = jax.tree.map(jax.device_put, bert, state_shardings.params["bert"])
         state = state.replace(params={**state.params, "bert": bert})
@@ -286,7 +262,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         in_shardings=(state_shardings.params, batch_sharding))
 
     writer = metrics.MetricWriter(workdir)
-    throughput = metrics.Throughput(start_step)
+    seq_length = data.train["input_ids"].shape[1]
+    peak = progress.peak_tflops_per_device(config)
+    reporter = progress.Progress(
+        start_step, num_steps, train_config.batch_size, seq_length,
+        flops.finetuning_flops_per_step(model_config, train_config.batch_size, seq_length,
+                                        data.family, data.num_labels),
+        peak[0] * 1e12 * jax.device_count())
     best = meta.get("best", {"step": 0, "value": -math.inf})
     batch_offset = meta.get("batch_offset", 0)
     main_metric = data.metrics[0]
@@ -316,9 +298,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
         rows = batch_indices(num_examples, train_config.batch_size, step - 1 + batch_offset,
                              config.seed)
-        global_batch = guard.maybe_poison(step, {k: v[rows] for k, v in data.train.items()})
-        batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
+        with reporter.input():
+          global_batch = guard.maybe_poison(step, {k: v[rows] for k, v in data.train.items()})
+          batch = jax.make_array_from_process_local_data(batch_sharding,
+                                                         _host_rows(global_batch))
         state, step_metrics = p_step(state, batch, dropout_rng)
+        if step == start_step + 1:
+          reporter.report(step)  # The first step compiled the program: not in any rate.
         pending.append(step_metrics)
         pending_steps.append(step)
         last = step == num_steps
@@ -342,28 +328,32 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           # A skipped step has no loss: the mean is over the others (none: no loss field).
           step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
           scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
-          scalars.update({
-              "learning_rate": float(optim.learning_rate_schedule(train_config)(step - 1)),
-              "sequences_per_second": throughput(step, train_config.batch_size)})
+          scalars["learning_rate"] = float(optim.learning_rate_schedule(train_config)(step - 1))
+          scalars.update(reporter.report(step))
           pending = []
-          metrics.log_line("train", step, scalars)
+          metrics.log_line("train", step, {
+              **{name: scalars[name] for name in (
+                  "loss", "learning_rate", "sequences_per_second", "mfu", "input_wait_fraction")
+                 if name in scalars},
+              "eta": progress.format_duration(scalars["eta_seconds"])})
           writer.write_scalars("train", step, scalars)
 
         if due_eval:
-          eval_metrics = evaluate(step)
+          with reporter.excluded():  # Eval time is not training time.
+            eval_metrics = evaluate(step)
           value = eval_metrics[data.evals[0].split][main_metric]
           if value > best["value"]:
             best = {"step": step, "value": value, "metric": main_metric, "eval": eval_metrics}
             best_checkpointer.save(step, {"params": state.params}, {
                 "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
                 "task": data.name, "label_names": data.label_names}, force=True)
-          throughput(step, 0)
 
         if due_checkpoint:
-          checkpointer.save(step, state, {
-              "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-              "best": best, "task": data.name, "num_labels": data.num_labels,
-              "batch_offset": batch_offset, "config": config.to_dict()}, force=last)
+          with reporter.checkpoint():
+            checkpointer.save(step, state, {
+                "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+                "best": best, "task": data.name, "num_labels": data.num_labels,
+                "batch_offset": batch_offset, "config": config.to_dict()}, force=last)
         if preempted:
           writer.close()
           checkpointer.close()  # Waits until the save is complete.

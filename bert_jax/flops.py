@@ -5,6 +5,7 @@ of num_hidden_layers times and reports per-device figures of sharded programs.
 """
 
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +68,17 @@ def classification_flops_per_step(model_config: ml_collections.ConfigDict, batch
   """A fine-tuning step of a [CLS] classifier: 3x (encoder + pooler + [H, num_labels])."""
   classifier = 2 * batch_size * model_config.hidden_size * num_labels
   return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + classifier)
+
+
+def finetuning_flops_per_step(model_config: Any, batch_size: int, seq_len: int, family: str,
+                              num_labels: int) -> int:
+  """A fine-tuning step of any task family: 3x (encoder + its head). The [CLS] families'
+  head reads one vector per example; the token and span ones every token."""
+  if family in ("classification", "regression"):
+    return classification_flops_per_step(model_config, batch_size, seq_len, num_labels)
+  outputs = 2 if family == "span" else num_labels
+  head = 2 * batch_size * seq_len * model_config.hidden_size * outputs
+  return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + head)
 
 
 # Datasheet dense peaks, TFLOP/s per device, by jax device_kind prefix (longest first) and

@@ -8,13 +8,19 @@ the task head is initialised as the original does (truncated normal, zero bias).
   classification, and regression (STS-B) with one output.
 - BertForQuestionAnswering: every token -> 'qa_outputs' (start, end); SQuAD.
 - BertForTokenClassification: every token -> dropout -> 'classifier'; NER.
+
+`reinit_top_layers` gives a head's encoder a fresh top (train.reinit_top_layers).
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from bert_jax import errors
 from bert_jax import modeling
 
 
@@ -103,3 +109,29 @@ def token_loss(logits: jax.Array, label_ids: jax.Array, label_weights: jax.Array
   """
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, label_ids)
   return _weighted_mean(losses, label_weights)
+
+
+def reinit_top_layers(pretrained: Any, fresh: Any, num_layers: int) -> Any:
+  """The pre-trained encoder with its top `num_layers` layers and the pooler from `fresh`.
+
+  Zhang et al. 2021 ("Revisiting few-sample BERT fine-tuning"): the top layers are the most
+  specific to the pre-training objective, and a briefly pre-trained model's top layer maps
+  every input's [CLS] to nearly the same vector, which few labels cannot move; a fresh top
+  (the original's init) keeps the lower layers' knowledge without that. 0 = the original's
+  fine-tuning, everything from the checkpoint.
+
+  Args:
+    pretrained: The checkpoint's 'bert' params (layers stacked on a leading axis, as scanned).
+    fresh: The same tree as initialised for this run.
+    num_layers: How many of the top encoder layers to take from `fresh` (the pooler too).
+  """
+  if num_layers <= 0:
+    return pretrained
+  first = jax.tree.leaves(pretrained["encoder"])[0].shape[0] - num_layers
+  if first < 0:
+    raise errors.UserError(f"train.reinit_top_layers={num_layers} is more than the model's "
+                           f"{first + num_layers} layers")
+  # [layers, ...]: layers first..last from the fresh init.
+  encoder = jax.tree.map(lambda old, new: np.concatenate([old[:first], new[first:]]),
+                         jax.device_get(pretrained["encoder"]), fresh["encoder"])
+  return {**pretrained, "encoder": encoder, "pooler": fresh["pooler"]}

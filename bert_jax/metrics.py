@@ -61,19 +61,6 @@ class MetricWriter:
       writer.close()
 
 
-class Throughput:
-  """Sequences per second between two calls, measured on the host."""
-
-  def __init__(self, step: int):
-    self._step, self._time = step, time.perf_counter()
-
-  def __call__(self, step: int, sequences_per_step: int) -> float:
-    now = time.perf_counter()
-    rate = (step - self._step) * sequences_per_step / max(now - self._time, 1e-9)
-    self._step, self._time = step, now
-    return rate
-
-
 def log_line(prefix: str, step: int, scalars: dict[str, float]) -> None:
   """One line of `name=value` pairs on stdout, process 0 only: clean to read and to grep."""
   parts = []

@@ -107,6 +107,9 @@ def get_config() -> ml_collections.ConfigDict:
   # the step, 'skip' the update and go on, or 'rollback' to the latest checkpoint and go on
   # with the batches after the bad one. Checked at every log line, eval and checkpoint.
   train.nan_policy = "stop"
+  # Peak TFLOP/s of one device, the denominator of the MFU metric (as configs/base.py's): 0 =
+  # the datasheet figure of the device kind or, on CPUs, the fastest of 20 matmuls timed here.
+  train.peak_tflops_per_device = 0.0
   # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
   train.debug_nan_steps = ""
   return config

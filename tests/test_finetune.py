@@ -4,6 +4,7 @@ to end (TFDS tasks through tfds.testing.mock_data, local files, a pre-trained ch
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -152,6 +153,9 @@ def test_pretrain_then_finetune_a_local_csv_and_resume(tmp_path, capsys):
   assert f"Fine-tuning from {pretrain_dir}" in out
   assert "48 training rows, 6 steps" in out
   assert "eval validation step=3 " in out and "eval validation step=6 " in out
+  # The progress line of pre-training: throughput, MFU, input wait, ETA.
+  assert re.search(r"^train step=6 loss=\S+ learning_rate=\S+ sequences_per_second=\S+ "
+                   r"mfu=0\.\d+ input_wait_fraction=\S+ eta=0s$", out, re.MULTILINE), out
   assert 0.0 <= results["validation"]["accuracy"] <= 1.0
   rows = [json.loads(line) for line in open(os.path.join(
       workdir, "predictions", "step_6", "validation.jsonl"))]
@@ -194,11 +198,11 @@ def test_reinit_top_layers_takes_the_top_layers_and_the_pooler_from_the_fresh_in
             "pooler": {"kernel": np.full((2, 2), value)}}
 
   pretrained, fresh = tree(1.0), tree(2.0)
-  assert finetune.reinit_top_layers(pretrained, fresh, 0) is pretrained
-  mixed = finetune.reinit_top_layers(pretrained, fresh, 2)
+  assert heads.reinit_top_layers(pretrained, fresh, 0) is pretrained
+  mixed = heads.reinit_top_layers(pretrained, fresh, 2)
   kernel = mixed["encoder"]["layer"]["output"]["kernel"]  # [layers, in, out]
   assert kernel[0].tolist() == [[1.0, 1.0]] * 2 and (kernel[1:] == 2.0).all()
   assert (mixed["pooler"]["kernel"] == 2.0).all()
   assert (mixed["embeddings"]["word_embeddings"]["embedding"] == 1.0).all()
   with pytest.raises(errors.UserError, match="train.reinit_top_layers=4 is more than"):
-    finetune.reinit_top_layers(pretrained, fresh, 4)
+    heads.reinit_top_layers(pretrained, fresh, 4)
