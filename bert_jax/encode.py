@@ -200,11 +200,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     shapes = {k: features[k][:1] for k in ("input_ids", "segment_ids", "input_mask")}
     param_shardings = sharding.logical_shardings(jax.eval_shape(
         lambda: train_program.init_params(jax.random.key(0), model, shapes)), mesh, rules)
-    try:
-      params = jax.tree.map(jax.device_put, params, param_shardings)
-    except ValueError as e:
-      raise errors.UserError(f"{source}: its encoder params do not fit the model or the mesh: "
-                             f"{' '.join(str(e).split())}") from e
+    params = sharding.place(params, param_shardings, source)
     batch_sharding = sharding.batch_sharding(mesh, rules)
     p_embed = jax.jit(functools.partial(embed, model=model),
                       in_shardings=(param_shardings, batch_sharding))

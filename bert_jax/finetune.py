@@ -243,7 +243,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
         bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(state.params["bert"]),
                                  config.train.get("reinit_top_layers", 0))
-        bert = jax.tree.map(jax.device_put, bert, state_shardings.params["bert"])
+        bert = sharding.place(bert, state_shardings.params["bert"], config.init_checkpoint)
         state = state.replace(params={**state.params, "bert": bert})
     else:
       target = sharding.with_shardings(abstract_state, state_shardings)

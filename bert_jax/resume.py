@@ -6,8 +6,6 @@ Shared by pre-training (train.py), fine-tuning (finetune.py) and mode=eval (eval
 import dataclasses
 from typing import Any
 
-import jax
-
 from bert_jax import checkpoint
 from bert_jax import errors
 from bert_jax import modeling
@@ -31,10 +29,7 @@ def initial_params(path: str, model_config: modeling.BertConfig, shardings: Any)
   from bert_jax import interop  # pylint: disable=g-import-not-at-top
   loaded_config, params = interop.load_params(path)
   check_same_model(dataclasses.asdict(loaded_config), model_config, path)
-  try:
-    params = jax.tree_util.tree_map(jax.device_put, params, shardings)
-  except ValueError as e:
-    raise errors.UserError(f"{path}: its params do not fit this model: {e}") from e
+  params = sharding.place(params, shardings, path)
   report.line(f"Initialised the params from {path}")
   return params
 

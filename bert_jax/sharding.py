@@ -89,3 +89,13 @@ def with_shardings(abstract_tree, shardings):
   """jax.ShapeDtypeStructs carrying `shardings`: what restoring or lowering onto a mesh takes."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_tree, shardings)
+
+
+def place(params, shardings, source: str):
+  """Host params onto the mesh with `shardings`: the one way every mode does it. Params that
+  do not fit them (another architecture) are a UserError naming their source."""
+  try:
+    return jax.tree.map(jax.device_put, params, shardings)
+  except ValueError as e:
+    raise errors.UserError(f"{source}: its params do not fit the model or the mesh: "
+                           f"{' '.join(str(e).split())}") from e

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import ml_collections
+import numpy as np
 import pytest
 
 from bert_jax import errors
@@ -77,3 +78,13 @@ def test_meshes_give_the_one_device_numbers_and_shard_params_as_the_rules_say():
   # Pure data parallelism keeps whole params on every device.
   assert report["8x1x1"]["layout"]["bert/encoder/layer/intermediate/kernel"]["shard_shape"] == [
       2, 32, 64]
+
+
+def test_params_of_another_architecture_do_not_fit_in_one_line():
+  mesh = sharding.create_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1}))
+  shardings = {"kernel": sharding.replicated(mesh)}
+  placed = sharding.place({"kernel": np.ones((2, 3), np.float32)}, shardings, "/ckpt")
+  assert placed["kernel"].sharding == shardings["kernel"]
+  with pytest.raises(errors.UserError, match="^/ckpt: its params do not fit the model or the "
+                                             "mesh: "):
+    sharding.place({"kernel": np.ones(2), "bias": np.ones(2)}, shardings, "/ckpt")
