@@ -3,8 +3,8 @@
     python -m bert_jax.config_doc > docs/CONFIG.md     # write the reference
     python -m bert_jax.config_doc --check              # exit 1, one line per problem
 
-The comments in configs/base.py (pre-training) and configs/finetune.py (fine-tuning) are the
-one source of truth: a field's doc is the comment block directly above its assignment, its
+The comments in bert_jax/config/base.py (pre-training) and bert_jax/config/finetune.py
+(fine-tuning), the schema inside the package, are the one source of truth: a field's doc is the comment block directly above its assignment, its
 default is read from the config object that `get_config()` returns, so neither can drift from
 the code. The variants (configs/tiny.py, large.py, glue.py, ...) are listed by what they change,
 found by comparing their config with the one they start from.
@@ -34,6 +34,7 @@ import ml_collections
 # Config modules whose every assignment must carry a comment: the reference ones. The variants
 # change a few values and need none.
 DOCUMENTED_CONFIGS = ("base", "finetune")
+SCHEMA_PACKAGE = "bert_jax.config"
 CONFIG_PACKAGE = "configs"
 CONFIG_DOC_PATH = os.path.join("docs", "CONFIG.md")
 REGENERATE = "python -m bert_jax.config_doc > docs/CONFIG.md"
@@ -204,15 +205,24 @@ def _under(path: str, group: str) -> bool:
 # ---- The repository's config files ----
 
 
+def _package(name: str) -> str:
+  return SCHEMA_PACKAGE if name in DOCUMENTED_CONFIGS else CONFIG_PACKAGE
+
+
 def _module(name: str):
-  return importlib.import_module(f"{CONFIG_PACKAGE}.{name}")
+  """The schema's base and finetune (bert_jax.config), or a config file of configs/."""
+  return importlib.import_module(f"{_package(name)}.{name}")
+
+
+def _filename(name: str) -> str:
+  """Path of config module `name` relative to the repository: bert_jax/config/base.py."""
+  return os.path.join(*_package(name).split("."), f"{name}.py")
 
 
 def _read_source(name: str) -> tuple[str, str]:
   """(source, path relative to the repository) of config module `name`."""
-  path = _module(name).__file__
-  with open(path, encoding="utf-8") as f:
-    return f.read(), os.path.join(CONFIG_PACKAGE, os.path.basename(path))
+  with open(_module(name).__file__, encoding="utf-8") as f:
+    return f.read(), _filename(name)
 
 
 def parse_config_module(name: str) -> ConfigSource:
@@ -236,7 +246,7 @@ def field_docs(name: str) -> dict[str, str]:
 
 def variant_names() -> list[str]:
   """The config modules other than the documented ones: tiny, large, glue, ..."""
-  directory = os.path.dirname(_module("base").__file__)
+  directory = os.path.dirname(importlib.import_module(CONFIG_PACKAGE).__file__)
   names = [f[:-3] for f in os.listdir(directory) if f.endswith(".py") and f != "__init__.py"]
   names = [n for n in names if n not in DOCUMENTED_CONFIGS]
   # Pre-training variants first, then fine-tuning ones; by name within each.
@@ -321,8 +331,8 @@ def _finetuning_section(parsed: ConfigSource, values: dict[str, Any],
   yield f"## Fine-tuning ({parsed.filename})"
   yield ""
   yield (f"`--config.mode=finetune` configs start from {parsed.filename}, which starts from "
-         f"configs/{parsed.parent}.py and sets or adds these fields (configs/glue.py, squad.py "
-         "and ner.py start from it):")
+         f"{_filename(parsed.parent)} and sets or adds these fields (configs/finetune.py, "
+         "glue.py, squad.py and ner.py start from it):")
   yield ""
   rows = [(f"`{p}`", format_value(values[p]), docs.get(p, "")) for p in parsed.comments]
   yield from _table(rows, ("field", "default", "what it does"))
@@ -330,7 +340,7 @@ def _finetuning_section(parsed: ConfigSource, values: dict[str, Any],
   replaced = [g for g in parsed.groups if "." not in g]
   if replaced:
     yield (f"Its {' and '.join(f'`{g}`' for g in replaced)} are new groups that replace "
-           f"configs/{parsed.parent}.py's: none of the other pre-training "
+           f"{_filename(parsed.parent)}'s: none of the other pre-training "
            f"{' and '.join(f'`{g}.*`' for g in replaced)} fields exist in a fine-tuning config.")
     yield ""
   inherited = []
@@ -340,7 +350,7 @@ def _finetuning_section(parsed: ConfigSource, values: dict[str, Any],
       if name not in inherited:
         inherited.append(name)
   if inherited:
-    yield (f"The rest is inherited unchanged from configs/{parsed.parent}.py (documented "
+    yield (f"The rest is inherited unchanged from {_filename(parsed.parent)} (documented "
            f"above): {', '.join(f'`{name}`' for name in inherited)}.")
   yield ""
 
@@ -362,7 +372,7 @@ def _variant_sections() -> Iterator[str]:
       yield ""
       continue
     parent_values = leaf_values(_module(parsed.parent).get_config())
-    parent_file = f"configs/{parsed.parent}.py"
+    parent_file = _filename(parsed.parent)
     changed = [p for p in values if p not in parent_values or parent_values[p] != values[p]]
     yield f"{summary} Starts from {parent_file}" + (", and changes:" if changed else
                                                     "; changes nothing.")
@@ -384,14 +394,14 @@ def render() -> str:
   lines = [
       "# Config reference",
       "",
-      "<!-- Generated from the comments in configs/base.py and configs/finetune.py: do not "
-      f"edit. Run `{REGENERATE}`. -->",
+      "<!-- Generated from the comments in bert_jax/config/base.py and "
+      f"bert_jax/config/finetune.py: do not edit. Run `{REGENERATE}`. -->",
       "",
       "Every run takes a config file, `--config=configs/<name>.py`, whose `get_config()` returns "
       "an `ml_collections.ConfigDict`. This page lists every field with its default and what it "
-      "does: the comment above the field in configs/base.py (pre-training, and the base of "
-      "every other config) or configs/finetune.py (fine-tuning), generated by "
-      "`python -m bert_jax.config_doc`.",
+      "does: the comment above the field in the package's schema, bert_jax/config/base.py "
+      "(pre-training, and the base of every other config) or bert_jax/config/finetune.py "
+      "(fine-tuning), generated by `python -m bert_jax.config_doc`.",
       "",
       "Override any field on the command line with `--config.<field>=<value>`:",
       "",
@@ -400,9 +410,9 @@ def render() -> str:
       "--config.data.whole_word_masking=true",
       "",
       "A field that does not exist, or a value that does not fit the field, is a one-line error "
-      "that names it, before anything runs. A config file of your own imports one of these, "
-      "calls its `get_config()` and changes fields (as configs/tiny.py does); it cannot add "
-      "new ones.",
+      "that names it, before anything runs. A config file of your own, anywhere, imports "
+      "`bert_jax.config.base` (or `finetune`), calls its `get_config()` and changes fields (as "
+      "configs/tiny.py does); it cannot add new ones.",
       "",
   ]
   lines += _pretraining_sections(base, leaf_values(_module("base").get_config()),
@@ -415,7 +425,8 @@ def render() -> str:
 
 def repo_root() -> str:
   """The directory that holds configs/ and docs/."""
-  return os.path.dirname(os.path.dirname(os.path.abspath(_module("base").__file__)))
+  return os.path.dirname(os.path.dirname(os.path.abspath(
+      importlib.import_module(CONFIG_PACKAGE).__file__)))
 
 
 def problems() -> list[str]:

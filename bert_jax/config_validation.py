@@ -17,8 +17,8 @@ from bert_jax.data import holdout
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
 # The config every config of a mode starts from: what decides which fields exist.
-_REFERENCE_CONFIGS = {"pretrain": "configs.base", "eval": "configs.base", "encode": "configs.base",
-                      "finetune": "configs.finetune"}
+_REFERENCE_CONFIGS = {"pretrain": "bert_jax.config.base", "eval": "bert_jax.config.base",
+                      "encode": "bert_jax.config.base", "finetune": "bert_jax.config.finetune"}
 _MODE_NAMES = [repr(mode) for mode in _REFERENCE_CONFIGS]
 # For messages: "'pretrain', 'eval', 'encode' or 'finetune'".
 MODES = ", ".join(_MODE_NAMES[:-1]) + " or " + _MODE_NAMES[-1]
@@ -36,15 +36,12 @@ def _field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[st
 
 
 def _reference_fields(mode: str) -> tuple[str, set[str]] | None:
-  """(module, its field paths) of the reference config of `mode`; None where there is none."""
+  """(module, its field paths) of the schema of `mode` (inside the package: there from any
+  directory and from an installed wheel); None for an unknown mode."""
   module_name = _REFERENCE_CONFIGS.get(mode)
   if module_name is None:
     return None
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError:  # Run from outside the repository: there is nothing to compare with.
-    return None
-  return module_name, set(_field_paths(module.get_config()))
+  return module_name, set(_field_paths(importlib.import_module(module_name).get_config()))
 
 
 def _did_you_mean(path: str, known: set[str]) -> str:

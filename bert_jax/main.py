@@ -4,7 +4,6 @@ Only wires flags to library calls, so everything it runs can be imported from a 
 notebook. Run the same command on every host of a multi-host job.
 """
 
-import importlib.util
 import os
 import re
 import sys
@@ -14,6 +13,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 from ml_collections import config_flags
+
+from bert_jax.config import files
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/tiny.py; override fields with --config.a.b=v.",
@@ -45,10 +46,7 @@ def _load_config_file(path: str) -> ml_collections.ConfigDict | None:
   filename, *arguments = path.split(":", 1)
   if not os.path.isfile(filename):
     return None
-  spec = importlib.util.spec_from_file_location("bert_jax_config_to_check", filename)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*arguments)
+  return files.load_module(filename, "bert_jax_config_to_check").get_config(*arguments)
 
 
 def _flag_error(argv: list[str]) -> str | None:

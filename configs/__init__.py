@@ -1,1 +1,2 @@
-"""Experiment configs: `--config=configs/<name>.py`; variants import base and change what differs."""
+"""Experiment configs: `--config=configs/<name>.py`; each starts from the schema in
+bert_jax/config (or from another file here) and changes what differs."""

@@ -16,7 +16,7 @@ MNLI is evaluated on validation_matched and validation_mismatched; STS-B is regr
 
 import ml_collections
 
-from configs import finetune
+from bert_jax.config import finetune
 
 
 def get_config() -> ml_collections.ConfigDict:

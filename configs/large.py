@@ -12,7 +12,7 @@ seq 512 needs remat, docs/BENCHMARKS.md):
 
 import ml_collections
 
-from configs import base
+from bert_jax.config import base
 
 
 def get_config() -> ml_collections.ConfigDict:

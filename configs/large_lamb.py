@@ -30,7 +30,10 @@ so phase 2 is not yet exactly the paper's.
 
 import ml_collections
 
-from configs import large
+from bert_jax.config import files
+
+# configs/large.py, next to this file (found from any directory).
+large = files.sibling(__file__, "large")
 
 
 def get_config() -> ml_collections.ConfigDict:

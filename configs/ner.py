@@ -10,7 +10,7 @@ Cased models suit NER: --config.data.do_lower_case=false with a cased vocabulary
 
 import ml_collections
 
-from configs import finetune
+from bert_jax.config import finetune
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -10,7 +10,7 @@ the eval prints best_f1_thresh, the no-answer threshold searched on dev; set it 
 
 import ml_collections
 
-from configs import finetune
+from bert_jax.config import finetune
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -5,7 +5,7 @@
 
 import ml_collections
 
-from configs import base
+from bert_jax.config import base
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -112,7 +112,7 @@ def test_unknown_field_in_a_config_file():
   config = tiny.get_config()
   config.train.bacth_size = 8  # What someone's own configs/x.py might do: silently unused.
   assert _error(config_validation.check_fields, config) == (
-      "unknown config field train.bacth_size: configs/base.py has no such field (did you "
+      "unknown config field train.bacth_size: bert_jax/config/base.py has no such field (did you "
       "mean train.batch_size?)")
   # validate (what train.py and aot.py call) checks it too.
   assert _error(config_validation.validate, config).startswith("unknown config field")
@@ -120,7 +120,7 @@ def test_unknown_field_in_a_config_file():
   # Fine-tuning configs are checked against configs/finetune.py, whose data fields differ.
   config = glue.get_config()
   config.data.train_files = "x.csv"
-  assert "data.train_files: configs/finetune.py" in _error(config_validation.check_fields,
+  assert "data.train_files: bert_jax/config/finetune.py" in _error(config_validation.check_fields,
                                                            config)
   config = finetune.get_config()
   config.data.input_files = "pretraining/*.txt"  # A pre-training field: unknown here.
@@ -164,9 +164,9 @@ def test_mesh_not_matching_the_devices():
 
 # ---- The command line: one line on stderr, exit status 1, nothing written ----
 
-def _run_main(workdir, *args, env=None):
+def _run_main(workdir, *args, env=None, cwd=REPO):
   result = subprocess.run(
-      [sys.executable, "-m", "bert_jax.main", f"--workdir={workdir}", *args], cwd=REPO,
+      [sys.executable, "-m", "bert_jax.main", f"--workdir={workdir}", *args], cwd=cwd,
       capture_output=True, text=True, timeout=120,
       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})})
   assert result.returncode == 1, result.stderr[-3000:]
@@ -190,8 +190,25 @@ def test_cli_unknown_field_in_a_config_file(tmp_path):
                          "  config = tiny.get_config()\n  config.train.bacth_size = 8\n"
                          "  return config\n")
   assert _run_main(tmp_path / "work", f"--config={config_file}") == (
-      "bert_jax: error: unknown config field train.bacth_size: configs/base.py has no such "
+      "bert_jax: error: unknown config field train.bacth_size: bert_jax/config/base.py has no such "
       "field (did you mean train.batch_size?)")
+
+
+def test_config_files_by_absolute_path_from_any_directory(tmp_path):
+  """The schema is inside the package: the repository's config files (one of them built on
+  another) and one's own, run from elsewhere, are loaded and checked."""
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  large_lamb = os.path.join(REPO, "configs", "large_lamb.py")
+  assert _run_main(tmp_path / "work", f"--config={large_lamb}", "--config.train.batch_size=0",
+                   cwd=elsewhere) == "bert_jax: error: train.batch_size=0 must be at least 1"
+  own = elsewhere / "mine.py"
+  own.write_text("from bert_jax.config import finetune\n\n\ndef get_config():\n"
+                 "  config = finetune.get_config()\n  config.train.bacth_size = 8\n"
+                 "  return config\n")
+  assert _run_main(tmp_path / "work", f"--config={own}", cwd=elsewhere) == (
+      "bert_jax: error: unknown config field train.bacth_size: bert_jax/config/finetune.py has "
+      "no such field (did you mean train.batch_size?)")
 
 
 def test_cli_mesh_not_matching_the_devices(tmp_path):
