@@ -9,7 +9,7 @@ from bert_jax import errors
 from bert_jax import tokenization
 from bert_jax.data import masking
 from bert_jax.data import pipeline
-from test_pipeline import (MAX_PREDICTIONS, MAX_SEQ_LENGTH, NUM_RECORDS, VOCAB_SIZE, _dataset,
+from test_pipeline import (MAX_PREDICTIONS, NUM_RECORDS, VOCAB_SIZE, _dataset,
                            _make_records, _record_numbers, _take, _unmasked_ids, _write,
                            masking_config)
 
