@@ -20,6 +20,7 @@ from bert_jax.data import inputs
 from bert_jax.data import masking
 from bert_jax.data import prepare
 from bert_jax.data import prepare_summary
+from bert_jax.data import workdir_data
 from test_train import small_config, write_corpus
 
 _PHASE2_START = 3
@@ -173,3 +174,21 @@ def test_each_phase_reads_pairs_made_at_its_own_length(tmp_path, sentencepiece_m
   summary = prepare_summary.format_summary(both["summary"])
   assert f"at length 512 (from the same documents): {extra['num_train_instances']} train " \
          "instances" in summary
+
+
+def test_data_prepared_before_phases_had_their_own_lengths_still_serves(tmp_path):
+  """A workdir prepared before issue 16 (one data set at 32, a fixed eval count): accepted,
+  phase 2 cutting nothing and phase 1 cutting the long instances; one prepared only at 16 has
+  nothing for phase 2, and says so."""
+  # pylint: disable=protected-access
+  config = _config("")
+  fields = workdir_data._fields(config)
+  assert fields["extra_seq_lengths"] == [32]
+  old = {name: value for name, value in fields.items()
+         if name not in ("extra_seq_lengths", "eval_fraction", "min_eval_documents",
+                         "max_eval_documents")}
+  old["num_eval_documents"] = 200
+  workdir_data._check_same_data({"max_seq_length": 32, "config": old}, config, "DIR")
+  with pytest.raises(errors.UserError, match="train.phase2_start_step needs instances of "
+                                             "data.phase2_max_seq_length=32 but DIR holds none"):
+    workdir_data._check_same_data({"max_seq_length": 16, "config": old}, config, "DIR")
