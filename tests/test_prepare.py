@@ -8,14 +8,12 @@ import random
 import subprocess
 import sys
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.data import corpus
-from bert_jax.data import holdout
 from bert_jax.data import instances
 from bert_jax.data import prepare
 from bert_jax.data import prepare_summary
@@ -400,21 +398,6 @@ def test_interrupted_prepare_leaves_no_metadata(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "metadata.json")
 
 
-@pytest.mark.parametrize("num_documents, held_out", [
-    (269, 13),  # 5%.
-    (6_000_000, 200),  # The cap.
-    (120, 10),  # The floor...
-    (15, 7),  # ... but never more than half.
-    (1, 0), (0, 0)])
-def test_eval_hold_out_is_a_fraction_with_a_floor_and_a_cap(num_documents, held_out):
-  assert holdout.eval_document_count(num_documents, 0.05, 10, 200) == held_out
-  data = ml_collections.ConfigDict({"eval_fraction": 0.05, "min_eval_documents": 10,
-                                    "max_eval_documents": 200, "num_eval_documents": -1})
-  assert holdout.resolve(data, num_documents)[0] == held_out
-  data.num_eval_documents = 3  # Exactly this many, whatever the corpus.
-  assert holdout.resolve(data, num_documents)[0] == min(3, num_documents)
-
-
 def test_bad_arguments_are_clear_errors(tmp_path):
   with pytest.raises(errors.UserError, match="num_eval_documents"):
     _prepare(tmp_path, position_documents(3), num_eval_documents=3)
@@ -497,21 +480,17 @@ def test_cli(tmp_path, sentencepiece_model):
   assert len(read_records(str(output_dir / "seq48-train-00001.tfrecord"))[0]["input_ids"]) == 48
   assert "at length 48 (from the same documents)" in result.stdout
 
-  # A bad hold-out is one line naming the flag, before anything is written.
-  result = run([sys.executable, "-m", "bert_jax.data.prepare",
-                f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
-                f"--output_dir={tmp_path}/never", "--eval_fraction=0.9"])
-  assert result.returncode == 1 and not os.path.exists(tmp_path / "never")
-  assert result.stderr.strip().splitlines()[-1] == (
-      "bert_jax.data.prepare: error: --eval_fraction=0.9 must be between 0 and 0.5 (the "
-      "fraction of the documents held out for eval)")
-  result = run([sys.executable, "-m", "bert_jax.data.prepare",
-                f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
-                f"--output_dir={tmp_path}/never", "--extra_seq_lengths=512,x"])
-  assert result.returncode == 1 and not os.path.exists(tmp_path / "never")
-  assert result.stderr.strip().splitlines()[-1] == (
-      "bert_jax.data.prepare: error: --extra_seq_lengths=512,x is not a list of lengths of at "
-      "least 5, e.g. 512")
+  # A bad hold-out or length is one line naming the flag, before anything is written.
+  for flag, message in (
+      ("--eval_fraction=0.9", "--eval_fraction=0.9 must be between 0 and 0.5 (the fraction of "
+                              "the documents held out for eval)"),
+      ("--extra_seq_lengths=512,x", "--extra_seq_lengths=512,x is not a list of lengths of at "
+                                    "least 5, e.g. 512")):
+    result = run([sys.executable, "-m", "bert_jax.data.prepare",
+                  f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
+                  f"--output_dir={tmp_path}/never", flag])
+    assert result.returncode == 1 and not os.path.exists(tmp_path / "never")
+    assert result.stderr.strip().splitlines()[-1] == f"bert_jax.data.prepare: error: {message}"
 
   result = run([sys.executable, "-m", "bert_jax.data.prepare",
                 f"--input_file={tmp_path}/nothing*.txt", f"--vocab_file={sentencepiece_model}",

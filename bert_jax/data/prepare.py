@@ -282,17 +282,12 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
 
 def _extra_lengths(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """metadata['extra_lengths']: per extra length, its training files and counts."""
-  train = [r for r in results if r["file"] != EVAL_FILENAME]
-  by_length = collections.defaultdict(list)
-  for result in train:
-    for extra in result["extra"]:
-      by_length[extra["max_seq_length"]].append(extra)
   return [{"max_seq_length": length,
            "train_files": [e["file"] for e in extras],
            "train_file_instances": [e["instances"] for e in extras],
            "num_train_instances": sum(e["instances"] for e in extras),
            "num_random_next_train_instances": sum(e["random_next"] for e in extras)}
-          for length, extras in sorted(by_length.items())]
+          for length, extras in shards.extra_results_by_length(results)]
 
 
 def with_full_paths(metadata: dict[str, Any], data_dir: str) -> dict[str, Any]:

@@ -33,18 +33,14 @@ def summarize(results: Sequence[dict[str, Any]], num_input_documents: int,
       "invalid_utf8_lines": int(input_counters.get("invalid_utf8_lines", 0)),
       # What the reader skipped or repaired (corpus.text_file_documents).
       "input": {key: int(input_counters.get(key, 0)) for key in corpus.INPUT_COUNTERS},
-      "extra_lengths": _extra_length_summaries(train),
+      "extra_lengths": _extra_length_summaries(results),
   }
 
 
-def _extra_length_summaries(train: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _extra_length_summaries(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """The training instances made at each extra length (a second phase's), like the main ones."""
-  by_length: dict[int, list[dict[str, Any]]] = {}
-  for result in train:
-    for extra in result.get("extra", []):
-      by_length.setdefault(extra["max_seq_length"], []).append(extra)
   summaries = []
-  for length, extras in sorted(by_length.items()):
+  for length, extras in shards.extra_results_by_length(results):
     instances = sum(e["instances"] for e in extras)
     summaries.append({
         "max_seq_length": length, "train_instances": instances,

@@ -151,6 +151,17 @@ def _write_instances(task: Task, documents: list[instances_lib.Document], settin
           "length_histogram": histogram, "file": filename, "max_seq_length": max_seq_length}
 
 
+def extra_results_by_length(results: Sequence[dict[str, Any]]
+                            ) -> list[tuple[int, list[dict[str, Any]]]]:
+  """(length, each training shard's result at that length, in shard order) per extra length."""
+  by_length: dict[int, list[dict[str, Any]]] = {}
+  for result in results:
+    if result["file"] != EVAL_FILENAME:
+      for extra in result.get("extra", []):  # Results of older runs may lack it.
+        by_length.setdefault(extra["max_seq_length"], []).append(extra)
+  return sorted(by_length.items())
+
+
 # The tokenizer of a worker process, loaded once by _init_worker.
 _worker_tokenizer = None
 

@@ -54,8 +54,9 @@ def extra_seq_lengths(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def _fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   fields = {name: config.data[name] for name in _INSTANCE_FIELDS}
   fields["seed"] = config.seed
-  if extra_seq_lengths(config):  # Absent otherwise, as in data prepared before it existed.
-    fields["extra_seq_lengths"] = list(extra_seq_lengths(config))
+  extra = extra_seq_lengths(config)
+  if extra:  # Absent otherwise, as in data prepared before it existed.
+    fields["extra_seq_lengths"] = list(extra)
   return fields
 
 
