@@ -124,7 +124,7 @@ def run_phases(config: ml_collections.ConfigDict) -> list[tuple[int, int, int, i
   Raises:
     errors.UserError: train.phase2_start_step outside the run, as the run itself says.
   """
-  start, steps = config.train.get("phase2_start_step", 0), config.train.num_train_steps
+  start, steps = config.train.phase2_start_step, config.train.num_train_steps
   if start and not 0 < start < steps:
     raise errors.UserError(f"train.phase2_start_step={start} must be between 1 and "
                            f"train.num_train_steps - 1 = {steps - 1} (0 = one phase)")

@@ -86,11 +86,8 @@ def lamb(learning_rate: optax.ScalarOrSchedule, b1: float, b2: float, eps: float
 
 
 def create_optimizer(train_config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Global-norm clipping, then AdamW or LAMB (train.optimizer) on the warmup/decay schedule.
-
-  Fine-tuning configs have no train.optimizer: they get AdamW, as the original's.
-  """
-  name = train_config.get("optimizer", "adamw")
+  """Global-norm clipping, then AdamW or LAMB (train.optimizer) on the warmup/decay schedule."""
+  name = train_config.optimizer
   schedule = learning_rate_schedule(train_config)
   if name == "adamw":
     tx = optax.adamw(

@@ -68,7 +68,7 @@ class Phase:
 def plan(config: ml_collections.ConfigDict) -> tuple[Phase, ...]:
   """The run's phases: one (the config as it is), or two when train.phase2_start_step > 0."""
   num_steps = config.train.num_train_steps
-  start = config.train.get("phase2_start_step", 0)
+  start = config.train.phase2_start_step
   if not start:
     return (Phase(1, 1, num_steps, config),)
   phase2 = config.copy_and_resolve_references()

@@ -89,9 +89,11 @@ def get_config():
   assert parsed.groups == {"data": ""}
   assert parsed.comments == {"model.hidden_size": "Bigger.",
                              "data.train_file": "Rows of a local file."}
-  # configs/finetune.py replaces `data` and `train` in the same way.
+  # bert_jax/config/finetune.py extends base's `data` and `train`: their fields keep base's
+  # docs unless it comments them anew.
   docs = config_doc.field_docs("finetune")
-  assert "data.source" not in docs and "model.hidden_size" in docs
+  assert docs["data.source"].startswith("Where the data comes from")
+  assert "model.hidden_size" in docs
   assert docs["train.batch_size"].startswith("Global batch size (the paper's grid")
 
 

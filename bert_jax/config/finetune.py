@@ -15,6 +15,20 @@ import ml_collections
 
 from bert_jax.config import base
 
+# Fields of base.py that fine-tuning does not read. A fine-tuning config that changes one would
+# be silently ignored, so config_validation says which (`train.num_warmup_steps`: fine-tuning
+# warms up for train.warmup_proportion of its steps).
+PRETRAINING_ONLY = tuple(f"data.{name}" for name in (
+    "source", "tfds_name", "tfds_split", "tfds_text_key", "input_files", "eval_input_files",
+    "phase2_input_files", "max_documents", "eval_fraction", "min_eval_documents",
+    "max_eval_documents", "num_eval_documents", "prepare_seq_length", "max_predictions_per_seq",
+    "phase2_max_seq_length", "phase2_max_predictions_per_seq", "masked_lm_prob",
+    "whole_word_masking", "static_masks", "next_sentence_prediction", "short_seq_prob",
+    "dupe_factor", "documents_per_shard", "shuffle_buffer_size", "vocab_input_sentence_size")) + (
+    tuple(f"train.{name}" for name in (
+        "grad_accum_steps", "phase2_start_step", "phase2_batch_size", "num_warmup_steps",
+        "max_eval_steps", "target_mlm_accuracy")))
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = base.get_config()
@@ -29,88 +43,86 @@ def get_config() -> ml_collections.ConfigDict:
   # init (for smoke tests only).
   config.init_checkpoint = ""
 
-  data = config.data = ml_collections.ConfigDict()
   # WordPiece vocab.txt or SentencePiece .model; '' = the one beside config.init_checkpoint
   # (vocab.txt, or a bert_jax workdir's data/).
-  data.vocab_file = ""
+  config.data.vocab_file = ""
   # Lower-case before WordPiece (uncased models).
-  data.do_lower_case = True
+  config.data.do_lower_case = True
   # Tokens per input, [CLS] and [SEP]s included.
-  data.max_seq_length = 128
+  config.data.max_seq_length = 128
   # TFDS data_dir for TFDS tasks ('' = TFDS's default).
-  data.tfds_data_dir = ""
+  config.data.tfds_data_dir = ""
   # Local files (comma-separated globs) instead of TFDS: .csv/.tsv with a header row, .jsonl,
   # SQuAD .json; for NER, JSON lines of {"tokens": [...], "ner": [...]} or CoNLL text.
-  data.train_file = ""
+  config.data.train_file = ""
   # Local eval file(s), the same format.
-  data.eval_file = ""
+  config.data.eval_file = ""
   # Column of the (first) text in local files ('' = the task's default, e.g. 'sentence').
-  data.text_a_key = ""
+  config.data.text_a_key = ""
   # Column of the second text of a pair ('' = the task's own: e.g. GLUE pair tasks' second
   # column; none for a single-text task).
-  data.text_b_key = ""
+  config.data.text_b_key = ""
   # Column of the label ('' = the task's: 'label', or 'ner' for NER).
-  data.label_key = ""
+  config.data.label_key = ""
   # Labels of a local classification/NER file in id order, comma-separated ('' = the sorted
   # distinct labels of the training file).
-  data.label_names = ""
+  config.data.label_names = ""
   # Read at most this many examples per split (0 = all): quick runs.
-  data.max_examples = 0
+  config.data.max_examples = 0
   # SQuAD: window stride over long contexts, in tokens.
-  data.doc_stride = 128
+  config.data.doc_stride = 128
   # SQuAD: longest question, in tokens (longer ones are truncated).
-  data.max_query_length = 64
+  config.data.max_query_length = 64
   # SQuAD v2.0: questions may have no answer.
-  data.version_2_with_negative = False
+  config.data.version_2_with_negative = False
   # SQuAD: candidate answers kept per question.
-  data.n_best_size = 20
+  config.data.n_best_size = 20
   # SQuAD: longest answer, in tokens.
-  data.max_answer_length = 30
+  config.data.max_answer_length = 30
   # SQuAD v2.0: predict no answer when null score - best span score exceeds this; the eval
   # reports the best threshold on the dev set (best_f1_thresh) to set here.
-  data.null_score_diff_threshold = 0.0
+  config.data.null_score_diff_threshold = 0.0
 
-  train = config.train = ml_collections.ConfigDict()
   # Global batch size (the paper's grid: 16 or 32).
-  train.batch_size = 32
+  config.train.batch_size = 32
   # Peak learning rate (the paper's grid: 5e-5, 3e-5, 2e-5).
-  train.learning_rate = 2e-5
+  config.train.learning_rate = 2e-5
   # Passes over the training data (the paper's grid: 2, 3, 4).
-  train.num_train_epochs = 3.0
-  # Optimizer steps; 0 = from num_train_epochs.
-  train.num_train_steps = 0
+  config.train.num_train_epochs = 3.0
+  # Optimizer steps; 0 = from train.num_train_epochs.
+  config.train.num_train_steps = 0
   # Fraction of the steps spent warming up linearly to the peak, then linear decay to 0.
-  train.warmup_proportion = 0.1
+  config.train.warmup_proportion = 0.1
   # AdamW decoupled weight decay (not on LayerNorm params or biases).
-  train.weight_decay = 0.01
+  config.train.weight_decay = 0.01
   # Adam beta1.
-  train.adam_b1 = 0.9
+  config.train.adam_b1 = 0.9
   # Adam beta2.
-  train.adam_b2 = 0.999
+  config.train.adam_b2 = 0.999
   # Adam epsilon (the original's 1e-6).
-  train.adam_epsilon = 1e-6
+  config.train.adam_epsilon = 1e-6
   # Clip gradients to this global norm (0 = no clipping).
-  train.max_grad_norm = 1.0
+  config.train.max_grad_norm = 1.0
   # Top encoder layers (and the pooler) re-initialised instead of loaded from
   # config.init_checkpoint (Zhang et al. 2021); 0 = all loaded, as the original.
-  train.reinit_top_layers = 0
+  config.train.reinit_top_layers = 0
   # Steps between log lines.
-  train.log_every_steps = 50
+  config.train.log_every_steps = 50
   # Steps between evaluations (0 = only at the end); the best one's params go to WORKDIR/best.
-  train.eval_every_steps = 0
+  config.train.eval_every_steps = 0
   # Global batch size of evaluation (the last batch is padded).
-  train.eval_batch_size = 64
+  config.train.eval_batch_size = 64
   # Steps between checkpoints, to resume (a final one is always written).
-  train.checkpoint_every_steps = 1000
+  config.train.checkpoint_every_steps = 1000
   # Checkpoints kept in WORKDIR/checkpoints.
-  train.max_checkpoints_to_keep = 1
+  config.train.max_checkpoints_to_keep = 1
   # On a NaN/inf loss or gradient (the update is never applied): 'stop' with an error naming
   # the step, 'skip' the update and go on, or 'rollback' to the latest checkpoint and go on
   # with the batches after the bad one. Checked at every log line, eval and checkpoint.
-  train.nan_policy = "stop"
+  config.train.nan_policy = "stop"
   # Peak TFLOP/s of one device, the denominator of the MFU metric (as configs/base.py's): 0 =
   # the datasheet figure of the device kind or, on CPUs, the fastest of 20 matmuls timed here.
-  train.peak_tflops_per_device = 0.0
+  config.train.peak_tflops_per_device = 0.0
   # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
-  train.debug_nan_steps = ""
+  config.train.debug_nan_steps = ""
   return config

@@ -140,7 +140,7 @@ def get_task(name: str) -> TaskSpec:
 
 def eval_split_names(task: TaskSpec, data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The splits to evaluate: the task's, or just one when data.eval_file replaces them all."""
-  return task.eval_splits[:1] if data_config.get("eval_file", "") else task.eval_splits
+  return task.eval_splits[:1] if data_config.eval_file else task.eval_splits
 
 
 def load_examples(task: TaskSpec, split: str, data_config: ml_collections.ConfigDict,
@@ -166,43 +166,43 @@ def load_examples(task: TaskSpec, split: str, data_config: ml_collections.Config
     errors.UserError: For a bad config field, a file that is missing or has a bad row, a TFDS
       dataset that is not there and cannot be downloaded, or a split without labels.
   """
-  max_examples = data_config.get("max_examples", 0)
+  max_examples = data_config.max_examples
   if max_examples < 0:
     raise errors.UserError(f"data.max_examples must be >= 0 (0 = all), not {max_examples}")
   is_train = split.split("[")[0] == task.train_split
   field = "data.train_file" if is_train else "data.eval_file"
-  patterns = data_config.get("train_file" if is_train else "eval_file", "")
+  patterns = data_config.train_file if is_train else data_config.eval_file
   text_keys, label_key = _keys(task, data_config)
   if patterns:
     return _load_local(task, split, patterns, field, text_keys, label_key, data_config,
                        label_names, max_examples)
   if not task.tfds_name:
     raise errors.UserError(f"task {task.name!r} reads your own files: set {field}")
-  return _load_tfds(task, split, data_config.get("tfds_data_dir", ""), text_keys, label_key,
+  return _load_tfds(task, split, data_config.tfds_data_dir, text_keys, label_key,
                     max_examples)
 
 
 def _keys(task: TaskSpec, data_config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], str]:
   """The text and label columns: the config's where it names them, else the task's."""
-  text_a_key = data_config.get("text_a_key", "") or task.text_keys[0]
-  text_b_key = data_config.get("text_b_key", "") or (
+  text_a_key = data_config.text_a_key or task.text_keys[0]
+  text_b_key = data_config.text_b_key or (
       task.text_keys[1] if len(task.text_keys) > 1 else "")
   if text_b_key and task.family == "token":
     raise errors.UserError(f"data.text_b_key: task {task.name!r} tags words, it has no second "
                            "text")
   text_keys = (text_a_key, text_b_key) if text_b_key else (text_a_key,)
-  return text_keys, data_config.get("label_key", "") or task.label_key
+  return text_keys, data_config.label_key or task.label_key
 
 
 def _load_local(task, split, patterns, field, text_keys, label_key, data_config, label_names,
                 max_examples):
-  names = task_files.parse_label_names(data_config.get("label_names", ""))
+  names = task_files.parse_label_names(data_config.label_names)
   if names is None:
     names = tuple(label_names) if label_names is not None else task.label_names
   if names is None and task.family != "regression" and field != "data.train_file":
     # Ids found in the eval file alone would differ from training's whenever a label is
     # missing from it: take them from the train file.
-    train_patterns = data_config.get("train_file", "")
+    train_patterns = data_config.train_file
     if not train_patterns:
       raise errors.UserError(f"data.label_names is empty and there is no data.train_file to "
                              f"take the labels of {field} from: set data.label_names")

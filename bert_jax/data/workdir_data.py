@@ -45,7 +45,7 @@ def extra_seq_lengths(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   cut when read, instead.
   """
   length = config.data.phase2_max_seq_length
-  if (not config.train.get("phase2_start_step", 0) or config.data.prepare_seq_length
+  if (not config.train.phase2_start_step or config.data.prepare_seq_length
       or length == config.data.max_seq_length):
     return ()
   return (length,)
