@@ -33,7 +33,7 @@ def _config(layers: int, seq_length: int, **model_overrides):
 
 
 def _lower(config, batch_size: int):
-  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
   batch = jax.eval_shape(functools.partial(
       train_program.dummy_batch, batch_size, config.data.max_seq_length,

@@ -71,7 +71,7 @@ def _torch_model(config: ml_collections.ConfigDict, params: dict, device: str):
 
   model = transformers.BertModel(transformers.BertConfig(**harness.hf_config_dict(config)))
   tensors = hf_params.hf_tensors_from_params(
-      params, modeling.BertConfig.from_dict(config.model.to_dict()))
+      params, modeling.BertConfig.from_config(config.model))
   # A BertModel's state dict is BertForPreTraining's 'bert.' entries without the prefix.
   model.load_state_dict({name.removeprefix("bert."): torch.tensor(value)
                          for name, value in tensors.items() if name.startswith("bert.")})

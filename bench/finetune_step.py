@@ -58,7 +58,7 @@ def _batch(args, vocab_size: int) -> dict[str, np.ndarray]:
 
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = finetune.create_model(
-      FAMILY, modeling.BertConfig.from_dict(config.model.to_dict()), args.num_labels)
+      FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
   tx = optim.create_optimizer(config.train)
   state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))

@@ -44,7 +44,7 @@ def time_pipeline(config, data, num_batches: int) -> float:
 
 def time_train_step(config, batch, num_steps: int) -> float:
   """Sequences per second of the jitted train step (compile excluded) on one batch."""
-  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
   state = train_program.create_train_state(jax.random.key(0), model, tx, batch)
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=0)

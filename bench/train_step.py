@@ -67,7 +67,7 @@ MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 
 
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
-  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
   state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
@@ -139,7 +139,7 @@ def breakdown(config, batch, args) -> None:
   def median_ms(step):
     return 1e3 * np.median(harness.time_calls(step, args.warmup, args.steps))
 
-  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   params = jax.jit(functools.partial(train_program.init_params, model=model, batch=batch))(
       jax.random.key(0))
   params = jax.device_put(nn.meta.unbox(params))
@@ -191,7 +191,7 @@ def profile(config, batch, args) -> None:
   import tempfile  # pylint: disable=import-outside-toplevel
   from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=import-outside-toplevel
 
-  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
   state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))

@@ -126,12 +126,12 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
   """
   if config.mode != "pretrain":
     raise errors.UserError(f"config.mode={config.mode!r} is not supported (only 'pretrain')")
-  config_validation.validate(config, platform="tpu")  # JAX's own backend here is the CPU.
-  rules = sharding.logical_axis_rules(config)
   topology = tpu_topology.parse(topology_name)
   devices = topology_devices(topology)
   mesh = sharding.create_mesh(config.mesh, devices=devices)
-  config_validation.validate_batch_sizes(config, mesh)
+  # JAX's own backend here is the CPU; the run compiles for the TPU.
+  config_validation.validate(config, mesh, platform="tpu")
+  rules = sharding.logical_axis_rules(config)
 
   # Built outside `jax.set_mesh`: under a mesh of compile-only devices no op can run, and
   # optax's tree_map_params (the optimizer state's shardings) runs its tx.init. Only tracing

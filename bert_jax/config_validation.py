@@ -11,7 +11,11 @@ from jax.sharding import Mesh
 from bert_jax import attention
 from bert_jax import errors
 from bert_jax import modeling
+from bert_jax import nan_guard
 from bert_jax import optim
+from bert_jax import sharding
+from bert_jax.config import base
+from bert_jax.config import finetune
 from bert_jax.data import holdout
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
@@ -102,19 +106,61 @@ def check_rng_impl(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"rng_impl={config.rng_impl!r} is not one of {', '.join(RNG_IMPLS)}")
 
 
-def validate(config: ml_collections.ConfigDict, platform: str | None = None) -> None:
-  """Raises UserError, with a one-line message naming the field, on a config that cannot run.
+def validate(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
+             platform: str | None = None) -> None:
+  """Every check of a config that can run before data is read or anything is built.
+
+  The one entry of a run's config into validation: each mode calls it first; the checks of
+  what only data or a checkpoint can tell (the vocabulary's size, a loaded model's shape) are
+  made where those are read.
 
   Args:
-    config: A full run config.
+    config: A full run config, of any mode.
+    mesh: The mesh the run will use (its data-parallel size splits the batches); None = the
+      one config.mesh makes of this job's devices.
     platform: The backend the run compiles for; None = jax.default_backend() (call it after
       jax.distributed.initialize). aot.py passes 'tpu': it compiles for a TPU from any host.
+
+  Raises:
+    errors.UserError: With a one-line message naming the field.
   """
   check_fields(config)
+  if mesh is None:
+    mesh = sharding.create_mesh(config.mesh)
   check_rng_impl(config)
-  modeling.BertConfig.from_dict(config.model.to_dict())  # Its own checks (heads, act, dtype).
+  modeling.BertConfig.from_config(config.model)  # Its own checks (heads, act, dtype).
+  attention.check_platform(config.model.attention, platform or jax.default_backend())
+  nan_guard.NonFiniteGuard(config.train.nan_policy, config.train.debug_nan_steps)  # Its checks.
+  steps = re.fullmatch(r"(\d+)(?:-(\d+))?", str(config.profile.steps))
+  if config.profile.steps and not (steps and 1 <= int(steps[1]) <= int(steps[2] or steps[1])):
+    raise errors.UserError(f"profile.steps={config.profile.steps!r} is not a step ('20') or a "
+                           "range of steps ('20-25', first <= last)")
+  if config.mode == "finetune":
+    _check_finetuning(config, mesh)
+  elif config.mode == "encode":
+    _check_batch_size(config.encode, "encode.batch_size", mesh)
+  else:  # 'pretrain' and 'eval': the pre-training data and eval.
+    _check_pretraining(config)
+    validate_batch_sizes(config, mesh)
+
+
+def _check_training(train: ml_collections.ConfigDict) -> None:
+  """The train fields pre-training and fine-tuning share."""
+  for field in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints_to_keep"):
+    if train[field] < 1:
+      raise errors.UserError(f"train.{field}={train[field]} must be at least 1")
+  if train.eval_every_steps < 0:
+    raise errors.UserError(f"train.eval_every_steps={train.eval_every_steps} must be at least 0 "
+                           "(0 = only at the end)")
+  if train.learning_rate <= 0:
+    raise errors.UserError(f"train.learning_rate={train.learning_rate} must be positive")
+  if train.optimizer not in optim.OPTIMIZERS:
+    raise errors.UserError(f"train.optimizer={train.optimizer!r} is not one of "
+                           f"{', '.join(repr(name) for name in optim.OPTIMIZERS)}")
+
+
+def _check_pretraining(config: ml_collections.ConfigDict) -> None:
   data, train, model = config.data, config.train, config.model
-  attention.check_platform(model.attention, platform or jax.default_backend())
   if config.mode == "pretrain":
     attention.check_dropout(model.attention, model.attention_probs_dropout_prob)
   if data.source not in _SOURCES:
@@ -140,32 +186,60 @@ def validate(config: ml_collections.ConfigDict, platform: str | None = None) -> 
                      f"between 1 and data.max_seq_length - 3 = {data.max_seq_length - 3}")
   if not 0 < data.masked_lm_prob < 1:
     raise errors.UserError(f"data.masked_lm_prob={data.masked_lm_prob} must be in (0, 1)")
-  for field in ("batch_size", "grad_accum_steps", "num_train_steps", "eval_batch_size",
-                "log_every_steps",
-                "checkpoint_every_steps", "max_checkpoints_to_keep"):
+  for field in ("batch_size", "grad_accum_steps", "num_train_steps", "eval_batch_size"):
     if train[field] < 1:
       raise errors.UserError(f"train.{field}={train[field]} must be at least 1")
+  _check_training(train)
   if train.num_warmup_steps < 0:
     raise errors.UserError(f"train.num_warmup_steps={train.num_warmup_steps} must be at least 0")
-  if train.learning_rate <= 0:
-    raise errors.UserError(f"train.learning_rate={train.learning_rate} must be positive")
-  if train.optimizer not in optim.OPTIMIZERS:
-    raise errors.UserError(f"train.optimizer={train.optimizer!r} is not one of "
-                           f"{', '.join(repr(name) for name in optim.OPTIMIZERS)}")
   if not 0 <= train.target_mlm_accuracy <= 1:
     raise errors.UserError(f"train.target_mlm_accuracy={train.target_mlm_accuracy} must be "
                            "between 0 (off) and 1")
   check_phase2(config)
-  steps = re.fullmatch(r"(\d+)(?:-(\d+))?", str(config.profile.steps))
-  if config.profile.steps and not (steps and 1 <= int(steps[1]) <= int(steps[2] or steps[1])):
-    raise errors.UserError(f"profile.steps={config.profile.steps!r} is not a step ('20') or a "
-                           "range of steps ('20-25', first <= last)")
+
+
+def _check_finetuning(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  # Here, not at the top: the task registry reads TFDS, and everything else here runs without
+  # TensorFlow (bench/device_check.py on an accelerator machine that has none).
+  from bert_jax.data import finetune_data  # pylint: disable=g-import-not-at-top
+  data, train = config.data, config.train
+  finetune_data.check_task(config)
+  defaults = base.get_config()
+  for path in finetune.PRETRAINING_ONLY:
+    section, name = path.split(".")
+    if config[section][name] != defaults[section][name]:
+      raise errors.UserError(f"{path}={config[section][name]!r} is a pre-training field: "
+                             "fine-tuning does not read it")
+  if data.max_seq_length < 3:
+    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for a "
+                           "token besides [CLS] and [SEP]")
+  if config.task in finetune_data.SQUAD_TASKS and data.max_seq_length <= data.max_query_length + 3:
+    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for the "
+                           f"context after data.max_query_length={data.max_query_length}")
+  if train.num_train_epochs <= 0 and train.num_train_steps <= 0:
+    raise errors.UserError("train.num_train_epochs and train.num_train_steps are both 0")
+  if not 0 <= train.warmup_proportion <= 1:
+    raise errors.UserError(f"train.warmup_proportion={train.warmup_proportion} must be between "
+                           "0 and 1")
+  _check_training(train)
+  for field in ("batch_size", "eval_batch_size"):
+    _check_batch_size(train, f"train.{field}", mesh)
+
+
+def _check_batch_size(section: ml_collections.ConfigDict, path: str, mesh: Mesh) -> None:
+  """A global batch that splits evenly over the data-parallel devices and the processes."""
+  size = section[path.rsplit(".", 1)[1]]
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  if size < 1 or size % data_parallel or size % jax.process_count():
+    raise errors.UserError(f"{path}={size} must be a positive multiple of the data-parallel "
+                           f"size {data_parallel} and of the process count "
+                           f"{jax.process_count()}")
 
 
 def check_phase2(config: ml_collections.ConfigDict) -> None:
   """The fields of a second sequence-length phase (bert_jax/phases.py), when there is one."""
   data, train, model = config.data, config.train, config.model
-  start = train.get("phase2_start_step", 0)
+  start = train.phase2_start_step
   if not start:
     return
   if not 0 < start < train.num_train_steps:
@@ -197,7 +271,7 @@ def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   """Global batches must split evenly over hosts and over the data-parallel devices."""
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   fields = ["batch_size", "eval_batch_size"]
-  if config.train.get("phase2_start_step", 0) and config.train.phase2_batch_size:
+  if config.train.phase2_start_step and config.train.phase2_batch_size:
     fields.append("phase2_batch_size")
   for field in fields:
     size = config.train[field]
@@ -214,11 +288,3 @@ def validate_batch_sizes(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
           f"train.{field}={config.train[field]} is not divisible by train.grad_accum_steps="
           f"{accum} times the data-parallel size {data_parallel}: micro-batches must split "
           f"evenly over the devices")
-
-
-def validate_vocab(config: ml_collections.ConfigDict, tokenizer_vocab_size: int) -> None:
-  """Ids at or past model.vocab_size would silently gather garbage (the original made NaNs)."""
-  if tokenizer_vocab_size > config.model.vocab_size:
-    raise errors.UserError(
-        f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
-        f"vocabulary ({tokenizer_vocab_size}): set --config.model.vocab_size={tokenizer_vocab_size}")

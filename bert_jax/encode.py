@@ -23,7 +23,6 @@ No dropout: the model runs deterministically.
         --config.encode.input_file=sentences.txt
 """
 
-import dataclasses
 import functools
 import io
 import os
@@ -39,11 +38,11 @@ import tensorflow as tf
 from bert_jax import checkpoint
 from bert_jax import config_validation
 from bert_jax import errors
-from bert_jax import evaluation
-from bert_jax import finetune
 from bert_jax import interop
 from bert_jax import modeling
 from bert_jax import report
+from bert_jax import resume
+from bert_jax import rows
 from bert_jax import sharding
 from bert_jax import tokenization
 from bert_jax import train_program
@@ -125,7 +124,6 @@ def _load_encoder(config: ml_collections.ConfigDict, source: str
   The architecture is the checkpoint's own, with the run's dtype, scan and remat; the
   vocabulary is data.vocab_file, else the one that came with the checkpoint.
   """
-  runtime = {k: config.model[k] for k in modeling.BertConfig.RUNTIME_FIELDS}
   directory = checkpoint.checkpoint_dir(source)
   meta = {}
   if tf.io.gfile.isdir(directory):
@@ -146,28 +144,7 @@ def _load_encoder(config: ml_collections.ConfigDict, source: str
     vocab = finetune_data.vocab_file(config, checkpoint=source)
     loaded_config, params = interop.load_params(source)
     params = params["bert"]  # The pre-training heads ('cls') are not used.
-  return dataclasses.replace(loaded_config, **runtime), params, vocab
-
-
-def _check_batch_size(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> None:
-  batch_size = config.encode.batch_size
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  if batch_size < 1 or batch_size % data_parallel or batch_size % jax.process_count():
-    raise errors.UserError(f"encode.batch_size={batch_size} must be a positive multiple of the "
-                           f"data-parallel size {data_parallel} and of the process count "
-                           f"{jax.process_count()}")
-
-
-def _check_model(config: ml_collections.ConfigDict, model_config: modeling.BertConfig,
-                 tokenizer_vocab_size: int) -> None:
-  """The checkpoint's model takes the run's sequences and the tokenizer's ids."""
-  max_seq_length = config.data.max_seq_length
-  if max_seq_length > model_config.max_position_embeddings:
-    raise errors.UserError(f"data.max_seq_length={max_seq_length} is larger than the model's "
-                           f"max_position_embeddings={model_config.max_position_embeddings}")
-  if tokenizer_vocab_size > model_config.vocab_size:
-    raise errors.UserError(f"the vocabulary ({tokenizer_vocab_size} tokens) is larger than the "
-                           f"model's vocab_size={model_config.vocab_size}: wrong data.vocab_file?")
+  return loaded_config.with_runtime_of(config.model), params, vocab
 
 
 def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -182,15 +159,14 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     The .npz written (config.encode.output_file, else WORKDIR/embeddings.npz): float32
     'cls', 'pooled' and 'mean', each [lines, hidden_size].
   """
-  config_validation.check_fields(config)
+  mesh = sharding.create_mesh(config.mesh)
+  config_validation.validate(config, mesh)
   lines = read_lines(config.encode.input_file)
   rules = sharding.logical_axis_rules(config)
-  mesh = sharding.create_mesh(config.mesh)
-  _check_batch_size(config, mesh)
-  source, _ = evaluation.params_source(config, workdir)
+  source, _ = resume.params_source(config, workdir)
   model_config, params, vocab = _load_encoder(config, source)
   tokenizer = tokenization.load_tokenizer(vocab, do_lower_case=config.data.do_lower_case)
-  _check_model(config, model_config, tokenizer.vocab_size)
+  resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
   # The fine-tuning featurizer of a text or a pair; its label_ids are all 0 here, unused.
   features = tasks.encode_text_examples(text_examples(lines), tokenizer,
                                         config.data.max_seq_length, "classification")
@@ -204,7 +180,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     batch_sharding = sharding.batch_sharding(mesh, rules)
     p_embed = jax.jit(functools.partial(embed, model=model),
                       in_shardings=(param_shardings, batch_sharding))
-    embeddings = finetune.predict_rows(p_embed, params, features, config.encode.batch_size,
+    embeddings = rows.predict_rows(p_embed, params, features, config.encode.batch_size,
                                        batch_sharding)
 
   output_file = config.encode.output_file or os.path.join(workdir, "embeddings.npz")

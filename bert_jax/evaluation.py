@@ -25,32 +25,8 @@ from bert_jax import modeling
 from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
-from bert_jax import train
 from bert_jax import train_program
 from bert_jax.data import inputs
-
-
-def params_source(config: ml_collections.ConfigDict, workdir: str) -> tuple[str, bool]:
-  """Where a run that does not train takes its params from.
-
-  Returns:
-    (`workdir`, True) when it holds a checkpoint, else (config.init_checkpoint, False).
-
-  Raises:
-    errors.UserError: Neither has params to read.
-  """
-  directory = checkpoint.checkpoint_dir(workdir)
-  # Checked before a Checkpointer is made: it would create the directory.
-  if tf.io.gfile.isdir(directory):
-    checkpointer = checkpoint.Checkpointer(directory)
-    latest = checkpointer.latest_step()
-    checkpointer.close()
-    if latest is not None:
-      return workdir, True
-  if config.init_checkpoint:
-    return config.init_checkpoint, False
-  raise errors.UserError(f"--workdir={workdir} has no checkpoint and config.init_checkpoint is "
-                         f"empty: no params for mode={config.mode!r}")
 
 
 def _restore_params(workdir: str, model_config: modeling.BertConfig,
@@ -91,17 +67,15 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     The eval metrics, with `most_frequent_token_accuracy` for comparison: the same dict
     `train.train_and_evaluate` returns after its last eval of the same params.
   """
-  config_validation.validate(config)
-  model_config = modeling.BertConfig.from_dict(config.model.to_dict())
-  rules = sharding.logical_axis_rules(config)
   mesh = sharding.create_mesh(config.mesh)
-  config_validation.validate_batch_sizes(config, mesh)
-  source, from_workdir = params_source(config, workdir)
+  config_validation.validate(config, mesh)
+  model_config = modeling.BertConfig.from_config(config.model)
+  rules = sharding.logical_axis_rules(config)
+  source, from_workdir = resume.params_source(config, workdir)
 
   # The run's own data (prepared into WORKDIR/data once, as training does): the same eval
   # records and masks as every eval of the training run.
   data = inputs.resolve(config, workdir)
-  config_validation.validate_vocab(config, data.vocab_size)
   nsp = data.next_sentence_prediction
   eval_batches = inputs.eval_batches(config, data)
   baseline = inputs.most_frequent_token_accuracy(eval_batches)
@@ -114,8 +88,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       # Training's own loading of init_checkpoint (model check, placement, the same message).
       params = resume.initial_params(source, model_config, program.state_shardings.params)
       step, checkpoint_path = 0, source
-    eval_metrics = train.evaluate(program.eval_step, params, eval_batches,
-                                  program.batch_sharding, nsp)
+    eval_metrics = program.evaluate(params, eval_batches)
   eval_metrics["most_frequent_token_accuracy"] = baseline
   metrics.log_line("eval", step, eval_metrics)
 

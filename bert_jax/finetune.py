@@ -3,12 +3,14 @@
     python -m bert_jax.main --config=configs/glue.py --config.task=sst2 \
         --config.init_checkpoint=DIR --workdir=WORKDIR
 
-Reads top to bottom like train.py: the task's data and vocabulary; the model, its encoder
-params taken from `init_checkpoint` (any checkpoint interop.load_params reads; the pre-training
-heads are dropped, the task head starts fresh); then one loop of jitted steps with evaluation
-every `train.eval_every_steps` and at the end. WORKDIR gets `checkpoints/` (the latest states,
-to resume), `best/` (the params of the best evaluation so far, by the task's first metric),
-`predictions/step_N/` and `best.json`.
+Reads top to bottom like train.py: validate the config; the task's data and vocabulary; the
+model, its encoder params taken from `init_checkpoint` (any checkpoint interop.load_params
+reads; the pre-training heads are dropped, the task head starts fresh); then the mode described
+to loop.py, which runs it with every guarantee pre-training has (preemption save, NaN policy,
+fallback past a damaged checkpoint, progress line), evaluating every `train.eval_every_steps`
+and at the end. WORKDIR gets `checkpoints/` (the latest states, to resume), `best/` (the params
+of the best evaluation so far, by the task's first metric), `predictions/step_N/` and
+`best.json`.
 """
 
 import dataclasses
@@ -16,12 +18,12 @@ import functools
 import json
 import math
 import os
+import time
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -33,12 +35,13 @@ from bert_jax import errors
 from bert_jax import flops
 from bert_jax import heads
 from bert_jax import metrics
+from bert_jax import loop
 from bert_jax import modeling
 from bert_jax import nan_guard
 from bert_jax import optim
-from bert_jax import preemption
 from bert_jax import progress
 from bert_jax import report
+from bert_jax import rows
 from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import task_eval
@@ -100,85 +103,25 @@ def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> n
   shuffle, so a resumed run sees exactly the batches it would have seen."""
   positions = np.arange(step * batch_size, (step + 1) * batch_size)
   epochs, offsets = np.divmod(positions, num_examples)
-  rows = np.empty_like(positions)
+  indices = np.empty_like(positions)
   for epoch in np.unique(epochs):
     order = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
-    rows[epochs == epoch] = order[offsets[epochs == epoch]]
-  return rows
-
-
-def _host_rows(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """This host's share of a global batch (rows are split evenly over the processes)."""
-  count = len(next(iter(global_batch.values()))) // jax.process_count()
-  start = jax.process_index() * count
-  return {k: v[start:start + count] for k, v in global_batch.items()}
+    indices[epochs == epoch] = order[offsets[epochs == epoch]]
+  return indices
 
 
 def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any]:
   """The architecture (the checkpoint's, when there is one) and the pre-trained params."""
-  runtime = {k: config.model[k] for k in modeling.BertConfig.RUNTIME_FIELDS}
   if not config.init_checkpoint:
     report.line("No config.init_checkpoint: fine-tuning from a random init (a smoke test, not "
                 "BERT).")
-    return modeling.BertConfig.from_dict(config.model.to_dict()), None
+    return modeling.BertConfig.from_config(config.model), None
   from bert_jax import interop  # pylint: disable=g-import-not-at-top
   loaded_config, params = interop.load_params(config.init_checkpoint)
   report.line(f"Fine-tuning from {config.init_checkpoint} (its architecture: "
               f"L{loaded_config.num_hidden_layers}/H{loaded_config.hidden_size}/"
               f"A{loaded_config.num_attention_heads})")
-  return dataclasses.replace(loaded_config, **runtime), params
-
-
-def _validate(config: ml_collections.ConfigDict, model_config: modeling.BertConfig,
-              mesh: jax.sharding.Mesh, tokenizer_vocab_size: int) -> None:
-  train_config, data = config.train, config.data
-  config_validation.check_rng_impl(config)
-  if data.max_seq_length > model_config.max_position_embeddings:
-    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} is larger than the "
-                           f"model's max_position_embeddings={model_config.max_position_embeddings}")
-  if tokenizer_vocab_size > model_config.vocab_size:
-    raise errors.UserError(f"the vocabulary ({tokenizer_vocab_size} tokens) is larger than the "
-                           f"model's vocab_size={model_config.vocab_size}: wrong data.vocab_file?")
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  for field in ("batch_size", "eval_batch_size"):
-    size = train_config[field]
-    if size < 1 or size % data_parallel or size % jax.process_count():
-      raise errors.UserError(f"train.{field}={size} must be a positive multiple of the "
-                             f"data-parallel size {data_parallel} and of the process count")
-  if config.task in finetune_data.SQUAD_TASKS and data.max_seq_length <= data.max_query_length + 3:
-    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for the "
-                           f"context after data.max_query_length={data.max_query_length}")
-  if train_config.num_train_epochs <= 0 and train_config.num_train_steps <= 0:
-    raise errors.UserError("train.num_train_epochs and train.num_train_steps are both 0")
-
-
-def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size: int,
-                 batch_sharding) -> Any:
-  """The model's outputs for every row of `features`, the last batch padded then trimmed.
-
-  Args:
-    p_predict: jit of `f(params, batch)`, its batch split by `batch_sharding`.
-    params: Its params.
-    features: input_ids, input_mask and segment_ids (any others are left out), the same rows
-      on every process.
-    batch_size: Rows per call, global: a multiple of the data-parallel size and of the
-      process count.
-    batch_sharding: How a global batch is split over the mesh.
-
-  Returns:
-    `p_predict`'s outputs, host numpy, [len(features['input_ids']), ...], on every process.
-  """
-  count = len(features["input_ids"])
-  padded = math.ceil(count / batch_size) * batch_size
-  inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
-  inputs = {k: np.concatenate([v, np.zeros((padded - count,) + v.shape[1:], v.dtype)])
-            for k, v in inputs.items()}
-  outputs = []
-  for start in range(0, padded, batch_size):
-    global_batch = {k: v[start:start + batch_size] for k, v in inputs.items()}
-    batch = jax.make_array_from_process_local_data(batch_sharding, _host_rows(global_batch))
-    outputs.append(multihost_utils.process_allgather(p_predict(params, batch), tiled=True))
-  return jax.tree.map(lambda *parts: np.concatenate(parts)[:count], *outputs)
+  return loaded_config.with_runtime_of(config.model), params
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -187,13 +130,12 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   Returns:
     The final eval metrics, {split: {metric: value}}.
   """
-  finetune_data.check_task(config)
-  guard = nan_guard.NonFiniteGuard(config.train.nan_policy, config.train.debug_nan_steps)
+  mesh = sharding.create_mesh(config.mesh)
+  config_validation.validate(config, mesh)
+  rules = sharding.logical_axis_rules(config)
   tokenizer = finetune_data.load_tokenizer(config)
   model_config, pretrained = _model_config(config)
-  rules = sharding.logical_axis_rules(config)
-  mesh = sharding.create_mesh(config.mesh)
-  _validate(config, model_config, mesh, tokenizer.vocab_size)
+  resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
   data = finetune_data.load(config, tokenizer)
   num_examples = len(data.train["input_ids"])
   if not num_examples:
@@ -203,16 +145,15 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     train_config.num_train_steps = max(1, math.ceil(
         num_examples * train_config.num_train_epochs / train_config.batch_size))
   train_config.num_warmup_steps = int(train_config.num_train_steps * train_config.warmup_proportion)
-  num_steps = train_config.num_train_steps
+  num_steps, batch_size = train_config.num_train_steps, train_config.batch_size
   report.line(f"Task {data.name}: {num_examples} training rows, {num_steps} steps of "
-              f"{train_config.batch_size}; eval on {', '.join(e.split for e in data.evals)}")
+              f"{batch_size}; eval on {', '.join(e.split for e in data.evals)}")
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
   best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
-  latest = checkpointer.latest_step()
-  meta = checkpointer.restore_meta(latest) if latest is not None else {}
-  if latest is not None:
+
+  def check_meta(meta: dict[str, Any]) -> None:
     saved = (meta.get("task"), meta.get("num_labels"))
     if saved[0] is None:
       raise errors.UserError(f"{checkpointer.directory} holds a pre-training run: fine-tune in a "
@@ -221,37 +162,25 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       raise errors.UserError(
           f"config.task={config.task!r} ({data.num_labels} labels) but {checkpointer.directory} "
           f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
-    resume.check_same_model(meta["model"], model_config, checkpointer.directory)
-  if latest is not None and latest >= num_steps:
-    report.line(f"Fine-tuning is already complete: step {latest} of {num_steps} in "
-                f"{checkpointer.directory}; nothing to do.")
+
+  latest, meta = loop.saved_run(checkpointer, model_config, check_meta)
+  if loop.already_complete(checkpointer, latest, num_steps, "Fine-tuning"):
     checkpointer.close()
     best_checkpointer.close()
     return meta.get("eval", {})
 
   model = create_model(data.family, model_config, data.num_labels)
   tx = optim.create_optimizer(train_config)
+  schedule = optim.learning_rate_schedule(train_config)
   init_rng, dropout_rng = jax.random.split(train_program.root_key(config))
-  shapes = {k: v[:1] for k, v in data.train.items()}
+  # Every training batch carries example weights (all 1): the NaN guard's test poisons them, and
+  # the compiled step takes one batch structure.
+  train_features = {**data.train, "weights": np.ones(num_examples, np.float32)}
+  shapes = {k: v[:1] for k, v in train_features.items()}
+  peak = progress.peak_tflops_per_device(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     abstract_state, state_shardings = train_program.abstract_train_state(
         model, tx, shapes, init_rng, mesh, rules)
-    if latest is None:
-      state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
-                                        batch=shapes), out_shardings=state_shardings)(init_rng)
-      if pretrained is not None:
-        # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
-        bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(state.params["bert"]),
-                                 config.train.get("reinit_top_layers", 0))
-        bert = sharding.place(bert, state_shardings.params["bert"], config.init_checkpoint)
-        state = state.replace(params={**state.params, "bert": bert})
-    else:
-      target = sharding.with_shardings(abstract_state, state_shardings)
-      # The newest step that reads whole (a damaged one is set aside), and its meta.
-      latest, state, meta = checkpointer.restore_latest(target)
-      report.line(f"Resumed from the checkpoint at step {latest} in {checkpointer.directory}")
-    start_step = int(state.step)
-
     batch_sharding = sharding.batch_sharding(mesh, rules)
     replicated = sharding.replicated(mesh)
     p_step = jax.jit(
@@ -260,25 +189,44 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         out_shardings=(state_shardings, replicated), donate_argnums=(0,))
     p_predict = jax.jit(functools.partial(predict_step, model=model),
                         in_shardings=(state_shardings.params, batch_sharding))
-
-    writer = metrics.MetricWriter(workdir)
     seq_length = data.train["input_ids"].shape[1]
-    peak = progress.peak_tflops_per_device(config)
-    reporter = progress.Progress(
-        start_step, num_steps, train_config.batch_size, seq_length,
-        flops.finetuning_flops_per_step(model_config, train_config.batch_size, seq_length,
-                                        data.family, data.num_labels),
-        peak[0] * 1e12 * jax.device_count())
-    best = meta.get("best", {"step": 0, "value": -math.inf})
-    batch_offset = meta.get("batch_offset", 0)
     main_metric = data.metrics[0]
-    eval_metrics = meta.get("eval", {})
-    pending = []
+    best = {"step": 0, "value": -math.inf}
+    # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
+    batch_offset = 0
 
-    def evaluate(step: int) -> dict[str, dict[str, float]]:
+    def next_batch(step: int) -> dict[str, np.ndarray]:
+      indices = batch_indices(num_examples, batch_size, step - 1 + batch_offset, config.seed)
+      return rows.host_rows({k: v[indices] for k, v in train_features.items()})
+
+    def segment(step: int, state) -> loop.Segment:
+      """All of fine-tuning: one compiled step, one batch order."""
+      compile_start = time.perf_counter()
+      abstract_batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:],
+                                                jax.dtypes.canonicalize_dtype(v.dtype),
+                                                sharding=batch_sharding)
+                        for k, v in train_features.items()}
+      compiled = p_step.lower(state, abstract_batch, dropout_rng).compile()
+      flops_per_step = flops.finetuning_flops_per_step(model_config, batch_size, seq_length,
+                                                       data.family, data.num_labels)
+      reporter = progress.Progress(step - 1, num_steps, batch_size, seq_length, flops_per_step,
+                                   peak[0] * 1e12 * jax.device_count())
+      return loop.Segment(1, num_steps, compiled, next_batch, reporter, flops_per_step,
+                          time.perf_counter() - compile_start)
+
+    def train_scalars(pending, state, step: int) -> dict[str, float]:
+      del state  # Unused: fine-tuning logs no param norm.
+      # A skipped step has no loss: the mean is over the others (none: no loss field).
+      step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
+      scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
+      scalars["learning_rate"] = float(schedule(step - 1))
+      return scalars
+
+    def evaluate(state, step: int, writer: metrics.MetricWriter) -> tuple[dict[str, Any], str]:
+      nonlocal best
       results = {}
       for eval_set in data.evals:
-        outputs = predict_rows(p_predict, state.params, eval_set.features,
+        outputs = rows.predict_rows(p_predict, state.params, eval_set.features,
                                train_config.eval_batch_size, batch_sharding)
         results[eval_set.split], predictions = task_eval.score(
             data, eval_set, outputs, config, tokenizer)
@@ -287,95 +235,54 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                       eval_set.split, predictions)
         metrics.log_line(f"eval {eval_set.split}", step, results[eval_set.split])
         writer.write_scalars(f"eval/{eval_set.split}", step, results[eval_set.split])
-      return results
+      value = results[data.evals[0].split][main_metric]
+      if value > best["value"]:
+        best = {"step": step, "value": value, "metric": main_metric, "eval": results}
+        best_checkpointer.save(step, {"params": state.params}, {
+            "step": step, "model": dataclasses.asdict(model_config), "eval": results,
+            "task": data.name, "label_names": data.label_names}, force=True)
+      return results, ""
 
-    # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
-    watch = preemption.Preemption().install()
-    try:
-      step, pending_steps = start_step, []
-      while step < num_steps:
-        step += 1
-        # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
-        rows = batch_indices(num_examples, train_config.batch_size, step - 1 + batch_offset,
-                             config.seed)
-        with reporter.input():
-          global_batch = guard.maybe_poison(step, {k: v[rows] for k, v in data.train.items()})
-          batch = jax.make_array_from_process_local_data(batch_sharding,
-                                                         _host_rows(global_batch))
-        state, step_metrics = p_step(state, batch, dropout_rng)
-        if step == start_step + 1:
-          reporter.report(step)  # The first step compiled the program: not in any rate.
-        pending.append(step_metrics)
-        pending_steps.append(step)
-        last = step == num_steps
-        due_log = step % train_config.log_every_steps == 0 or last
-        eval_every = train_config.eval_every_steps
-        due_eval = bool(eval_every and step % eval_every == 0) or last
-        # A preemption notice: checkpoint this step and stop (every host at the same step).
-        preempted = not last and watch.reached(step)
-        due_checkpoint = step % train_config.checkpoint_every_steps == 0 or last or preempted
-        if due_log or due_eval or due_checkpoint:
-          # Before any log line, eval or checkpoint: the steps since the last check were finite.
-          bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
-          if bad_step is not None:
-            state, step = resume.roll_back(checkpointer, abstract_state, state_shardings,
-                                           bad_step)
-            batch_offset += bad_step - step
-            pending, pending_steps = [], []
-            continue
-          pending_steps = []
-        if due_log:
-          # A skipped step has no loss: the mean is over the others (none: no loss field).
-          step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
-          scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
-          scalars["learning_rate"] = float(optim.learning_rate_schedule(train_config)(step - 1))
-          scalars.update(reporter.report(step))
-          pending = []
-          metrics.log_line("train", step, {
-              **{name: scalars[name] for name in (
-                  "loss", "learning_rate", "sequences_per_second", "mfu", "input_wait_fraction")
-                 if name in scalars},
-              "eta": progress.format_duration(scalars["eta_seconds"])})
-          writer.write_scalars("train", step, scalars)
+    def checkpoint_meta(step: int, eval_metrics: dict[str, Any]) -> dict[str, Any]:
+      return {"step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+              "best": best, "task": data.name, "num_labels": data.num_labels,
+              "batch_offset": batch_offset, "config": config.to_dict()}
 
-        if due_eval:
-          with reporter.excluded():  # Eval time is not training time.
-            eval_metrics = evaluate(step)
-          value = eval_metrics[data.evals[0].split][main_metric]
-          if value > best["value"]:
-            best = {"step": step, "value": value, "metric": main_metric, "eval": eval_metrics}
-            best_checkpointer.save(step, {"params": state.params}, {
-                "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-                "task": data.name, "label_names": data.label_names}, force=True)
+    def rolled_back(bad_step: int, step: int) -> None:
+      nonlocal batch_offset
+      batch_offset += bad_step - step
 
-        if due_checkpoint:
-          with reporter.checkpoint():
-            checkpointer.save(step, state, {
-                "step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-                "best": best, "task": data.name, "num_labels": data.num_labels,
-                "batch_offset": batch_offset, "config": config.to_dict()}, force=last)
-        if preempted:
-          writer.close()
-          checkpointer.close()  # Waits until the save is complete.
-          best_checkpointer.close()
-          watch.uninstall()
-          report.line(f"Preempted at step {step}: saved a checkpoint in "
-                      f"{checkpointer.directory}; run the same command to resume.")
-          return eval_metrics
-    except BaseException:
-      # Whatever stops the loop, the saves in flight are finished first.
-      checkpointer.close()
-      best_checkpointer.close()
-      watch.uninstall()
-      raise
-    writer.close()
-    checkpointer.close()
-    best_checkpointer.close()
-    watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
+    task = loop.Task(
+        workdir=workdir, num_steps=num_steps, train_config=train_config,
+        profile_steps=config.profile.steps, checkpointer=checkpointer,
+        abstract_state=abstract_state, state_shardings=state_shardings,
+        batch_sharding=batch_sharding, segment=segment, train_scalars=train_scalars,
+        log_fields=("loss", "learning_rate", "sequences_per_second", "mfu",
+                    "input_wait_fraction"),
+        evaluate=evaluate, meta=checkpoint_meta, rolled_back=rolled_back,
+        other_checkpointers=(best_checkpointer,))
+
+    def initial_params(params):
+      if pretrained is None:
+        return params
+      # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
+      bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(params["bert"]),
+                                     config.train.reinit_top_layers)
+      bert = sharding.place(bert, state_shardings.params["bert"], config.init_checkpoint)
+      return {**params, "bert": bert}
+
+    state, meta = loop.initial_state(task, latest, model, tx, shapes, init_rng, initial_params)
+    best = meta.get("best", best)
+    batch_offset = meta.get("batch_offset", 0)
+    first = segment(int(state.step) + 1, state)
+    report.line(f"Compiled the fine-tuning step in {first.compile_seconds:.1f} s; "
+                f"{first.flops_per_step / 1e9:,.1f} GFLOP per step")
+    outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
+  if outcome.preempted:
+    return outcome.eval_metrics
   if jax.process_index() == 0:
     with tf.io.gfile.GFile(os.path.join(workdir, "best.json"), "w") as f:
       f.write(json.dumps(best, indent=1, sort_keys=True) + "\n")
   report.line(f"Best {main_metric} {best['value']:.4f} at step {best['step']} (params in "
               f"{workdir}/best); predictions in {workdir}/predictions")
-  return eval_metrics
-
+  return outcome.eval_metrics

@@ -111,10 +111,8 @@ def main(argv: list[str]) -> None:
       raise errors.UserError(_config_file_error(
           config_flags.get_config_filename(flags.FLAGS["config"]), config))
     from bert_jax import config_validation  # pylint: disable=g-import-not-at-top
-    # Before anything is built, written or compiled: a misspelt field in a config file of one's
-    # own is otherwise silently ignored.
-    config_validation.check_fields(config)
-    # Before anything touches the JAX backend.
+    # Before anything touches the JAX backend. Each mode then validates the whole config
+    # (config_validation.validate) before it reads, writes or compiles anything.
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if config.mode == "pretrain":
       train.train_and_evaluate(config, _WORKDIR.value)

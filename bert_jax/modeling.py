@@ -110,6 +110,16 @@ class BertConfig:
     return cls(**values)
 
   @classmethod
+  def from_config(cls, model_section: Any) -> "BertConfig":
+    """The architecture a run config's `model` section describes."""
+    return cls.from_dict(model_section.to_dict())
+
+  def with_runtime_of(self, model_section: Any) -> "BertConfig":
+    """This (a checkpoint's) architecture, with how the run computes it: config.model's dtype,
+    scan, remat and attention."""
+    return dataclasses.replace(self, **{k: model_section[k] for k in self.RUNTIME_FIELDS})
+
+  @classmethod
   def from_json_file(cls, path: str) -> "BertConfig":
     """Reads the original's bert_config.json or an HF config.json (HF's extra keys are ignored)."""
     # epath, not tf.io.gfile: local and gs:// paths alike, and no TensorFlow import, so the model

@@ -169,6 +169,12 @@ def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
   return sums
 
 
+def sum_over_steps(device_metrics: list[dict[str, jax.Array]]) -> dict[str, float]:
+  """Each metric summed over a list of steps (or eval batches), fetched in one transfer."""
+  host = jax.device_get(device_metrics)
+  return {k: float(np.sum([m[k] for m in host])) for k in host[0]}
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
   """What a run compiles: the model, its optimizer, the state's layout and the jitted steps.
@@ -179,6 +185,7 @@ class Program:
     batch_sharding: How a global batch is split over the mesh.
     train_step: jit of `train_step(state, batch, rng)`, the state donated.
     eval_step: jit of `eval_step(params, batch)`.
+    next_sentence_prediction: Whether the NSP head is trained (its metrics reported).
   """
   model: nn.Module
   tx: optax.GradientTransformation
@@ -187,6 +194,15 @@ class Program:
   batch_sharding: jax.sharding.NamedSharding
   train_step: Any
   eval_step: Any
+  next_sentence_prediction: bool
+
+  def evaluate(self, params: Any, eval_batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Mean losses and accuracies over the eval batches (each host's rows of them)."""
+    device_metrics = [
+        self.eval_step(params, jax.make_array_from_process_local_data(self.batch_sharding, batch))
+        for batch in eval_batches]
+    return losses.summarize(sum_over_steps(device_metrics),
+                            self.next_sentence_prediction)
 
 
 def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -198,7 +214,7 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   jitted steps must be traced (first call, or `lower`) under `jax.set_mesh(mesh)` too, for the
   activations' sharding constraints.
   """
-  model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
+  model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
   shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
   # Abstract, like everything here: no op may run under a mesh of compile-only devices.
@@ -219,7 +235,8 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       out_shardings=replicated)
   return Program(model=model, tx=tx, abstract_state=abstract_state,
                  state_shardings=state_shardings, batch_sharding=batch_sharding,
-                 train_step=p_train_step, eval_step=p_eval_step)
+                 train_step=p_train_step, eval_step=p_eval_step,
+                 next_sentence_prediction=next_sentence_prediction)
 
 
 def abstract_batch(config: ml_collections.ConfigDict, batch_size: int,

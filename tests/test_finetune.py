@@ -206,3 +206,30 @@ def test_reinit_top_layers_takes_the_top_layers_and_the_pooler_from_the_fresh_in
   assert (mixed["embeddings"]["word_embeddings"]["embedding"] == 1.0).all()
   with pytest.raises(errors.UserError, match="train.reinit_top_layers=4 is more than"):
     heads.reinit_top_layers(pretrained, fresh, 4)
+
+
+def test_a_damaged_fine_tuning_checkpoint_is_set_aside_and_the_run_resumes_before_it(
+    tmp_path, sentencepiece_model, capsys):
+  """The loop's guarantee in every mode: fine-tuning falls back past an unreadable step."""
+  (tmp_path / "train.csv").write_text("sentence,label\n" + "".join(
+      f"word{i % 5} and more words,{'yes' if i % 2 else 'no'}\n" for i in range(32)))
+  config = _config("classification", sentencepiece_model, train_file=str(tmp_path / "train.csv"),
+                   eval_file=str(tmp_path / "train.csv"), text_a_key="sentence",
+                   label_key="label", max_examples=0)
+  config.train.update(num_train_steps=4, checkpoint_every_steps=2, max_checkpoints_to_keep=5)
+  workdir = tmp_path / "work"
+  finetune.finetune(config, str(workdir))
+  checkpoints = workdir / "checkpoints"
+  state_files = [p for p in (checkpoints / "4" / "state").rglob("*") if p.is_file()]
+  largest = max(state_files, key=lambda p: p.stat().st_size)
+  with open(largest, "r+b") as f:
+    f.truncate(largest.stat().st_size // 2)
+  capsys.readouterr()
+
+  config.train.num_train_steps = 6
+  finetune.finetune(config, str(workdir))
+  out, err = capsys.readouterr()
+  assert f"Warning: the checkpoint at step 4 in {checkpoints} cannot be read (" in err, err
+  assert f"Resumed from the checkpoint at step 2 in {checkpoints}" in out
+  assert "train step=3 " in out and "train step=6 " in out
+  assert (checkpoints / "4.unreadable").is_dir() and (checkpoints / "6").is_dir()

@@ -161,6 +161,7 @@ def test_each_phase_reads_pairs_made_at_its_own_length(tmp_path, sentencepiece_m
                      eval_input_files=f"{tmp_path}/both/eval.tfrecord",
                      phase2_input_files=f"{tmp_path}/both/seq512-train-*.tfrecord",
                      phase2_max_seq_length=512, vocab_file=sentencepiece_model)
+  config.model.vocab_size = tokenizer.vocab_size  # resolve checks the model takes every id.
   run_phases = phases.plan(config)
   data = inputs.resolve(config, str(tmp_path / "work"))
   assert phases.phase_inputs(data, run_phases[0]).train_files == both["train_files"]

@@ -13,6 +13,7 @@ from bert_jax import config_validation
 from bert_jax import errors
 from bert_jax import sharding
 from bert_jax import train_program
+from bert_jax.data import inputs
 from configs import base
 from configs import finetune
 from configs import glue
@@ -100,12 +101,12 @@ def test_max_predictions_per_seq_out_of_range(predictions):
 def test_vocab_size_against_the_tokenizer():
   config = tiny.get_config()  # model.vocab_size 4000.
   # A tokenizer vocabulary larger than the embedding table: ids past it gather garbage.
-  assert _error(config_validation.validate_vocab, config, 4001).startswith(
+  assert _error(inputs.check_vocab, config.model.vocab_size, 4001).startswith(
       "model.vocab_size=4000 is smaller than the tokenizer's vocabulary (4001)")
   # Smaller is allowed on purpose (padded vocabularies; SentencePiece stopping early on a small
   # corpus): train.py prints a note instead.
-  config_validation.validate_vocab(config, 4000)
-  config_validation.validate_vocab(config, 3712)
+  inputs.check_vocab(config.model.vocab_size, 4000)
+  inputs.check_vocab(config.model.vocab_size, 3712)
 
 
 def test_unknown_field_in_a_config_file():
@@ -123,9 +124,10 @@ def test_unknown_field_in_a_config_file():
   assert "data.train_files: bert_jax/config/finetune.py" in _error(config_validation.check_fields,
                                                            config)
   config = finetune.get_config()
-  config.data.input_files = "pretraining/*.txt"  # A pre-training field: unknown here.
-  assert "unknown config field data.input_files" in _error(config_validation.check_fields,
-                                                           config)
+  # A pre-training field: fine-tuning configs have it (they extend base.py) but never read it.
+  config.data.input_files = "pretraining/*.txt"
+  assert _error(config_validation.validate, config) == (
+      "data.input_files='pretraining/*.txt' is a pre-training field: fine-tuning does not read it")
 
 
 def test_missing_field_and_unknown_mode():

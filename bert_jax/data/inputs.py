@@ -55,8 +55,23 @@ def _masking_config(config: ml_collections.ConfigDict, tokenizer) -> masking.Mas
       word_starts=tokenizer.word_starts() if data.whole_word_masking else None)
 
 
+def check_vocab(model_vocab_size: int, tokenizer_vocab_size: int) -> None:
+  """Ids at or past model.vocab_size would silently gather garbage (the original made NaNs)."""
+  if tokenizer_vocab_size > model_vocab_size:
+    raise errors.UserError(
+        f"model.vocab_size={model_vocab_size} is smaller than the tokenizer's "
+        f"vocabulary ({tokenizer_vocab_size}): set --config.model.vocab_size={tokenizer_vocab_size}")
+
+
 def resolve(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
-  """Prepares (once) or finds the records, and loads the vocabulary they were made with."""
+  """Prepares (once) or finds the records, and loads the vocabulary they were made with; the
+  model must have an embedding row for each of its pieces."""
+  inputs = _records(config, workdir)
+  check_vocab(config.model.vocab_size, inputs.vocab_size)
+  return inputs
+
+
+def _records(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
   data = config.data
   if data.source == "tfrecord":
     if not data.vocab_file:
