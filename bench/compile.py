@@ -20,6 +20,7 @@ import jax
 from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import train_program
+from bert_jax import train_state
 from configs import large
 
 
@@ -41,7 +42,7 @@ def _lower(config, batch_size: int):
   shapes = train_program.dummy_batch(1, config.data.max_seq_length,
                                      config.data.max_predictions_per_seq)
   state = jax.eval_shape(functools.partial(
-      train_program.create_train_state, model=model, tx=tx, batch=shapes), jax.random.key(0))
+      train_state.create_train_state, model=model, tx=tx, batch=shapes), jax.random.key(0))
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
                  donate_argnums=(0,))
   return step.lower(state, batch, jax.random.key(1))

@@ -25,6 +25,7 @@ from bert_jax import modeling
 from bert_jax import sharding
 from bert_jax import train_program
 from bert_jax.data import synthetic
+from bert_jax import train_state
 from configs import base
 
 NEEDS_GPU = "skipped: needs a GPU"
@@ -153,7 +154,7 @@ def numerics(shape: Shape) -> dict:
     model = modeling.BertForPreTraining(model_config)
     if params is None:  # The float32 reference's init: every variant runs these params.
       params = nn.meta.unbox(jax.jit(functools.partial(
-          train_program.init_params, model=model, batch=batch))(jax.random.key(0)))
+          train_state.init_params, model=model, batch=batch))(jax.random.key(0)))
 
     def loss_fn(params):
       mlm_logits, nsp_logits = model.apply({"params": params}, *model_inputs,
@@ -213,9 +214,9 @@ def bert_jax_row(shape: Shape, attention: str, remat: str, args: argparse.Namesp
                                                 shape.seq_length, shape.predictions)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     program = train_program.build_program(config, mesh, rules, next_sentence_prediction=True)
-    init_rng, dropout_rng = jax.random.split(train_program.root_key(config))
+    init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
     shapes = train_program.dummy_batch(1, shape.seq_length, shape.predictions)
-    state = jax.jit(functools.partial(train_program.create_train_state, model=program.model,
+    state = jax.jit(functools.partial(train_state.create_train_state, model=program.model,
                                       tx=program.tx, batch=shapes),
                     out_shardings=program.state_shardings)(init_rng)
     start = time.perf_counter()

@@ -40,8 +40,8 @@ from bert_jax import finetune
 from bert_jax import flops
 from bert_jax import modeling
 from bert_jax import optim
-from bert_jax import train_program
 from bert_jax.data import synthetic
+from bert_jax import train_state
 
 FAMILY = "classification"
 
@@ -60,12 +60,12 @@ def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = finetune.create_model(
       FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+  state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx, family=FAMILY),
                  donate_argnums=(0,))
   device_batch = jax.device_put(batch)
-  rng = train_program.root_key(config)
+  rng = train_state.root_key(config)
 
   def one_step():
     nonlocal state

@@ -24,6 +24,7 @@ from bert_jax import modeling  # pylint: disable=g-import-not-at-top
 from bert_jax import optim
 from bert_jax import train_program
 from bert_jax.data import inputs
+from bert_jax import train_state
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file.")
@@ -46,7 +47,7 @@ def time_train_step(config, batch, num_steps: int) -> float:
   """Sequences per second of the jitted train step (compile excluded) on one batch."""
   model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
-  state = train_program.create_train_state(jax.random.key(0), model, tx, batch)
+  state = train_state.create_train_state(jax.random.key(0), model, tx, batch)
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx), donate_argnums=0)
   state, metrics = step(state, batch, jax.random.key(1))
   jax.block_until_ready(metrics)

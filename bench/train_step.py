@@ -62,6 +62,7 @@ from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import train_program
 from bert_jax.data import synthetic
+from bert_jax import train_state
 
 MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 
@@ -69,12 +70,12 @@ MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
   model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+  state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
                  donate_argnums=(0,))
   device_batch = jax.device_put(batch)
-  rng = train_program.root_key(config)
+  rng = train_state.root_key(config)
 
   def one_step():
     nonlocal state
@@ -140,7 +141,7 @@ def breakdown(config, batch, args) -> None:
     return 1e3 * np.median(harness.time_calls(step, args.warmup, args.steps))
 
   model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
-  params = jax.jit(functools.partial(train_program.init_params, model=model, batch=batch))(
+  params = jax.jit(functools.partial(train_state.init_params, model=model, batch=batch))(
       jax.random.key(0))
   params = jax.device_put(nn.meta.unbox(params))
   device_batch = jax.device_put(batch)
@@ -153,7 +154,7 @@ def breakdown(config, batch, args) -> None:
 
   forward = jax.jit(loss_fn)
   backward = jax.jit(jax.grad(loss_fn))
-  rng = train_program.root_key(config)
+  rng = train_state.root_key(config)
   jax_ms = [median_ms(lambda: forward(params, device_batch, rng).block_until_ready()),
             median_ms(lambda: jax.block_until_ready(backward(params, device_batch, rng)))]
   jax_ms.append(np.median(run_bert_jax(config, batch, args)[0]) * 1e3)
@@ -193,11 +194,11 @@ def profile(config, batch, args) -> None:
 
   model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+  state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
                  donate_argnums=(0,))
-  device_batch, rng = jax.device_put(batch), train_program.root_key(config)
+  device_batch, rng = jax.device_put(batch), train_state.root_key(config)
   hlo = step.lower(state, device_batch, rng).compile().as_text()
   for _ in range(args.warmup):
     state, _ = jax.block_until_ready(step(state, device_batch, rng))

@@ -28,6 +28,7 @@ from bert_jax import flops
 from bert_jax import sharding
 from bert_jax import tpu_topology
 from bert_jax import train_program
+from bert_jax import train_state
 
 _GIB = 2**30
 
@@ -140,7 +141,7 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
     program = train_program.build_program(config, mesh, rules, config.data.next_sentence_prediction)
   state = sharding.with_shardings(program.abstract_state, program.state_shardings)
   batch = train_program.abstract_batch(config, config.train.batch_size, program.batch_sharding)
-  key = jax.eval_shape(lambda: train_program.root_key(config))  # A typed key, e.g. dtype key<fry>.
+  key = jax.eval_shape(lambda: train_state.root_key(config))  # A typed key, e.g. dtype key<fry>.
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
 
   start = time.perf_counter()

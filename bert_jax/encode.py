@@ -45,9 +45,9 @@ from bert_jax import resume
 from bert_jax import rows
 from bert_jax import sharding
 from bert_jax import tokenization
-from bert_jax import train_program
 from bert_jax.data import finetune_data
 from bert_jax.data import tasks
+from bert_jax import train_state
 
 
 def embed(params, batch: dict[str, jax.Array], *, model: modeling.BertModel
@@ -175,7 +175,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shapes = {k: features[k][:1] for k in ("input_ids", "segment_ids", "input_mask")}
     param_shardings = sharding.logical_shardings(jax.eval_shape(
-        lambda: train_program.init_params(jax.random.key(0), model, shapes)), mesh, rules)
+        lambda: train_state.init_params(jax.random.key(0), model, shapes)), mesh, rules)
     params = sharding.place(params, param_shardings, source)
     batch_sharding = sharding.batch_sharding(mesh, rules)
     p_embed = jax.jit(functools.partial(embed, model=model),

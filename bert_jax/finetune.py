@@ -45,8 +45,8 @@ from bert_jax import rows
 from bert_jax import resume
 from bert_jax import sharding
 from bert_jax import task_eval
-from bert_jax import train_program
 from bert_jax.data import finetune_data
+from bert_jax import train_state
 
 
 def create_model(family: str, model_config: modeling.BertConfig, num_labels: int) -> nn.Module:
@@ -70,9 +70,9 @@ def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Arr
   return heads.classification_loss(outputs, batch["label_ids"], weights)
 
 
-def finetune_step(state: train_program.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+def finetune_step(state: train_state.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                   model: nn.Module, tx, family: str
-                  ) -> tuple[train_program.TrainState, dict[str, jax.Array]]:
+                  ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
   """One optimizer step on the task loss."""
   dropout_rng = jax.random.fold_in(rng, state.step)
 
@@ -88,7 +88,7 @@ def finetune_step(state: train_program.TrainState, batch: dict[str, jax.Array], 
   finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
   params, opt_state = nan_guard.keep_if_finite(finite, (params, opt_state),
                                                (state.params, state.opt_state))
-  return (train_program.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
+  return (train_state.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
           {"loss": jnp.where(finite, loss, 0.0),
            "nonfinite": 1.0 - finite.astype(jnp.float32)})
 
@@ -172,14 +172,14 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   model = create_model(data.family, model_config, data.num_labels)
   tx = optim.create_optimizer(train_config)
   schedule = optim.learning_rate_schedule(train_config)
-  init_rng, dropout_rng = jax.random.split(train_program.root_key(config))
+  init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
   # Every training batch carries example weights (all 1): the NaN guard's test poisons them, and
   # the compiled step takes one batch structure.
   train_features = {**data.train, "weights": np.ones(num_examples, np.float32)}
   shapes = {k: v[:1] for k, v in train_features.items()}
   peak = progress.peak_tflops_per_device(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_state, state_shardings = train_program.abstract_train_state(
+    abstract_state, state_shardings = train_state.abstract_train_state(
         model, tx, shapes, init_rng, mesh, rules)
     batch_sharding = sharding.batch_sharding(mesh, rules)
     replicated = sharding.replicated(mesh)

@@ -29,7 +29,7 @@ from bert_jax import progress
 from bert_jax import report
 from bert_jax import resume
 from bert_jax import sharding
-from bert_jax import train_program
+from bert_jax import train_state
 
 
 @dataclasses.dataclass
@@ -116,7 +116,7 @@ def already_complete(checkpointer: checkpoint.Checkpointer, latest: int | None,
 def initial_state(task: Task, latest: int | None, model: nn.Module,
                   tx: optax.GradientTransformation, shapes: dict[str, Any], init_rng: jax.Array,
                   initial_params: Callable[[Any], Any] | None = None
-                  ) -> tuple[train_program.TrainState, dict[str, Any]]:
+                  ) -> tuple[train_state.TrainState, dict[str, Any]]:
   """(the train state, the metadata it was saved with: {} when new).
 
   A new state is initialised on the mesh, its params then replaced by `initial_params(params)`
@@ -124,7 +124,7 @@ def initial_state(task: Task, latest: int | None, model: nn.Module,
   damaged newer one is set aside with a warning).
   """
   if latest is None:
-    state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+    state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                       batch=shapes),
                     out_shardings=task.state_shardings)(init_rng)
     if initial_params is not None:
@@ -143,7 +143,7 @@ def _close(task: Task) -> None:
     other.close()
 
 
-def run(task: Task, state: train_program.TrainState, dropout_rng: jax.Array, segment: Segment,
+def run(task: Task, state: train_state.TrainState, dropout_rng: jax.Array, segment: Segment,
         eval_metrics: dict[str, Any]) -> Outcome:
   """Steps `state` to `task.num_steps` (or a stop), starting in `segment`.
 

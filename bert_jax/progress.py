@@ -12,11 +12,9 @@ from typing import Iterator
 
 import jax
 import ml_collections
-import numpy as np
 
 from bert_jax import flops
 from bert_jax import report
-from bert_jax.data import inputs
 
 
 def peak_tflops_per_device(config: ml_collections.ConfigDict) -> tuple[float, str]:
@@ -95,34 +93,6 @@ class Progress:
     }
     self._start(step)
     return scalars
-
-
-def startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, params,
-                    data: inputs.Inputs, flops_per_step: float, peak: tuple[float, str],
-                    compile_seconds: float) -> None:
-  """A few lines saying what is about to run, from process 0."""
-  if jax.process_index() != 0:
-    return
-  model, train = config.model, config.train
-  devices = jax.devices()
-  mesh_axes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
-  num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
-  seq_length = config.data.max_seq_length
-  tokens = train.batch_size * seq_length
-  report.line(f"Devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform}) on "
-              f"{jax.process_count()} process(es); mesh {mesh_axes}")
-  report.line(f"Model: {num_params / 1e6:,.1f}M params (L{model.num_hidden_layers}/"
-              f"H{model.hidden_size}/A{model.num_attention_heads}/I{model.intermediate_size}, "
-              f"vocab {model.vocab_size}), {model.dtype} compute, scan_layers={model.scan_layers}, "
-              f"remat={model.remat_policy}")
-  report.line(f"Batch: {train.batch_size} sequences global, "
-              f"{train.batch_size // jax.process_count()} per host, x {seq_length} tokens = {tokens:,} tokens per step, "
-              f"{config.data.max_predictions_per_seq} predictions per sequence")
-  files = f" {config.data.input_files}" if config.data.input_files else ""
-  report.line(f"Data: data.source={config.data.source!r}{files}; {len(data.train_files)} "
-              f"training and {len(data.eval_files)} eval record files")
-  report.line(f"Compiled the train step in {compile_seconds:.1f} s; {flops_per_step / 1e9:,.1f} "
-              f"GFLOP per step; MFU against {peak[0]:,.2f} TFLOP/s per device ({peak[1]})")
 
 
 class Profiler:

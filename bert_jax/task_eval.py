@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from bert_jax import task_metrics
 from bert_jax.data import finetune_data
-from bert_jax.data import squad
+from bert_jax.data import squad_postprocess
 from bert_jax.data import tasks
 
 
@@ -50,7 +50,7 @@ def _span(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet,
           tokenizer) -> tuple[dict[str, float], Any]:
   data = config.data
   start_logits, end_logits = outputs
-  predictions, nbest, null_score_diffs = squad.postprocess(
+  predictions, nbest, null_score_diffs = squad_postprocess.postprocess(
       eval_set.examples, eval_set.squad_features, start_logits, end_logits,
       n_best_size=data.n_best_size, max_answer_length=data.max_answer_length,
       version_2_with_negative=task.version_2_with_negative,

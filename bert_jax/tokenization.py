@@ -35,22 +35,7 @@ import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import files as files_lib
-
-PAD_TOKEN = "[PAD]"
-UNK_TOKEN = "[UNK]"
-CLS_TOKEN = "[CLS]"
-SEP_TOKEN = "[SEP]"
-MASK_TOKEN = "[MASK]"
-PAD_ID = 0
-UNK_ID = 1
-CLS_ID = 2
-SEP_ID = 3
-MASK_ID = 4
-# In id order: SPECIAL_TOKENS[i] has id i.
-SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN)
-# Also the first id of an ordinary piece: MLM's random replacements are drawn from there on.
-NUM_SPECIAL_TOKENS = len(SPECIAL_TOKENS)
-
+from bert_jax import special_tokens
 
 class Tokenizer(Protocol):
   """What data preparation and masking need of a tokenizer (SentencePiece or WordPiece)."""
@@ -94,7 +79,7 @@ class SentencePieceTokenizer:
   Attributes:
     model_file: Path the model was read from (local or gs://).
     pad_id, unk_id, cls_id, sep_id, mask_id: Ids of the special tokens, read from the model
-      (always equal to PAD_ID ... MASK_ID: the constructor checks).
+      (always equal to special_tokens.PAD_ID ... special_tokens.MASK_ID: the constructor checks).
   """
 
   def __init__(self, model_file: str, num_threads: int | None = None):
@@ -122,16 +107,16 @@ class SentencePieceTokenizer:
 
     # The piece at each id, not PieceToId: that answers unk_id for a piece it lacks.
     first_pieces = tuple(self._processor.IdToPiece(i) for i in
-                         range(min(NUM_SPECIAL_TOKENS, self._processor.GetPieceSize())))
-    if first_pieces != SPECIAL_TOKENS:
+                         range(min(special_tokens.NUM_SPECIAL_TOKENS, self._processor.GetPieceSize())))
+    if first_pieces != special_tokens.SPECIAL_TOKENS:
       raise errors.UserError(
           f"{model_file!r} has {first_pieces} at ids 0-4, not bert_jax's special tokens "
-          f"{SPECIAL_TOKENS}: train it with tokenization.train_sentencepiece")
-    self.pad_id = self._processor.PieceToId(PAD_TOKEN)
-    self.unk_id = self._processor.PieceToId(UNK_TOKEN)
-    self.cls_id = self._processor.PieceToId(CLS_TOKEN)
-    self.sep_id = self._processor.PieceToId(SEP_TOKEN)
-    self.mask_id = self._processor.PieceToId(MASK_TOKEN)
+          f"{special_tokens.SPECIAL_TOKENS}: train it with tokenization.train_sentencepiece")
+    self.pad_id = self._processor.PieceToId(special_tokens.PAD_TOKEN)
+    self.unk_id = self._processor.PieceToId(special_tokens.UNK_TOKEN)
+    self.cls_id = self._processor.PieceToId(special_tokens.CLS_TOKEN)
+    self.sep_id = self._processor.PieceToId(special_tokens.SEP_TOKEN)
+    self.mask_id = self._processor.PieceToId(special_tokens.MASK_TOKEN)
 
   @property
   def vocab_size(self) -> int:
@@ -220,13 +205,14 @@ def train_sentencepiece(sentences: Iterable[str],
         hard_vocab_limit=False,
         input_sentence_size=0,  # Train on all of the sample.
         num_threads=2,
-        pad_id=PAD_ID,
-        pad_piece=PAD_TOKEN,
-        unk_id=UNK_ID,
-        unk_piece=UNK_TOKEN,
+        pad_id=special_tokens.PAD_ID,
+        pad_piece=special_tokens.PAD_TOKEN,
+        unk_id=special_tokens.UNK_ID,
+        unk_piece=special_tokens.UNK_TOKEN,
         bos_id=-1,
         eos_id=-1,
-        control_symbols=[CLS_TOKEN, SEP_TOKEN, MASK_TOKEN],
+        control_symbols=[special_tokens.CLS_TOKEN, special_tokens.SEP_TOKEN,
+                         special_tokens.MASK_TOKEN],
         minloglevel=2,  # SentencePiece logs every EM iteration otherwise.
     )
     with open(scratch_prefix + ".vocab", "rb") as f:
@@ -338,9 +324,9 @@ def main(argv: Sequence[str]) -> None:
                          "--vocab_size=N --output=PREFIX [--input_sentence_size=N]")
   flag_values = flags.FLAGS
   try:
-    if flag_values.vocab_size <= NUM_SPECIAL_TOKENS:
+    if flag_values.vocab_size <= special_tokens.NUM_SPECIAL_TOKENS:
       raise errors.UserError(f"--vocab_size={flag_values.vocab_size} leaves no room past the "
-                             f"{NUM_SPECIAL_TOKENS} special tokens")
+                             f"{special_tokens.NUM_SPECIAL_TOKENS} special tokens")
     model_file = train_sentencepiece(read_sentences(flag_values.input), flag_values.vocab_size,
                                      flag_values.output, flag_values.input_sentence_size,
                                      seed=flag_values.seed)

@@ -32,6 +32,35 @@ from bert_jax import sharding
 from bert_jax import train_program
 from bert_jax.data import inputs
 from bert_jax.data import pipeline
+from bert_jax import train_state
+
+
+def _startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, params,
+                    data: inputs.Inputs, flops_per_step: float, peak: tuple[float, str],
+                    compile_seconds: float) -> None:
+  """A few lines saying what is about to run, from process 0."""
+  if jax.process_index() != 0:
+    return
+  model, train = config.model, config.train
+  devices = jax.devices()
+  mesh_axes = " ".join(f"{name}={size}" for name, size in mesh.shape.items())
+  num_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+  seq_length = config.data.max_seq_length
+  tokens = train.batch_size * seq_length
+  report.line(f"Devices: {len(devices)} x {devices[0].device_kind} ({devices[0].platform}) on "
+              f"{jax.process_count()} process(es); mesh {mesh_axes}")
+  report.line(f"Model: {num_params / 1e6:,.1f}M params (L{model.num_hidden_layers}/"
+              f"H{model.hidden_size}/A{model.num_attention_heads}/I{model.intermediate_size}, "
+              f"vocab {model.vocab_size}), {model.dtype} compute, scan_layers={model.scan_layers}, "
+              f"remat={model.remat_policy}")
+  report.line(f"Batch: {train.batch_size} sequences global, "
+              f"{train.batch_size // jax.process_count()} per host, x {seq_length} tokens = {tokens:,} tokens per step, "
+              f"{config.data.max_predictions_per_seq} predictions per sequence")
+  files = f" {config.data.input_files}" if config.data.input_files else ""
+  report.line(f"Data: data.source={config.data.source!r}{files}; {len(data.train_files)} "
+              f"training and {len(data.eval_files)} eval record files")
+  report.line(f"Compiled the train step in {compile_seconds:.1f} s; {flops_per_step / 1e9:,.1f} "
+              f"GFLOP per step; MFU against {peak[0]:,.2f} TFLOP/s per device ({peak[1]})")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -68,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # ---- Model, optimizer, shardings, compiled steps ----
   schedule = optim.learning_rate_schedule(config.train)  # One over all phases (phases.py).
-  init_rng, dropout_rng = jax.random.split(train_program.root_key(config))
+  init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
   # MFU's denominator; outside the mesh, since on CPU it times a matmul on one local device.
   peak = progress.peak_tflops_per_device(config)
 
@@ -163,7 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     examples_consumed = int(meta.get("examples_consumed", 0))
 
     first = segment(int(state.step) + 1, state)
-    progress.startup_summary(phases.phase_of(run_phases, int(state.step) + 1).config, mesh,
+    _startup_summary(phases.phase_of(run_phases, int(state.step) + 1).config, mesh,
                              state.params, data, first.flops_per_step, peak,
                              first.compile_seconds)
     outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))

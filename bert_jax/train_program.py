@@ -1,4 +1,4 @@
-"""The pre-training program: train state, `train_step` / `eval_step`, and `build_program`.
+"""The pre-training program: `train_step` / `eval_step` and `build_program`.
 
 What one compiled step is, apart from where its data comes from: no TensorFlow and no tf.data
 here, so the same step runs (and is benchmarked, bench/device_check.py) on a GPU box that has
@@ -10,7 +10,6 @@ import functools
 from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -22,13 +21,7 @@ from bert_jax import modeling
 from bert_jax import nan_guard
 from bert_jax import optim
 from bert_jax import sharding
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  opt_state: Any
+from bert_jax import train_state
 
 
 def dummy_batch(batch_size: int, max_seq_length: int,
@@ -48,48 +41,6 @@ def dummy_batch(batch_size: int, max_seq_length: int,
   }
 
 
-def _model_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
-  """The model's positional inputs; fine-tuning batches have no masked positions."""
-  inputs = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])
-  if "masked_lm_positions" in batch:
-    inputs += (batch["masked_lm_positions"],)
-  return inputs
-
-
-def init_params(rng: jax.Array, model: nn.Module, batch: dict[str, jax.Array]):
-  """Params as initialised by the model, still boxed with their logical axis names."""
-  return model.init({"params": rng}, *_model_inputs(batch))["params"]
-
-
-def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,
-                       batch: dict[str, jax.Array]) -> TrainState:
-  params = nn.meta.unbox(init_params(rng, model, batch))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-
-def abstract_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                         batch: dict[str, jax.Array], rng: jax.Array, mesh, rules
-                         ) -> tuple[TrainState, TrainState]:
-  """The state's shapes and its shardings, with nothing materialised.
-
-  Params are sharded by their logical axis names; each optimizer slot (Adam's mu, nu) like the
-  param it belongs to; scalars (step, counts) are replicated.
-
-  Returns:
-    (abstract state of jax.ShapeDtypeStruct, matching tree of NamedSharding).
-  """
-  param_shardings = sharding.logical_shardings(
-      jax.eval_shape(functools.partial(init_params, model=model, batch=batch), rng), mesh, rules)
-  abstract_state = jax.eval_shape(
-      functools.partial(create_train_state, model=model, tx=tx, batch=batch), rng)
-  state_shardings = TrainState(
-      step=sharding.replicated(mesh), params=param_shardings,
-      opt_state=optax.tree_utils.tree_map_params(
-          tx, lambda _, s: s, abstract_state.opt_state, param_shardings,
-          transform_non_params=lambda _: sharding.replicated(mesh)))
-  return abstract_state, state_shardings
-
-
 def _micro_batches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array]:
   """[batch, ...] -> [num, batch // num, ...]: row j * num + i goes to micro-batch i.
 
@@ -103,15 +54,10 @@ def _micro_batches(batch: dict[str, jax.Array], num: int) -> dict[str, jax.Array
   return jax.tree.map(split, batch)
 
 
-def root_key(config: ml_collections.ConfigDict) -> jax.Array:
-  """The run's root PRNG key: `config.seed` with the generator `config.rng_impl`."""
-  return jax.random.key(config.seed, impl=config.rng_impl)
-
-
-def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
                model: nn.Module, tx: optax.GradientTransformation,
                next_sentence_prediction: bool = True, grad_accum_steps: int = 1
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
   """One optimizer step on the MLM + NSP loss; returns the new state and summed metrics.
 
   With grad_accum_steps=k the batch runs as k sequential micro-batches whose gradients are
@@ -124,7 +70,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 
   def loss_fn(params, micro_batch, micro_rng):
     mlm_logits, nsp_logits = model.apply(
-        {"params": params}, *_model_inputs(micro_batch), deterministic=False,
+        {"params": params}, *train_state.model_inputs(micro_batch), deterministic=False,
         rngs={"dropout": micro_rng})
     return losses.pretraining_loss(mlm_logits, nsp_logits, micro_batch,
                                    next_sentence_prediction, normalizers)
@@ -155,7 +101,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
   finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
   params, opt_state = nan_guard.keep_if_finite(finite, (params, opt_state),
                                                (state.params, state.opt_state))
-  new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+  new_state = train_state.TrainState(step=state.step + 1, params=params, opt_state=opt_state)
   step_metrics = {**sums, "loss": loss, "grad_norm": grad_norm}
   step_metrics = jax.tree.map(lambda v: jnp.where(finite, v, 0.0), step_metrics)
   return new_state, {**step_metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
@@ -164,7 +110,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array, *
 def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
               next_sentence_prediction: bool = True) -> dict[str, jax.Array]:
   """Summed eval metrics of one batch, no dropout."""
-  mlm_logits, nsp_logits = model.apply({"params": params}, *_model_inputs(batch))
+  mlm_logits, nsp_logits = model.apply({"params": params}, *train_state.model_inputs(batch))
   _, sums = losses.pretraining_loss(mlm_logits, nsp_logits, batch, next_sentence_prediction)
   return sums
 
@@ -189,8 +135,8 @@ class Program:
   """
   model: nn.Module
   tx: optax.GradientTransformation
-  abstract_state: TrainState
-  state_shardings: TrainState
+  abstract_state: train_state.TrainState
+  state_shardings: train_state.TrainState
   batch_sharding: jax.sharding.NamedSharding
   train_step: Any
   eval_step: Any
@@ -218,8 +164,9 @@ def build_program(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   tx = optim.create_optimizer(config.train)
   shapes = dummy_batch(1, config.data.max_seq_length, config.data.max_predictions_per_seq)
   # Abstract, like everything here: no op may run under a mesh of compile-only devices.
-  rng = jax.eval_shape(lambda: root_key(config))
-  abstract_state, state_shardings = abstract_train_state(model, tx, shapes, rng, mesh, rules)
+  rng = jax.eval_shape(lambda: train_state.root_key(config))
+  abstract_state, state_shardings = train_state.abstract_train_state(model, tx, shapes, rng,
+                                                                   mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = sharding.replicated(mesh)
   p_train_step = jax.jit(

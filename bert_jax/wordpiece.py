@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax import tokenization
+from bert_jax import special_tokens
 
 try:  # The fast path is optional: everything works, slower, without it.
   import tokenizers
@@ -170,7 +170,7 @@ class BasicTokenizer:
 class WordpieceTokenizer:
   """Greedy longest-match-first split of one word into vocabulary pieces."""
 
-  def __init__(self, vocab: dict[str, int], unk_token: str = tokenization.UNK_TOKEN,
+  def __init__(self, vocab: dict[str, int], unk_token: str = special_tokens.UNK_TOKEN,
                max_input_chars_per_word: int = MAX_INPUT_CHARS_PER_WORD):
     self.vocab = vocab
     self.unk_token = unk_token
@@ -235,14 +235,14 @@ class FullTokenizer:
     self.do_lower_case = do_lower_case
     self._id_to_token = load_vocab(vocab_file)
     self.vocab = {token: token_id for token_id, token in enumerate(self._id_to_token)}
-    for token in tokenization.SPECIAL_TOKENS:
+    for token in special_tokens.SPECIAL_TOKENS:
       if token not in self.vocab:
         raise errors.UserError(f"WordPiece vocabulary {vocab_file!r} has no {token} token")
-    self.pad_id = self.vocab[tokenization.PAD_TOKEN]
-    self.unk_id = self.vocab[tokenization.UNK_TOKEN]
-    self.cls_id = self.vocab[tokenization.CLS_TOKEN]
-    self.sep_id = self.vocab[tokenization.SEP_TOKEN]
-    self.mask_id = self.vocab[tokenization.MASK_TOKEN]
+    self.pad_id = self.vocab[special_tokens.PAD_TOKEN]
+    self.unk_id = self.vocab[special_tokens.UNK_TOKEN]
+    self.cls_id = self.vocab[special_tokens.CLS_TOKEN]
+    self.sep_id = self.vocab[special_tokens.SEP_TOKEN]
+    self.mask_id = self.vocab[special_tokens.MASK_TOKEN]
     self.basic_tokenizer = BasicTokenizer(do_lower_case)
     self.wordpiece_tokenizer = WordpieceTokenizer(self.vocab)
     self._fast = None
@@ -327,7 +327,7 @@ class _FastWordPiece:
   def __init__(self, vocab: dict[str, int], do_lower_case: bool,
                basic_tokenizer: BasicTokenizer):
     self._tokenizer = tokenizers.Tokenizer(tokenizers_models.WordPiece(
-        vocab=vocab, unk_token=tokenization.UNK_TOKEN,
+        vocab=vocab, unk_token=special_tokens.UNK_TOKEN,
         max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
     self._tokenizer.normalizer = tokenizers_normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=do_lower_case,

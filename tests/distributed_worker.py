@@ -1,3 +1,4 @@
+from bert_jax import train_state
 """One process of tests/test_distributed.py: 3 train steps of a small BERT on a fixed batch.
 
     python tests/distributed_worker.py OUT.npz NUM_PROCESSES PROCESS_ID [COORDINATOR_PORT]
@@ -83,7 +84,7 @@ def main(out_file: str, num_processes: int, process_id: int, port: int | None) -
 
     shapes = train_program.dummy_batch(1, 32, 5)
     init = jax.jit(
-        lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
+        lambda rng: train_state.create_train_state(rng, program.model, program.tx, shapes),
         out_shardings=program.state_shardings)
     fresh_state = lambda: init(jax.random.key(config.seed))
 

@@ -16,6 +16,7 @@ import numpy as np
 from bert_jax import sharding
 from bert_jax import train_program
 from bert_jax.data.synthetic import random_batch
+from bert_jax import train_state
 from configs import tiny
 
 MESHES = {"8x1x1": (8, 1, 1), "2x4x1": (2, 4, 1), "2x2x2": (2, 2, 2)}
@@ -51,7 +52,7 @@ def run(mesh_shape, devices, steps=3):
     program = train_program.build_program(config, mesh, rules, next_sentence_prediction=True)
     shapes = train_program.dummy_batch(1, 32, 5)
     state = jax.jit(
-        lambda rng: train_program.create_train_state(rng, program.model, program.tx, shapes),
+        lambda rng: train_state.create_train_state(rng, program.model, program.tx, shapes),
         out_shardings=program.state_shardings)(jax.random.key(0))
     initial = {k: np.asarray(v) for k, v in _flat(state.params).items()}
     history = []

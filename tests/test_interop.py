@@ -19,7 +19,7 @@ from bert_jax import errors  # pylint: disable=g-import-not-at-top,wrong-import-
 from bert_jax import hf_params  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_jax import interop  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_jax import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
-from bert_jax import train_program  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Every dimension differs (vocab 99, hidden 32, heads 4 x head_dim 8, intermediate 37, 3 layers),
 # so a wrong transpose or head split fails on shape or value, never passes by symmetry.
@@ -257,7 +257,7 @@ def test_load_params_dispatches_orbax_hf_and_workdir(hf_dir, tmp_path):
   checkpointer = checkpoint.Checkpointer(checkpoint.checkpoint_dir(str(workdir)),
                                          async_save=False)
   for step, scale in ((2, 0.5), (4, 1.0)):
-    state = train_program.TrainState(step=np.int32(step),
+    state = train_state.TrainState(step=np.int32(step),
                              params=jax.tree_util.tree_map(lambda x, s=scale: x * s, params),
                              opt_state=tx.init(params))
     checkpointer.save(step, state, {"step": step, "model": dataclasses.asdict(config)},

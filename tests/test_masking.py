@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax import tokenization
+from bert_jax import special_tokens
 from bert_jax.data import masking
 from bert_jax.data import pipeline
 from test_pipeline import (MAX_PREDICTIONS, NUM_RECORDS, VOCAB_SIZE, _dataset,
@@ -50,8 +50,8 @@ def test_whole_word_masking_masks_whole_words_and_fills_the_quota(many_files):
     real = batch["masked_lm_weights"][row] > 0
     masked = set(batch["masked_lm_positions"][row][real].tolist())
     ids = originals[row]
-    candidate = ((batch["input_mask"][row] == 1) & (ids != tokenization.CLS_ID)
-                 & (ids != tokenization.SEP_ID))
+    candidate = ((batch["input_mask"][row] == 1) & (ids != special_tokens.CLS_ID)
+                 & (ids != special_tokens.SEP_ID))
     quota = min(MAX_PREDICTIONS, max(1, round(batch["input_mask"][row].sum() * masked_lm_prob)),
                 int(candidate.sum()))
     words = _original_words(ids, candidate, word_starts)
@@ -59,7 +59,7 @@ def test_whole_word_masking_masks_whole_words_and_fills_the_quota(many_files):
       chosen = [p in masked for p in word]
       assert all(chosen) or not any(chosen), (row, word, masked)
       words_checked += any(chosen) and len(word) > 1
-      joined_across_sep += any(chosen) and any(ids[p] == tokenization.SEP_ID
+      joined_across_sep += any(chosen) and any(ids[p] == special_tokens.SEP_ID
                                                for p in range(word[0], word[-1]))
       # The original's scan skips a word that does not fit and goes on: at the end, no word
       # left unmasked would still have fitted in the quota.
@@ -96,8 +96,8 @@ def test_truncation_to_a_shorter_phase_keeps_a_valid_pair(many_files):
     mask, segments = batch["input_mask"][row], batch["segment_ids"][row]
     n = int(mask.sum())
     assert list(mask) == [1] * n + [0] * (short - n)
-    seps = np.nonzero(ids[row][:n] == tokenization.SEP_ID)[0]
-    assert ids[row][0] == tokenization.CLS_ID and len(seps) == 2 and seps[1] == n - 1
+    seps = np.nonzero(ids[row][:n] == special_tokens.SEP_ID)[0]
+    assert ids[row][0] == special_tokens.CLS_ID and len(seps) == 2 and seps[1] == n - 1
     assert seps[0] >= 2 and seps[1] - seps[0] >= 2  # Neither segment is emptied.
     assert (segments[:seps[0] + 1] == 0).all() and (segments[seps[0] + 1:n] == 1).all()
     assert not ids[row][n:].any() and not segments[n:].any()
@@ -113,19 +113,19 @@ def test_truncation_to_a_shorter_phase_keeps_a_valid_pair(many_files):
 def test_truncation_takes_tokens_from_both_ends():
   tokens_a = list(range(10, 30))  # 20 tokens
   tokens_b = list(range(50, 54))  # 4 tokens
-  ids = [tokenization.CLS_ID] + tokens_a + [tokenization.SEP_ID] + tokens_b + [tokenization.SEP_ID]
+  ids = [special_tokens.CLS_ID] + tokens_a + [special_tokens.SEP_ID] + tokens_b + [special_tokens.SEP_ID]
   features = {
       "input_ids": tf.constant(ids, tf.int32), "input_mask": tf.ones(len(ids), tf.int32),
       "segment_ids": tf.constant([0] * 22 + [1] * 5, tf.int32)}
   fronts = []
   for key in range(50):
     out = pipeline.truncate_instance(features, 13, tf.constant([0, key], tf.int64),
-                                     tokenization.CLS_ID, tokenization.SEP_ID)
+                                     special_tokens.CLS_ID, special_tokens.SEP_ID)
     out_ids = out["input_ids"].numpy().tolist()
     # 10 = 13 - 3 tokens left: the original takes the 16 extra from A (the longer) only.
     a = out_ids[1:7]
-    assert out_ids[7] == tokenization.SEP_ID and out_ids[8:12] == tokens_b
-    assert out_ids[12] == tokenization.SEP_ID
+    assert out_ids[7] == special_tokens.SEP_ID and out_ids[8:12] == tokens_b
+    assert out_ids[12] == special_tokens.SEP_ID
     assert a == list(range(a[0], a[0] + 6))  # A contiguous run of A.
     fronts.append(a[0] - 10)
   assert min(fronts) < 5 < max(fronts)  # Cut from the front as well as the back.

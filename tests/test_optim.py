@@ -15,6 +15,7 @@ from bert_jax import optim
 from bert_jax import sharding
 from bert_jax import train_program
 from bert_jax.data.synthetic import random_batch
+from bert_jax import train_state
 from configs import large_lamb
 from configs import tiny
 from test_train import train_on_one_batch
@@ -166,7 +167,7 @@ def test_lamb_state_gets_shardings_like_the_params():
   tx = optim.create_optimizer(config.train)
   mesh = jax.sharding.AbstractMesh((2, 4, 1), sharding.MESH_AXES)
   rules = sharding.logical_axis_rules(config)
-  abstract, shardings = train_program.abstract_train_state(
+  abstract, shardings = train_state.abstract_train_state(
       model, tx, train_program.dummy_batch(1, 16, 4), jax.eval_shape(lambda: jax.random.key(0)),
       mesh, rules)
   assert jax.tree.structure(abstract.opt_state) == jax.tree.structure(shardings.opt_state)

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax import tokenization
+from bert_jax import special_tokens
 from bert_jax.data import inputs
 from bert_jax.data import masking
 from bert_jax.data import pipeline
@@ -27,11 +27,11 @@ def _make_records(num_records: int, seed: int = 0) -> list[dict[str, np.ndarray]
     length = int(rng.integers(5, MAX_SEQ_LENGTH + 1))
     length_a = int(rng.integers(1, length - 3))
     length_b = length - 3 - length_a
-    tokens_a = [tokenization.NUM_SPECIAL_TOKENS + number] + list(
-        rng.integers(tokenization.NUM_SPECIAL_TOKENS, VOCAB_SIZE, length_a - 1))
-    tokens_b = list(rng.integers(tokenization.NUM_SPECIAL_TOKENS, VOCAB_SIZE, length_b))
-    tokens = ([tokenization.CLS_ID] + tokens_a + [tokenization.SEP_ID] + tokens_b +
-              [tokenization.SEP_ID])
+    tokens_a = [special_tokens.NUM_SPECIAL_TOKENS + number] + list(
+        rng.integers(special_tokens.NUM_SPECIAL_TOKENS, VOCAB_SIZE, length_a - 1))
+    tokens_b = list(rng.integers(special_tokens.NUM_SPECIAL_TOKENS, VOCAB_SIZE, length_b))
+    tokens = ([special_tokens.CLS_ID] + tokens_a + [special_tokens.SEP_ID] + tokens_b +
+              [special_tokens.SEP_ID])
     padding = [0] * (MAX_SEQ_LENGTH - length)
     records.append({
         "input_ids": np.array(tokens + padding),
@@ -61,8 +61,8 @@ def data(tmp_path_factory):
 
 
 def masking_config(**overrides) -> masking.MaskingConfig:
-  kwargs = dict(vocab_size=VOCAB_SIZE, cls_id=tokenization.CLS_ID, sep_id=tokenization.SEP_ID,
-                mask_id=tokenization.MASK_ID, special_ids=tuple(range(5)),
+  kwargs = dict(vocab_size=VOCAB_SIZE, cls_id=special_tokens.CLS_ID, sep_id=special_tokens.SEP_ID,
+                mask_id=special_tokens.MASK_ID, special_ids=tuple(range(5)),
                 max_predictions_per_seq=MAX_PREDICTIONS, masked_lm_prob=0.15)
   kwargs.update(overrides)
   return masking.MaskingConfig(**kwargs)
@@ -96,7 +96,7 @@ def _unmasked_ids(batch) -> np.ndarray:
 
 
 def _record_numbers(batch) -> list[int]:
-  return list(_unmasked_ids(batch)[:, 1] - tokenization.NUM_SPECIAL_TOKENS)
+  return list(_unmasked_ids(batch)[:, 1] - special_tokens.NUM_SPECIAL_TOKENS)
 
 
 def test_shapes_and_dtypes(data):
@@ -137,8 +137,8 @@ def test_masking_rules(data, masked_lm_prob):
     assert list(positions) == sorted(set(positions))  # Ascending, distinct.
     # Never [CLS], [SEP] or padding.
     assert np.all(positions < num_tokens)
-    assert not np.isin(original[positions], [tokenization.CLS_ID, tokenization.SEP_ID,
-                                             tokenization.PAD_ID]).any()
+    assert not np.isin(original[positions], [special_tokens.CLS_ID, special_tokens.SEP_ID,
+                                             special_tokens.PAD_ID]).any()
     np.testing.assert_array_equal(batch["masked_lm_ids"][row][:num_masked], original[positions])
     # Outside the masked positions nothing changed.
     unchanged = np.ones(MAX_SEQ_LENGTH, bool)
@@ -156,14 +156,14 @@ def test_80_10_10(data):
   new_ids = batch["input_ids"][rows, batch["masked_lm_positions"][real]]
   original_ids = originals[rows, batch["masked_lm_positions"][real]]
   assert len(new_ids) > 10_000
-  is_mask = new_ids == tokenization.MASK_ID
+  is_mask = new_ids == special_tokens.MASK_ID
   is_kept = new_ids == original_ids
   is_random = ~is_mask & ~is_kept
   assert abs(is_mask.mean() - 0.8) < 0.02
   assert abs(is_kept.mean() - 0.1) < 0.015
   assert abs(is_random.mean() - 0.1) < 0.015
   random_ids = new_ids[is_random]
-  assert random_ids.min() >= tokenization.NUM_SPECIAL_TOKENS and random_ids.max() < VOCAB_SIZE
+  assert random_ids.min() >= special_tokens.NUM_SPECIAL_TOKENS and random_ids.max() < VOCAB_SIZE
   # Spread over the whole range of ordinary ids.
   assert random_ids.min() < 50 and random_ids.max() > VOCAB_SIZE - 50
 
@@ -282,11 +282,11 @@ def test_eval_reads_every_record_and_pads_the_last_batch(tmp_path):
   weights = np.concatenate([b["example_weights"] for b in batches])
   assert weights.tolist() == [1.0] * 23 + [0.0]
   padding = {name: values[-1] for name, values in batches[-1].items()}
-  assert padding["input_ids"][:3].tolist() == [tokenization.CLS_ID, tokenization.SEP_ID, 0]
+  assert padding["input_ids"][:3].tolist() == [special_tokens.CLS_ID, special_tokens.SEP_ID, 0]
   assert padding["input_mask"].sum() == 2 and padding["masked_lm_weights"].sum() == 0
   # Every record's predictions are there, each once.
   unmasked = np.concatenate([_unmasked_ids(b)[:, 1] for b in batches])[:23]
-  assert sorted(unmasked - tokenization.NUM_SPECIAL_TOKENS) == list(range(23))
+  assert sorted(unmasked - special_tokens.NUM_SPECIAL_TOKENS) == list(range(23))
   config.train.eval_batch_size = 64
   (single,) = inputs.eval_batches(config, data)
   assert single["example_weights"].sum() == 23

@@ -14,6 +14,7 @@ from bert_jax import optim
 from bert_jax import sharding
 from bert_jax import train_program
 from bert_jax.data.synthetic import random_batch
+from bert_jax import train_state
 from configs import tiny
 
 # Same program up to the order of float32 sums: agreement to ~1e-6 relative is expected.
@@ -34,7 +35,7 @@ def _run(config, batch, steps=2, grad_accum_steps=1):
   """(metrics of every step, final params) of `steps` train steps on `batch`."""
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_program.create_train_state, model=model, tx=tx,
+  state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx,
                                    grad_accum_steps=grad_accum_steps))
@@ -89,7 +90,7 @@ def _temp_bytes(config, batch):
   model = modeling.BertForPreTraining(modeling.BertConfig.from_dict(config.model.to_dict()))
   tx = optim.create_optimizer(config.train)
   state = jax.eval_shape(functools.partial(
-      train_program.create_train_state, model=model, tx=tx, batch=batch), jax.random.key(0))
+      train_state.create_train_state, model=model, tx=tx, batch=batch), jax.random.key(0))
   compiled = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx)).lower(
       state, batch, jax.random.key(1)).compile()
   return compiled.memory_analysis().temp_size_in_bytes

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from bert_jax import errors
+from bert_jax import special_tokens
 from bert_jax import tokenization
 from bert_jax import wordpiece
 from bert_jax.data import squad
 from bert_jax.data import squad_postprocess
 
 _NUMBERED_WORDS = [f"w{i}" for i in range(40)]
-_VOCAB = (list(tokenization.SPECIAL_TOKENS) + _NUMBERED_WORDS +
+_VOCAB = (list(special_tokens.SPECIAL_TOKENS) + _NUMBERED_WORDS +
           "who what when was born nikola tesla lab burned lived fine in the ' s ( ) . - ? , "
           "1895 1943 ##s".split())
 
@@ -186,7 +187,7 @@ def test_postprocess_restores_the_context_text(wordpiece_tokenizer):
 
   def predict(*spans, **kwargs):
     start_logits, end_logits = _logits(features, {0: list(spans)})
-    return squad.postprocess([example], features, start_logits, end_logits, **kwargs)
+    return squad_postprocess.postprocess([example], features, start_logits, end_logits, **kwargs)
 
   predictions, nbest, _ = predict((position("tesla"), position("s"), 5.0))
   assert predictions == {"q0": "Tesla's"}
@@ -204,7 +205,7 @@ def test_postprocess_restores_the_context_text(wordpiece_tokenizer):
     for logits, scores in ((start_logits, starts), (end_logits, ends)):
       for token, score in scores.items():
         logits[0, position(token) if isinstance(token, str) else token] = score
-    return squad.postprocess([example], features, start_logits, end_logits, **kwargs)
+    return squad_postprocess.postprocess([example], features, start_logits, end_logits, **kwargs)
 
   assert predict_from({1: 10.0, "lab": 1.0}, {"lab": 10.0})[0]["q0"] == "lab"
   assert predict_from({"burned": 10.0, "lab": 1.0}, {"lab": 10.0})[0]["q0"] == "lab"
@@ -230,13 +231,13 @@ def test_postprocess_uses_the_window_with_most_context(wordpiece_tokenizer):
   start_logits, end_logits = _logits(features, {
       1: [(_position(features, 1, "w12"), _position(features, 1, "w12"), 9.0)],
       2: [(_position(features, 2, "w13"), _position(features, 2, "w13"), 5.0)]})
-  predictions, nbest, _ = squad.postprocess([example], features, start_logits, end_logits)
+  predictions, nbest, _ = squad_postprocess.postprocess([example], features, start_logits, end_logits)
   assert predictions["q0"] == "w13"
   assert abs(sum(entry["probability"] for entry in nbest["q0"]) - 1.0) < 1e-6
   # The same start in the window that gives it the most context is taken.
   start_logits, end_logits = _logits(features, {
       2: [(_position(features, 2, "w12"), _position(features, 2, "w13"), 9.0)]})
-  assert squad.postprocess([example], features, start_logits,
+  assert squad_postprocess.postprocess([example], features, start_logits,
                            end_logits)[0]["q0"] == "w12 w13"
 
 
@@ -250,7 +251,7 @@ def test_postprocess_v2_null_answer(wordpiece_tokenizer):
       0: [(_position(features, 0, "w2"), _position(features, 0, "w3"), 4.0)],
       1: [(_position(features, 1, "w6"), _position(features, 1, "w6"), 6.0)]},
       null={0: 7.0, 1: 5.0})
-  predictions, nbest, null_score_diffs = squad.postprocess(
+  predictions, nbest, null_score_diffs = squad_postprocess.postprocess(
       examples, features, start_logits, end_logits, version_2_with_negative=True)
   assert predictions == {"impossible": "", "answered": "w6"}
   assert null_score_diffs["impossible"] == pytest.approx(3.0)
@@ -258,12 +259,12 @@ def test_postprocess_v2_null_answer(wordpiece_tokenizer):
   assert "" in [entry["text"] for entry in nbest["answered"]]
   assert abs(sum(entry["probability"] for entry in nbest["answered"]) - 1.0) < 1e-6
   # Null must win by more than the threshold.
-  predictions, _, _ = squad.postprocess(examples, features, start_logits, end_logits,
+  predictions, _, _ = squad_postprocess.postprocess(examples, features, start_logits, end_logits,
                                         version_2_with_negative=True,
                                         null_score_diff_threshold=3.5)
   assert predictions == {"impossible": "w2 w3", "answered": "w6"}
   # v1 never predicts "" while a span is valid.
-  predictions, _, _ = squad.postprocess(examples, features, start_logits, end_logits)
+  predictions, _, _ = squad_postprocess.postprocess(examples, features, start_logits, end_logits)
   assert predictions == {"impossible": "w2 w3", "answered": "w6"}
 
 
@@ -290,7 +291,7 @@ def test_sentencepiece_features_and_postprocess(tokenizer):
     if features.token_is_max_context[i][batch_start]:
       break
   start_logits, end_logits = _logits(features, {i: [(batch_start, end, 8.0)]})
-  predictions, _, _ = squad.postprocess([example], features, start_logits, end_logits,
+  predictions, _, _ = squad_postprocess.postprocess([example], features, start_logits, end_logits,
                                         tokenizer=tokenizer)
   assert predictions["q0"] == "batch"
   assert squad_postprocess.get_final_text("model", "Model", True, tokenizer) == "Model"
@@ -385,7 +386,7 @@ def test_tfds_examples_from_mock_data(name, wordpiece_tokenizer):
                                                 is_training=False)
   assert sorted(set(features.example_index.tolist())) == list(range(6))
   start_logits = np.random.default_rng(0).normal(size=features.input_ids.shape)
-  predictions, nbest, null_score_diffs = squad.postprocess(
+  predictions, nbest, null_score_diffs = squad_postprocess.postprocess(
       dev, features, start_logits, -start_logits, version_2_with_negative=name == "squad/v2.0")
   assert set(predictions) == set(nbest) == set(null_score_diffs) == {e.qas_id for e in dev}
   with pytest.raises(errors.UserError, match="squad/v3"):

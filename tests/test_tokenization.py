@@ -12,23 +12,24 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
 from bert_jax import errors
+from bert_jax import special_tokens
 from bert_jax import tokenization
 from conftest import synthetic_documents
 
 
 def test_special_tokens_at_fixed_ids(tokenizer):
-  assert tokenization.SPECIAL_TOKENS == ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+  assert special_tokens.SPECIAL_TOKENS == ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
   assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id, tokenizer.sep_id,
           tokenizer.mask_id) == (0, 1, 2, 3, 4)
-  assert tokenizer.convert_ids_to_tokens(range(5)) == list(tokenization.SPECIAL_TOKENS)
-  assert tokenizer.convert_tokens_to_ids(tokenization.SPECIAL_TOKENS) == [0, 1, 2, 3, 4]
+  assert tokenizer.convert_ids_to_tokens(range(5)) == list(special_tokens.SPECIAL_TOKENS)
+  assert tokenizer.convert_tokens_to_ids(special_tokens.SPECIAL_TOKENS) == [0, 1, 2, 3, 4]
 
 
 def test_literal_special_token_text_is_plain_text(tokenizer):
   ids = tokenizer.encode("the [MASK] model [CLS] and [SEP] data [PAD]")
   assert ids
-  assert not set(ids) & {tokenization.PAD_ID, tokenization.CLS_ID, tokenization.SEP_ID,
-                         tokenization.MASK_ID}
+  assert not set(ids) & {special_tokens.PAD_ID, special_tokens.CLS_ID, special_tokens.SEP_ID,
+                         special_tokens.MASK_ID}
 
 
 def test_encode_paths_agree(tokenizer):
@@ -39,11 +40,11 @@ def test_encode_paths_agree(tokenizer):
     assert tokenizer.encode(text) == tokenizer.convert_tokens_to_ids(pieces)
   assert tokenizer.encode_batch(texts) == [tokenizer.encode(text) for text in texts]
   # Characters never seen in training come out as [UNK].
-  assert tokenization.UNK_ID in tokenizer.encode("zebra quokka")
+  assert special_tokens.UNK_ID in tokenizer.encode("zebra quokka")
 
 
 def test_vocab_size_is_soft_limit(tokenizer, tmp_path):
-  assert tokenization.NUM_SPECIAL_TOKENS < tokenizer.vocab_size <= 200
+  assert special_tokens.NUM_SPECIAL_TOKENS < tokenizer.vocab_size <= 200
   # Far more pieces than the tiny corpus holds: trains anyway, with fewer.
   sentences = [s for document in synthetic_documents(10) for s in document]
   model_file = tokenization.train_sentencepiece(sentences, 5000, str(tmp_path / "big"), 1000)
@@ -72,7 +73,7 @@ def test_training_is_deterministic_and_leaves_only_final_files(sentencepiece_mod
   assert contents[0] == contents[1]
   assert _pieces(model_file) == _pieces(sentencepiece_model)
   with open(model_prefix + ".vocab") as f:
-    assert [line.split("\t")[0] for line in f][:5] == list(tokenization.SPECIAL_TOKENS)
+    assert [line.split("\t")[0] for line in f][:5] == list(special_tokens.SPECIAL_TOKENS)
 
 
 def test_sampled_training_repeats_across_processes(tmp_path):
@@ -133,8 +134,8 @@ def test_sentencepiece_special_ids_and_word_starts(tokenizer):
   starts = tokenizer.word_starts()
   assert starts.dtype == np.bool_ and starts.shape == (tokenizer.vocab_size,)
   pieces = tokenizer.convert_ids_to_tokens(range(tokenizer.vocab_size))
-  assert starts[:tokenization.NUM_SPECIAL_TOKENS].all()
-  ordinary = list(zip(pieces, starts))[tokenization.NUM_SPECIAL_TOKENS:]
+  assert starts[:special_tokens.NUM_SPECIAL_TOKENS].all()
+  ordinary = list(zip(pieces, starts))[special_tokens.NUM_SPECIAL_TOKENS:]
   assert all(start == piece.startswith("\u2581") for piece, start in ordinary)
   assert 0 < starts.sum() < tokenizer.vocab_size  # Both kinds occur.
   # The first piece of every word of a sentence is a start, the others are not.
@@ -146,7 +147,7 @@ def test_load_tokenizer_picks_by_extension(sentencepiece_model, tmp_path):
   assert isinstance(tokenization.load_tokenizer(sentencepiece_model),
                     tokenization.SentencePieceTokenizer)
   vocab = tmp_path / "vocab.txt"
-  vocab.write_text("\n".join(tokenization.SPECIAL_TOKENS + ("hello",)) + "\n")
+  vocab.write_text("\n".join(special_tokens.SPECIAL_TOKENS + ("hello",)) + "\n")
   wordpiece_tokenizer = tokenization.load_tokenizer(str(vocab), do_lower_case=True)
   assert type(wordpiece_tokenizer).__name__ == "FullTokenizer"
   assert wordpiece_tokenizer.encode("Hello") == [5]
@@ -173,7 +174,7 @@ def test_cli_trains_a_model(tmp_path):
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip().splitlines()[-1] == prefix + ".model"
   trained = tokenization.load_tokenizer(prefix + ".model")
-  assert trained.convert_ids_to_tokens(range(5)) == list(tokenization.SPECIAL_TOKENS)
+  assert trained.convert_ids_to_tokens(range(5)) == list(special_tokens.SPECIAL_TOKENS)
   assert 5 < trained.vocab_size <= 120
 
 

@@ -13,6 +13,7 @@ from bert_jax import modeling
 from bert_jax import optim
 from bert_jax import train
 from bert_jax import train_program
+from bert_jax import train_state
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +74,7 @@ def test_a_few_steps_reduce_the_loss():
 
 def train_on_one_batch(model, tx, batch, num_steps):
   """The state after `num_steps` train steps on the same batch, and each step's loss."""
-  state = train_program.create_train_state(jax.random.key(0), model, tx, batch)
+  state = train_state.create_train_state(jax.random.key(0), model, tx, batch)
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx))
   losses = []
   for _ in range(num_steps):

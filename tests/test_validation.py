@@ -12,8 +12,8 @@ from jax.sharding import AbstractMesh
 from bert_jax import config_validation
 from bert_jax import errors
 from bert_jax import sharding
-from bert_jax import train_program
 from bert_jax.data import inputs
+from bert_jax import train_state
 from configs import base
 from configs import finetune
 from configs import glue
@@ -59,7 +59,7 @@ def test_rng_impl():
   for impl in config_validation.RNG_IMPLS:  # Each name jax.random.key accepts.
     config.rng_impl = impl
     config_validation.validate(config)
-    assert train_program.root_key(config).dtype == jax.random.key(0, impl=impl).dtype
+    assert train_state.root_key(config).dtype == jax.random.key(0, impl=impl).dtype
 
 
 def test_global_batch_not_divisible_by_data_parallel_size():

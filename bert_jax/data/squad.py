@@ -23,8 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import special_tokens
 from bert_jax import tokenization
-from bert_jax.data import squad_postprocess
 
 # The original numbers features from here, so unique ids never collide with example indices.
 FIRST_UNIQUE_ID = 1_000_000_000
@@ -34,10 +34,6 @@ SENTENCEPIECE_SPACE = "\u2581"
 # What the original counts as whitespace between words: not str.isspace(), so a no-break space
 # (U+00A0) stays inside a word, while the narrow no-break space U+202F separates words.
 _WHITESPACE = frozenset(" \t\r\n\u202f")
-
-# Re-exported: callers find the whole SQuAD path here (the module is split only for size).
-postprocess = squad_postprocess.postprocess
-
 
 @dataclasses.dataclass
 class SquadExample:
@@ -402,8 +398,8 @@ def convert_examples_to_features(examples: Sequence[SquadExample],
     doc_offset = len(query_tokens) + 2  # Position of the first doc token: after [CLS] q [SEP].
     for window_index, (window_start, window_length) in enumerate(windows):
       window_end = window_start + window_length - 1
-      tokens = ([tokenization.CLS_TOKEN] + query_tokens + [tokenization.SEP_TOKEN] +
-                doc_tokens[window_start:window_end + 1] + [tokenization.SEP_TOKEN])
+      tokens = ([special_tokens.CLS_TOKEN] + query_tokens + [special_tokens.SEP_TOKEN] +
+                doc_tokens[window_start:window_end + 1] + [special_tokens.SEP_TOKEN])
       token_to_orig = {doc_offset + i: token_to_word[window_start + i]
                        for i in range(window_length)}
       max_context = {doc_offset + i: best_window[window_start + i] == window_index

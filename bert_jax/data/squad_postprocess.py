@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from bert_jax import tokenization
 from bert_jax import wordpiece
+from bert_jax.data.squad import SquadExample, SquadFeatures  # pylint: disable=g-importing-member
 
-if TYPE_CHECKING:  # squad imports this module; the types are for the signatures only.
-  from bert_jax.data.squad import SquadExample, SquadFeatures
 
 _SENTENCEPIECE_SPACE = "\u2581"
 
