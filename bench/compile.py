@@ -17,10 +17,10 @@ import time
 
 import jax
 
-from bert_jax import modeling
-from bert_jax import optim
-from bert_jax import train_program
-from bert_jax import train_state
+from bert_jax.model import modeling
+from bert_jax.pretraining import train_program
+from bert_jax.runtime import optim
+from bert_jax.runtime import train_state
 from configs import large
 
 

@@ -18,10 +18,10 @@ import os
 
 import numpy as np
 
-from bert_jax.data import corpus
-from bert_jax.data import masking
-from bert_jax.data import pipeline
-from bert_jax.data import prepare
+from bert_jax.pretraining.data import corpus
+from bert_jax.pretraining.data import masking
+from bert_jax.pretraining.data import pipeline
+from bert_jax.pretraining.data import prepare
 
 
 def _batches(files, length, masking_config):

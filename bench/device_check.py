@@ -21,7 +21,7 @@ limit still leaves its results. Sections, in order:
                  donated state) with each attention, then transformers' BertForPreTraining
                  (bf16 autocast, SDPA, fused AdamW) on the same batch. Remat only where the
                  step does not fit without it (then dots_with_no_batch_dims_saveable, full).
-                 MFU is bert_jax/flops.py's model FLOPs over the measured and datasheet peaks.
+                 MFU is bert_jax/model/flops.py's model FLOPs over the measured and datasheet peaks.
   torch_compile  the first shape again with torch.compile, in a subprocess that is stopped
                  when the budget runs out
 
@@ -46,7 +46,7 @@ import traceback  # pylint: disable=wrong-import-position
 
 from bench import device_report  # pylint: disable=wrong-import-position
 from bench import device_rows  # pylint: disable=wrong-import-position
-from bert_jax import flops  # pylint: disable=wrong-import-position
+from bert_jax.model import flops  # pylint: disable=wrong-import-position
 
 SECTIONS = ("environment", "numerics", "throughput", "torch_compile")
 GPU_SHAPES = "large:512:32,base:128:256,large:128:256,base:512:32"

@@ -18,14 +18,14 @@ import ml_collections
 import numpy as np
 
 from bench import harness
-from bert_jax import config_validation
-from bert_jax import flops
-from bert_jax import losses
-from bert_jax import modeling
-from bert_jax import sharding
-from bert_jax import train_program
-from bert_jax.data import synthetic
-from bert_jax import train_state
+from bert_jax.config import validation
+from bert_jax.model import flops
+from bert_jax.model import losses
+from bert_jax.model import modeling
+from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data import synthetic
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
 from configs import base
 
 NEEDS_GPU = "skipped: needs a GPU"
@@ -206,10 +206,10 @@ def bert_jax_row(shape: Shape, attention: str, remat: str, args: argparse.Namesp
                  peaks: dict) -> dict:
   """The project's own train step (build_program: AdamW, NaN guard, donated state), bf16."""
   config = run_config(shape, attention, remat)
-  config_validation.validate(config)
+  validation.validate(config)
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_axis_rules(config)
-  config_validation.validate_batch_sizes(config, mesh)
+  validation.validate_batch_sizes(config, mesh)
   step_flops = flops.pretraining_flops_per_step(config.model, shape.batch_size,
                                                 shape.seq_length, shape.predictions)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -249,7 +249,7 @@ def torch_row(shape: Shape, args: argparse.Namespace, peaks: dict,
   """transformers' BertForPreTraining, bf16 autocast, SDPA attention, same batch and sizes.
 
   Its MLM head runs on every token as users run it; the FLOPs credited are still the model
-  FLOPs of bert_jax/flops.py, the same numerator for both. `compile_backend`: torch.compile it.
+  FLOPs of bert_jax/model/flops.py, the same numerator for both. `compile_backend`: torch.compile it.
   """
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel

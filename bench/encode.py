@@ -41,11 +41,11 @@ import ml_collections
 import numpy as np
 
 from bench import harness
-from bert_jax import encode
-from bert_jax import flops
-from bert_jax import hf_params
-from bert_jax import modeling
-from bert_jax.data import synthetic
+from bert_jax.finetuning import encode
+from bert_jax.interop import hf_params
+from bert_jax.model import flops
+from bert_jax.model import modeling
+from bert_jax.pretraining.data import synthetic
 
 EMBEDDINGS = ("cls", "pooled", "mean")
 

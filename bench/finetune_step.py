@@ -36,12 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import harness
-from bert_jax import finetune
-from bert_jax import flops
-from bert_jax import modeling
-from bert_jax import optim
-from bert_jax.data import synthetic
-from bert_jax import train_state
+from bert_jax.finetuning import finetune
+from bert_jax.model import flops
+from bert_jax.model import modeling
+from bert_jax.pretraining.data import synthetic
+from bert_jax.runtime import optim
+from bert_jax.runtime import train_state
 
 FAMILY = "classification"
 

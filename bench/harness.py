@@ -15,9 +15,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from bert_jax import config_validation
-from bert_jax import flops
-from bert_jax import optim
+from bert_jax.config import validation
+from bert_jax.model import flops
+from bert_jax.runtime import optim
 from configs import base
 
 PRESETS = {
@@ -46,7 +46,7 @@ def add_flags(parser: argparse.ArgumentParser, *, preset: str, batch_size: int, 
   parser.add_argument("--torch_threads", type=int, default=2)
   parser.add_argument("--scan_layers", choices=("true", "false"), default="true",
                       help="bert_jax's model.scan_layers (false: the layer loop unrolled)")
-  parser.add_argument("--rng_impl", choices=config_validation.RNG_IMPLS,
+  parser.add_argument("--rng_impl", choices=validation.RNG_IMPLS,
                       default="threefry2x32", help="bert_jax's rng_impl (dropout's bits)")
 
 

@@ -8,8 +8,8 @@ import csv
 import os
 import random
 
-from bert_jax.data import corpus
-from bert_jax.data import example_task
+from bert_jax.finetuning.data import example_task
+from bert_jax.pretraining.data import corpus
 
 
 def reference_sentences() -> list[str]:

@@ -20,11 +20,11 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bert_jax import modeling  # pylint: disable=g-import-not-at-top
-from bert_jax import optim
-from bert_jax import train_program
-from bert_jax.data import inputs
-from bert_jax import train_state
+from bert_jax.model import modeling  # pylint: disable=g-import-not-at-top
+from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data import inputs
+from bert_jax.runtime import optim
+from bert_jax.runtime import train_state
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/tiny.py", "Config file.")

@@ -1,4 +1,4 @@
-"""Throughput and peak memory of pre-training data preparation (bert_jax/data/prepare.py).
+"""Throughput and peak memory of pre-training data preparation (bert_jax/pretraining/data/prepare.py).
 
     python bench/prepare.py                       # ~4 MB corpus, 1 worker and all cores
     python bench/prepare.py --copies=3 --documents_per_shard=200 --vocab_size=8000
@@ -24,7 +24,7 @@ import time
 
 
 def _write_corpus(directory: str, copies: int) -> tuple[str, int, int]:
-  from bert_jax.data import corpus  # pylint: disable=import-outside-toplevel
+  from bert_jax.pretraining.data import corpus  # pylint: disable=import-outside-toplevel
   documents = corpus.stdlib_documents()
   text = "".join("\n".join(document) + "\n\n" for document in documents)
   for copy in range(copies):
@@ -36,8 +36,8 @@ def _write_corpus(directory: str, copies: int) -> tuple[str, int, int]:
 
 def _measure(args: argparse.Namespace) -> None:
   """Child mode: one prepare call; prints its figures as JSON."""
-  from bert_jax.data import corpus  # pylint: disable=import-outside-toplevel
-  from bert_jax.data import prepare  # pylint: disable=import-outside-toplevel
+  from bert_jax.pretraining.data import corpus  # pylint: disable=import-outside-toplevel
+  from bert_jax.pretraining.data import prepare  # pylint: disable=import-outside-toplevel
   start = time.perf_counter()
   metadata = prepare.prepare_pretraining_data(
       corpus.text_file_documents(args.input_file), prepare.TokenizerLoader(args.vocab_file),
@@ -72,8 +72,8 @@ def main() -> None:
     _measure(args)
     return
 
-  from bert_jax import tokenization  # pylint: disable=import-outside-toplevel
-  from bert_jax.data import corpus  # pylint: disable=import-outside-toplevel
+  from bert_jax.tokenizers import tokenization  # pylint: disable=import-outside-toplevel
+  from bert_jax.pretraining.data import corpus  # pylint: disable=import-outside-toplevel
   with tempfile.TemporaryDirectory() as directory:
     pattern, num_words, num_bytes = _write_corpus(directory, args.copies)
     vocab_file = tokenization.train_sentencepiece(

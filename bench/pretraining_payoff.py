@@ -42,11 +42,11 @@ import numpy as np
 
 import jax
 
-from bert_jax import encode
-from bert_jax import finetune
-from bert_jax import interop
-from bert_jax import modeling
-from bert_jax import tokenization
+from bert_jax.finetuning import encode
+from bert_jax.finetuning import finetune
+from bert_jax.interop import convert
+from bert_jax.model import modeling
+from bert_jax.tokenizers import tokenization
 from bench import payoff_tasks
 from configs import finetune as finetune_config
 
@@ -93,7 +93,7 @@ def representation_stats(pretrained: str, vocab_file: str, sentences: list[str],
   token vectors (1.0: every sentence gets the same vector), and the pooled output's mean
   per-dimension standard deviation across sentences.
   """
-  model_config, params = interop.load_params(pretrained)
+  model_config, params = convert.load_params(pretrained)
   tokenizer = tokenization.load_tokenizer(vocab_file)
   _, _, cls_id, sep_id, _ = tokenizer.special_ids
   ids = np.zeros((len(sentences), max_seq_length), np.int32)
@@ -158,7 +158,7 @@ class Runner:
   def __init__(self, args: argparse.Namespace, label_names: str):
     self.args = args
     self.label_names = label_names
-    model_config, _ = interop.load_params(args.pretrained)
+    model_config, _ = convert.load_params(args.pretrained)
     self.model_fields = {k: getattr(model_config, k) for k in (
         "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
         "intermediate_size", "max_position_embeddings", "type_vocab_size",

@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 
-from bert_jax import wordpiece
-from bert_jax.data import corpus
+from bert_jax.pretraining.data import corpus
+from bert_jax.tokenizers import wordpiece
 
 _NUM_UNUSED = 99  # Google's vocab.txt: [PAD], [unused0..98], then [UNK] at 100.
 

@@ -36,12 +36,12 @@ optimizer update (with clipping) cost. `--profile` traces bert_jax's steps with 
 and sums the time of each XLA op (thunk) over the CPU runtime's threads, by kind and the top ops
 with the source op they come from.
 
-FLOPs are bert_jax/flops.py's model FLOPs (3x the forward matmuls, MLM head on the masked
+FLOPs are bert_jax/model/flops.py's model FLOPs (3x the forward matmuls, MLM head on the masked
 positions only), the same numerator for every framework: the extra vocabulary projection that
 HF computes on the unmasked tokens is work it does beyond them (its own matmul FLOPs are printed
 too). On a CPU the achieved GFLOP/s is compared with XLA's own fp32 matmul rate on this machine
 (4096x512 @ 512x512, measured here), not with a datasheet peak; on an accelerator MFU is against
-the datasheet peak of its device kind (bert_jax/flops.py PEAK_TFLOPS).
+the datasheet peak of its device kind (bert_jax/model/flops.py PEAK_TFLOPS).
 """
 
 import argparse
@@ -57,12 +57,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import harness
-from bert_jax import flops
-from bert_jax import modeling
-from bert_jax import optim
-from bert_jax import train_program
-from bert_jax.data import synthetic
-from bert_jax import train_state
+from bert_jax.model import flops
+from bert_jax.model import modeling
+from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data import synthetic
+from bert_jax.runtime import optim
+from bert_jax.runtime import train_state
 
 MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 
@@ -135,7 +135,7 @@ def breakdown(config, batch, args) -> None:
   """Median ms of forward (+ loss), forward + backward, and the whole step: bert_jax and torch."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  from bert_jax import losses  # pylint: disable=import-outside-toplevel
+  from bert_jax.model import losses  # pylint: disable=import-outside-toplevel
 
   def median_ms(step):
     return 1e3 * np.median(harness.time_calls(step, args.warmup, args.steps))
@@ -298,7 +298,7 @@ def main() -> None:
         f"batch {args.batch_size} x seq {args.seq_length}, {args.predictions} predictions; "
         f"float32; {harness.device_line()}; median of {args.steps} steps after {args.warmup}"
         + (", each framework in its own process" if args.isolate else ", one process"))
-  print(f"model FLOPs per step (bert_jax/flops.py, MLM head on the masked positions): "
+  print(f"model FLOPs per step (bert_jax/model/flops.py, MLM head on the masked positions): "
         f"{model_flops / 1e9:.1f} G; HF's matmuls with its MLM head on all "
         f"{args.seq_length} tokens: {hf_flops / 1e9:.1f} G")
   harness.print_table(results, model_flops, args)

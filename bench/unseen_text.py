@@ -25,7 +25,7 @@ import os
 import random
 
 from bench import payoff_tasks
-from bert_jax.data import corpus
+from bert_jax.pretraining.data import corpus
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
 # Topical fortune files with 600+ fortunes each; the others are mixed ("fortunes", "cookie"),

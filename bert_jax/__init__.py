@@ -1,1 +1,16 @@
-"""bert_jax: BERT pre-training and fine-tuning in JAX/Flax."""
+"""bert_jax: BERT pre-training and fine-tuning in JAX/Flax.
+
+Subpackages, each importing only those listed before it (and errors.py, files.py):
+    model/        BertConfig, the encoder, heads, losses, FLOPs (JAX only: no TensorFlow)
+    tokenizers/   SentencePiece and WordPiece behind one interface, the special tokens
+    runtime/      what every mode runs on: train state, mesh and shardings, optimizer, the
+                  training loop, checkpoints and resume, preemption, NaN guard, metrics, reports
+    interop/      Hugging Face, Google TF and Orbax checkpoints in and out
+    config/       the config schema, its validation and its reference (docs/CONFIG.md)
+    pretraining/  MLM + NSP: its data (text -> instances -> records -> tf.data), program, mode
+    finetuning/   classification, regression, SQuAD, NER: their data, heads' losses, metrics
+    tpu/          ahead-of-time compilation for TPU slices, and memory/time estimates
+main.py is the entry point. The old module paths of the documented commands (bert_jax.aot,
+bert_jax.estimate, bert_jax.config_doc, bert_jax.tokenization, bert_jax.data.prepare,
+bert_jax.data.example_task) forward to the modules here.
+"""

@@ -23,7 +23,7 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory (local or gs://) for data, checkpoints and TensorBoard logs.")
 flags.mark_flags_as_required(["config", "workdir"])
 # Multi-process jobs where jax cannot find the processes itself (GPU clusters, local runs); on
-# Cloud TPU, SLURM and Open MPI leave them out. See bert_jax/distributed.py.
+# Cloud TPU, SLURM and Open MPI leave them out. See bert_jax/runtime/distributed.py.
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "coordinator_address", None, "HOST:PORT of process 0's coordination service, the same on "
     "every process.")
@@ -57,11 +57,11 @@ def _flag_error(argv: list[str]) -> str | None:
   config = _load_config_file(path)
   if config is None:
     return f"--config={path}: no such file"
-  from bert_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
   for arg in argv:
     override = re.match(r"^--?(?:no)?config\.([^=]+)", arg)
     if override:
-      message = config_validation.unknown_override(config, override.group(1))
+      message = validation.unknown_override(config, override.group(1))
       if message:
         return message
   return None
@@ -101,32 +101,32 @@ def main(argv: list[str]) -> None:
     # warnings and errors go to stderr unless --verbosity=0 (or -v) asks for more.
     logging.set_verbosity(logging.WARNING)
   # Imported here so that --help and flag errors are instant (no TF/JAX import).
-  from bert_jax import distributed  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   from bert_jax import errors  # pylint: disable=g-import-not-at-top
-  from bert_jax import train  # pylint: disable=g-import-not-at-top
+  from bert_jax.pretraining import train  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   try:
     if not isinstance(config, ml_collections.ConfigDict):
       raise errors.UserError(_config_file_error(
           config_flags.get_config_filename(flags.FLAGS["config"]), config))
-    from bert_jax import config_validation  # pylint: disable=g-import-not-at-top
+    from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
     # Before anything touches the JAX backend. Each mode then validates the whole config
-    # (config_validation.validate) before it reads, writes or compiles anything.
+    # (validation.validate) before it reads, writes or compiles anything.
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if config.mode == "pretrain":
       train.train_and_evaluate(config, _WORKDIR.value)
     elif config.mode == "eval":
-      from bert_jax import evaluation  # pylint: disable=g-import-not-at-top
+      from bert_jax.pretraining import evaluation  # pylint: disable=g-import-not-at-top
       evaluation.evaluate_checkpoint(config, _WORKDIR.value)
     elif config.mode == "encode":
-      from bert_jax import encode  # pylint: disable=g-import-not-at-top
+      from bert_jax.finetuning import encode  # pylint: disable=g-import-not-at-top
       encode.encode_file(config, _WORKDIR.value)
     elif config.mode == "finetune":
-      from bert_jax import finetune  # pylint: disable=g-import-not-at-top
+      from bert_jax.finetuning import finetune  # pylint: disable=g-import-not-at-top
       finetune.finetune(config, _WORKDIR.value)
     else:
-      raise errors.UserError(f"config.mode={config.mode!r} is not {config_validation.MODES}")
+      raise errors.UserError(f"config.mode={config.mode!r} is not {validation.MODES}")
   except errors.UserError as e:
     # A user's mistake gets one line that names the field or file, not a traceback.
     sys.exit(f"bert_jax: error: {e}")

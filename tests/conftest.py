@@ -15,7 +15,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 
 import pytest
 
-from bert_jax import tokenization
+from bert_jax.tokenizers import tokenization
 
 _WORDS = (
     "the a an model data token sentence vocabulary train step batch layer attention head "

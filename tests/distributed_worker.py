@@ -1,4 +1,4 @@
-from bert_jax import train_state
+from bert_jax.runtime import train_state
 """One process of tests/test_distributed.py: 3 train steps of a small BERT on a fixed batch.
 
     python tests/distributed_worker.py OUT.npz NUM_PROCESSES PROCESS_ID [COORDINATOR_PORT]
@@ -63,8 +63,8 @@ def main(out_file: str, num_processes: int, process_id: int, port: int | None) -
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
                                num_processes=num_processes, process_id=process_id)
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from bert_jax import sharding  # pylint: disable=g-import-not-at-top
-  from bert_jax import train_program  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import sharding  # pylint: disable=g-import-not-at-top
+  from bert_jax.pretraining import train_program  # pylint: disable=g-import-not-at-top
   from test_train import small_config  # pylint: disable=g-import-not-at-top
 
   assert jax.device_count() == 8 and jax.process_count() == num_processes

@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from bert_jax import sharding
-from bert_jax import train_program
-from bert_jax.data.synthetic import random_batch
-from bert_jax import train_state
+from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data.synthetic import random_batch
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
 from configs import tiny
 
 MESHES = {"8x1x1": (8, 1, 1), "2x4x1": (2, 4, 1), "2x2x2": (2, 2, 2)}

@@ -11,8 +11,8 @@ import jax
 import pytest
 
 from bert_jax import errors
-from bert_jax import flops
-from bert_jax import tpu_topology
+from bert_jax.model import flops
+from bert_jax.tpu import tpu_topology
 from configs import base
 from configs import large
 from configs import tiny
@@ -112,7 +112,7 @@ def _small_config(**mesh):
 
 def test_compile_small_config_with_fsdp():
   pytest.importorskip("libtpu")
-  from bert_jax import aot  # pylint: disable=g-import-not-at-top
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
   report = aot.compile_for_topology(_small_config(data=2, fsdp=2), "v5e:2x2")
   assert report.mesh_shape == {"data": 2, "fsdp": 2, "tensor": 1}
   assert report.num_devices == 4
@@ -139,7 +139,7 @@ def test_compile_small_config_with_fsdp():
 
 def test_bad_mesh_is_a_user_error():
   pytest.importorskip("libtpu")
-  from bert_jax import aot  # pylint: disable=g-import-not-at-top
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.UserError, match="mesh"):
     aot.compile_for_topology(_small_config(data=3, fsdp=1), "v5e:2x2")
 

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import attention
-from bert_jax import config_validation
 from bert_jax import errors
-from bert_jax import modeling
+from bert_jax.config import validation
+from bert_jax.model import attention
+from bert_jax.model import modeling
 from configs import tiny
 
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # As test_aot.py: compile only.
@@ -188,22 +188,22 @@ def _config(**model):
 ])
 def test_bad_attention_is_one_line(model, message):
   with pytest.raises(errors.UserError, match=message) as raised:
-    config_validation.validate(_config(**model))
+    validation.validate(_config(**model))
   assert "\n" not in str(raised.value)
 
 
 def test_kernel_with_attention_dropout_is_one_line():
   config = _config(attention="splash")  # attention_probs_dropout_prob stays 0.1.
   with pytest.raises(errors.UserError) as raised:
-    config_validation.validate(config, platform="tpu")
+    validation.validate(config, platform="tpu")
   assert str(raised.value).startswith("model.attention='splash' has no dropout")
   assert "--config.model.attention_probs_dropout_prob=0" in str(raised.value)
   assert "\n" not in str(raised.value)
   config.model.attention_probs_dropout_prob = 0.0
-  config_validation.validate(config, platform="tpu")  # AOT for a TPU: allowed.
+  validation.validate(config, platform="tpu")  # AOT for a TPU: allowed.
   config.mode = "eval"  # No training, no dropout: any probability will do.
   config.model.attention_probs_dropout_prob = 0.1
-  config_validation.validate(config, platform="tpu")
+  validation.validate(config, platform="tpu")
 
 
 def test_model_refuses_kernel_with_attention_dropout():
@@ -217,7 +217,7 @@ def test_model_refuses_kernel_with_attention_dropout():
 
 def test_attention_is_a_runtime_field():
   """A checkpoint saved with one implementation restores into a run with another."""
-  from bert_jax import resume  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import resume  # pylint: disable=g-import-not-at-top
   assert "attention" in modeling.BertConfig.RUNTIME_FIELDS
   saved = dataclasses.asdict(modeling.BertConfig(attention="xla"))
   resume.check_same_model(saved, modeling.BertConfig(attention="splash"), "/workdir")
@@ -228,7 +228,7 @@ def test_attention_is_a_runtime_field():
 def test_compile_splash_for_tpu():
   """The real kernel (Mosaic, not the interpreter) in the sharded train step, on v5e:2x2."""
   pytest.importorskip("libtpu")
-  from bert_jax import aot  # pylint: disable=g-import-not-at-top
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
   config.model.update(vocab_size=128, hidden_size=128, num_hidden_layers=1,
                       num_attention_heads=2, intermediate_size=128, max_position_embeddings=128,
@@ -244,7 +244,8 @@ def test_compile_splash_for_tpu():
 
 _SHARDED_SPLASH = """
 import flax.linen as nn, jax, jax.numpy as jnp, numpy as np
-from bert_jax import attention, sharding
+from bert_jax.model import attention
+from bert_jax.runtime import sharding
 from configs import tiny
 config = tiny.get_config()
 config.mesh.update(data=2, fsdp=1, tensor=2)

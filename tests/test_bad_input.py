@@ -12,12 +12,12 @@ import sys
 import pytest
 
 from bert_jax import errors
-from bert_jax.data import corpus
-from bert_jax.data import masking
-from bert_jax.data import pipeline
-from bert_jax.data import prepare
-from bert_jax.data import prepare_summary
-from bert_jax.data import workdir_data
+from bert_jax.pretraining.data import corpus
+from bert_jax.pretraining.data import masking
+from bert_jax.pretraining.data import pipeline
+from bert_jax.pretraining.data import prepare
+from bert_jax.pretraining.data import prepare_summary
+from bert_jax.pretraining.data import workdir_data
 from conftest import synthetic_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -2,7 +2,7 @@
 
 import os
 
-from bert_jax import config_doc
+from bert_jax.config import doc
 from configs import base
 from configs import finetune
 
@@ -29,26 +29,26 @@ def get_config():
 
 def test_every_field_has_a_doc():
   for name, config in (("base", base.get_config()), ("finetune", finetune.get_config())):
-    docs = config_doc.field_docs(name)
-    for path in config_doc.leaf_values(config):
+    docs = doc.field_docs(name)
+    for path in doc.leaf_values(config):
       assert docs.get(path, "").strip(), f"configs/{name}.py: {path} has no comment above it"
 
 
 def test_config_md_is_up_to_date():
-  path = os.path.join(config_doc.repo_root(), config_doc.CONFIG_DOC_PATH)
+  path = os.path.join(doc.repo_root(), doc.CONFIG_DOC_PATH)
   with open(path, encoding="utf-8") as f:
     current = f.read()
-  assert current == config_doc.render(), (
-      f"{config_doc.CONFIG_DOC_PATH} is out of date with the config files: run "
-      f"`{config_doc.REGENERATE}`")
+  assert current == doc.render(), (
+      f"{doc.CONFIG_DOC_PATH} is out of date with the config files: run "
+      f"`{doc.REGENERATE}`")
 
 
 def test_check_passes_on_the_repository():
-  assert config_doc.problems() == []
+  assert doc.problems() == []
 
 
 def test_parser_follows_group_names_and_takes_the_comment_above():
-  parsed = config_doc.parse_config_source(_UNDOCUMENTED, "mine.py")
+  parsed = doc.parse_config_source(_UNDOCUMENTED, "mine.py")
   assert parsed.parent is None
   assert parsed.groups == {"model": "The model."}
   assert parsed.comments == {
@@ -57,16 +57,16 @@ def test_parser_follows_group_names_and_takes_the_comment_above():
 
 
 def test_check_names_an_undocumented_field():
-  problems = config_doc.source_problems(config_doc.parse_config_source(_UNDOCUMENTED, "mine.py"))
+  problems = doc.source_problems(doc.parse_config_source(_UNDOCUMENTED, "mine.py"))
   assert problems == ["mine.py:13: model.num_hidden_layers has no comment above it",
                       "mine.py:17: model.dtype has no comment above it"]
 
 
 def test_check_names_a_field_the_comments_miss():
   config = base.get_config()
-  docs = config_doc.field_docs("base")
+  docs = doc.field_docs("base")
   del docs["train.batch_size"]
-  assert config_doc.missing_docs(config, docs, "configs/base.py") == [
+  assert doc.missing_docs(config, docs, "configs/base.py") == [
       "configs/base.py: train.batch_size has no doc (no comment above its assignment)"]
 
 
@@ -84,23 +84,23 @@ def get_config():
   data.train_file = ""
   return config
 '''
-  parsed = config_doc.parse_config_source(variant, "variant.py")
+  parsed = doc.parse_config_source(variant, "variant.py")
   assert parsed.parent == "base"
   assert parsed.groups == {"data": ""}
   assert parsed.comments == {"model.hidden_size": "Bigger.",
                              "data.train_file": "Rows of a local file."}
   # bert_jax/config/finetune.py extends base's `data` and `train`: their fields keep base's
   # docs unless it comments them anew.
-  docs = config_doc.field_docs("finetune")
+  docs = doc.field_docs("finetune")
   assert docs["data.source"].startswith("Where the data comes from")
   assert "model.hidden_size" in docs
   assert docs["train.batch_size"].startswith("Global batch size (the paper's grid")
 
 
 def test_markdown_values():
-  assert config_doc.format_value(1_000_000) == "`1_000_000`"
-  assert config_doc.format_value(2e-5) == "`2e-5`"
-  assert config_doc.format_value("") == '`""`'
-  assert config_doc.format_value(True) == "`True`"
-  assert config_doc.format_value([("batch", ("data", "fsdp")), ("kv", None)]) == (
+  assert doc.format_value(1_000_000) == "`1_000_000`"
+  assert doc.format_value(2e-5) == "`2e-5`"
+  assert doc.format_value("") == '`""`'
+  assert doc.format_value(True) == "`True`"
+  assert doc.format_value([("batch", ("data", "fsdp")), ("kv", None)]) == (
       '`[("batch", ("data", "fsdp")), ("kv", None)]`')

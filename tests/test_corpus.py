@@ -1,4 +1,4 @@
-"""Tests of bert_jax/data/corpus.py: sentence splitting, the embedded corpus, text files, TFDS."""
+"""Tests of bert_jax/pretraining/data/corpus.py: sentence splitting, the embedded corpus, text files, TFDS."""
 
 import collections
 import os
@@ -9,7 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax import errors
-from bert_jax.data import corpus
+from bert_jax.pretraining.data import corpus
 
 
 def test_split_sentences_on_paragraphs_and_punctuation():

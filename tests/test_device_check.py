@@ -28,7 +28,8 @@ def _run_without_tensorflow(module: str, *args: str) -> subprocess.CompletedProc
 def test_model_losses_and_train_step_import_without_tensorflow():
   code = ("import sys\n"
           "sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None\n"
-          "from bert_jax import losses, modeling, train_program\n"
+          "from bert_jax.model import losses, modeling\n"
+          "from bert_jax.pretraining import train_program\n"
           "assert 'tensorflow' not in {m.split('.')[0] for m, v in sys.modules.items() if v}\n")
   result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           timeout=300, check=False)

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from bert_jax import distributed
 from bert_jax import errors
+from bert_jax.runtime import distributed
 from test_train import REPO, write_corpus
 
 _WORKER = os.path.join(REPO, "tests", "distributed_worker.py")

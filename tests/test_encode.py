@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from bert_jax import encode
-from bert_jax import modeling
+from bert_jax.finetuning import encode
+from bert_jax.model import modeling
 
 CONFIG = modeling.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
                              num_attention_heads=2, intermediate_size=64,

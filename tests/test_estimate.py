@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from bert_jax import errors
-from bert_jax import estimate
-from bert_jax import flops
+from bert_jax.model import flops
+from bert_jax.tpu import estimate
 from configs import large
 from configs import large_lamb
 from configs import tiny

@@ -17,11 +17,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax import errors
-from bert_jax import finetune
-from bert_jax import heads
-from bert_jax import modeling
-from bert_jax import train
-from bert_jax.data import example_task
+from bert_jax.finetuning import finetune
+from bert_jax.finetuning.data import example_task
+from bert_jax.model import heads
+from bert_jax.model import modeling
+from bert_jax.pretraining import train
 from configs import finetune as finetune_config
 from test_train import REPO, small_config, write_corpus
 

@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from bert_jax.data import holdout
+from bert_jax.pretraining.data import holdout
 
 
 @pytest.mark.parametrize("num_documents, held_out", [

@@ -14,12 +14,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from bert_jax import checkpoint  # pylint: disable=g-import-not-at-top,wrong-import-position
 from bert_jax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
-from bert_jax import hf_params  # pylint: disable=g-import-not-at-top,wrong-import-position
-from bert_jax import interop  # pylint: disable=g-import-not-at-top,wrong-import-position
-from bert_jax import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
-from bert_jax import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_jax.interop import hf_params  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_jax.model import modeling  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_jax.runtime import checkpoint  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bert_jax.runtime import train_state  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Every dimension differs (vocab 99, hidden 32, heads 4 x head_dim 8, intermediate 37, 3 layers),
 # so a wrong transpose or head split fails on shape or value, never passes by symmetry.
@@ -98,7 +98,7 @@ def reference(hf_model):
 
 
 def test_load_hf_matches_transformers_at_length_512(hf_dir, reference):
-  config, params, report = interop.load_hf(hf_dir, return_report=True)
+  config, params, report = convert.load_hf(hf_dir, return_report=True)
   assert config == modeling.BertConfig(**HF_CONFIG)
   assert report.initialized == []
   leaves = jax.tree_util.tree_leaves(params)
@@ -109,7 +109,7 @@ def test_load_hf_matches_transformers_at_length_512(hf_dir, reference):
 
 
 def test_wrong_head_split_would_fail_the_tolerance(hf_dir, reference):
-  config, params = interop.load_hf(hf_dir)
+  config, params = convert.load_hf(hf_dir)
   attention = params["bert"]["encoder"]["layer"]["attention"]
   # The classic mistake: reshape [embed, heads*head_dim] as [embed, head_dim, heads].
   kernel = attention["query_kernel"]  # [layers, embed, heads, head_dim]
@@ -122,9 +122,9 @@ def test_wrong_head_split_would_fail_the_tolerance(hf_dir, reference):
 
 
 def test_save_hf_loads_in_transformers_with_nothing_missing(hf_dir, reference, tmp_path):
-  config, params = interop.load_hf(hf_dir)
+  config, params = convert.load_hf(hf_dir)
   out = str(tmp_path / "exported")
-  interop.save_hf(out, config, params)
+  convert.save_hf(out, config, params)
   model, info = transformers.BertForPreTraining.from_pretrained(out, output_loading_info=True)
   assert info["missing_keys"] == [] and info["unexpected_keys"] == []
   assert info["mismatched_keys"] == []
@@ -132,13 +132,13 @@ def test_save_hf_loads_in_transformers_with_nothing_missing(hf_dir, reference, t
   differences = _max_differences(expected, _hf_outputs(model.eval(), inputs))
   assert max(differences.values()) < TOLERANCE, differences
   with pytest.raises(errors.UserError, match="already exists"):
-    interop.save_hf(out, config, params)
+    convert.save_hf(out, config, params)
 
 
 def test_bert_model_checkpoint_initialises_and_reports_heads(hf_model, reference, tmp_path):
   path = str(tmp_path / "encoder")
   hf_model.bert.save_pretrained(path)  # Keys like embeddings.word_embeddings.weight.
-  config, params, report = interop.load_hf(path, return_report=True)
+  config, params, report = convert.load_hf(path, return_report=True)
   assert report.initialized == HEADS
   assert params["cls"]["seq_relationship"]["kernel"].shape == (32, 2)
   np.testing.assert_array_equal(params["cls"]["predictions"]["transform_LayerNorm"]["scale"],
@@ -154,7 +154,7 @@ def test_bert_model_checkpoint_initialises_and_reports_heads(hf_model, reference
   no_pooler = transformers.BertModel(hf_model.config, add_pooling_layer=False)
   no_pooler.load_state_dict(hf_model.bert.state_dict(), strict=False)
   no_pooler.save_pretrained(str(tmp_path / "no_pooler"))
-  _, params, report = interop.load_hf(str(tmp_path / "no_pooler"), return_report=True)
+  _, params, report = convert.load_hf(str(tmp_path / "no_pooler"), return_report=True)
   assert report.initialized == ["bert/pooler/bias", "bert/pooler/kernel"] + HEADS
   np.testing.assert_array_equal(params["bert"]["pooler"]["bias"], np.zeros(32, np.float32))
 
@@ -163,8 +163,8 @@ def test_pytorch_model_bin_loads_without_pickle_code(hf_model, hf_dir, tmp_path)
   path = str(tmp_path / "bin")
   hf_model.save_pretrained(path, safe_serialization=False)
   assert os.listdir(path) and "pytorch_model.bin" in os.listdir(path)
-  _, from_bin = interop.load_hf(path)
-  _, from_safetensors = interop.load_hf(hf_dir)
+  _, from_bin = convert.load_hf(path)
+  _, from_safetensors = convert.load_hf(hf_dir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, from_bin, from_safetensors)
 
 
@@ -227,7 +227,7 @@ def test_tf_checkpoint_matches_transformers(hf_model, reference, tmp_path):
   (directory / "bert_config.json").write_text(json.dumps(
       {**HF_CONFIG, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
        "initializer_range": 0.02}))
-  config, params, report = interop.load_tf_checkpoint(
+  config, params, report = convert.load_tf_checkpoint(
       prefix, str(directory / "bert_config.json"), return_report=True)
   assert "global_step" in report.ignored
   assert "bert/encoder/layer_0/attention/self/query/kernel/adam_m" in report.ignored
@@ -237,17 +237,17 @@ def test_tf_checkpoint_matches_transformers(hf_model, reference, tmp_path):
   assert max(differences.values()) < TOLERANCE, differences
   # load_params finds it from the prefix and from the directory, bert_config.json beside it.
   for path in (prefix, str(directory)):
-    _, again, report = interop.load_params(path, return_report=True)
+    _, again, report = convert.load_params(path, return_report=True)
     assert report.format == "tf"
     jax.tree_util.tree_map(np.testing.assert_array_equal, again, params)
 
 
 def test_load_params_dispatches_orbax_hf_and_workdir(hf_dir, tmp_path):
-  config, params = interop.load_hf(hf_dir)
+  config, params = convert.load_hf(hf_dir)
   orbax_dir = str(tmp_path / "orbax")
-  interop.save_orbax_params(orbax_dir, config, params)
+  convert.save_orbax_params(orbax_dir, config, params)
   for path, kind in ((orbax_dir, "orbax"), (hf_dir, "hf")):
-    loaded_config, loaded, report = interop.load_params(path, return_report=True)
+    loaded_config, loaded, report = convert.load_params(path, return_report=True)
     assert (loaded_config, report.format) == (config, kind)
     jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
 
@@ -265,17 +265,17 @@ def test_load_params_dispatches_orbax_hf_and_workdir(hf_dir, tmp_path):
   checkpointer.close()
   for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "4",
                workdir / "checkpoints" / "4" / "state"):
-    loaded_config, loaded, report = interop.load_params(str(path), return_report=True)
+    loaded_config, loaded, report = convert.load_params(str(path), return_report=True)
     assert (loaded_config, report.format) == (config, "workdir")
     jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)  # The latest step.
 
 
 def test_load_params_names_a_bad_path(tmp_path):
   with pytest.raises(errors.UserError, match="nowhere does not exist"):
-    interop.load_params(str(tmp_path / "nowhere"))
+    convert.load_params(str(tmp_path / "nowhere"))
   (tmp_path / "empty").mkdir()
   with pytest.raises(errors.UserError, match="empty is not a checkpoint"):
-    interop.load_params(str(tmp_path / "empty"))
+    convert.load_params(str(tmp_path / "empty"))
 
 
 def test_cli_round_trip_hf_orbax_hf(hf_dir, tmp_path):
@@ -289,8 +289,8 @@ def test_cli_round_trip_hf_orbax_hf(hf_dir, tmp_path):
   assert "Wrote" in result.stdout
   result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf")
   assert result.returncode == 0, result.stderr
-  _, original = interop.load_hf(hf_dir)
-  _, round_trip = interop.load_hf(hf_out)
+  _, original = convert.load_hf(hf_dir)
+  _, round_trip = convert.load_hf(hf_out)
   jax.tree_util.tree_map(np.testing.assert_array_equal, round_trip, original)
   result = run(f"--input={tmp_path / 'missing'}", f"--output={tmp_path / 'x'}")
   assert result.returncode == 1

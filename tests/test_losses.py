@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bert_jax import losses
+from bert_jax.model import losses
 
 
 def _batch(rng):

@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax import special_tokens
-from bert_jax.data import masking
-from bert_jax.data import pipeline
+from bert_jax.pretraining.data import masking
+from bert_jax.pretraining.data import pipeline
+from bert_jax.tokenizers import special_tokens
 from test_pipeline import (MAX_PREDICTIONS, NUM_RECORDS, VOCAB_SIZE, _dataset,
                            _make_records, _record_numbers, _take, _unmasked_ids, _write,
                            masking_config)

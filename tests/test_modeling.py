@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bert_jax import errors
-from bert_jax import modeling
+from bert_jax.model import modeling
 
 CONFIG = modeling.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=3,
                              num_attention_heads=4, intermediate_size=48,

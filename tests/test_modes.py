@@ -9,11 +9,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bert_jax import encode
 from bert_jax import errors
-from bert_jax import evaluation
-from bert_jax import finetune
-from bert_jax import train
+from bert_jax.finetuning import encode
+from bert_jax.finetuning import finetune
+from bert_jax.pretraining import evaluation
+from bert_jax.pretraining import train
 from configs import finetune as finetune_config
 from configs import tiny
 from test_train import REPO, small_config, write_corpus

@@ -7,12 +7,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from bert_jax import checkpoint
 from bert_jax import errors
-from bert_jax import finetune
-from bert_jax import interop
-from bert_jax import nan_guard
-from bert_jax import train
+from bert_jax.finetuning import finetune
+from bert_jax.interop import convert
+from bert_jax.pretraining import train
+from bert_jax.runtime import checkpoint
+from bert_jax.runtime import nan_guard
 from test_finetune import _config as finetune_config
 from test_train import small_config, write_corpus
 
@@ -27,7 +27,7 @@ def _config(corpus, policy, **overrides):
 def _saved_params_are_finite(workdir):
   steps = sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)
   for step in steps:
-    _, params = interop.load_params(os.path.join(workdir, "checkpoints", step))
+    _, params = convert.load_params(os.path.join(workdir, "checkpoints", step))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params)), step
   return steps
 

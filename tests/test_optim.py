@@ -8,14 +8,14 @@ import numpy as np
 import optax
 import pytest
 
-from bert_jax import config_validation
 from bert_jax import errors
-from bert_jax import modeling
-from bert_jax import optim
-from bert_jax import sharding
-from bert_jax import train_program
-from bert_jax.data.synthetic import random_batch
-from bert_jax import train_state
+from bert_jax.config import validation
+from bert_jax.model import modeling
+from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data.synthetic import random_batch
+from bert_jax.runtime import optim
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
 from configs import large_lamb
 from configs import tiny
 from test_train import train_on_one_batch
@@ -184,8 +184,8 @@ def test_unknown_optimizer_is_a_one_line_error():
   config = tiny.get_config()
   config.train.optimizer = "adafactor"
   with pytest.raises(errors.UserError) as raised:
-    config_validation.validate(config)
+    validation.validate(config)
   assert str(raised.value) == "train.optimizer='adafactor' is not one of 'adamw', 'lamb'"
   with pytest.raises(errors.UserError, match="train.optimizer='adafactor'"):
     optim.create_optimizer(config.train)
-  config_validation.validate(large_lamb.get_config())
+  validation.validate(large_lamb.get_config())

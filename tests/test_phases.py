@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from bench import data_recipe
-from bert_jax import checkpoint
 from bert_jax import errors
-from bert_jax import phases
-from bert_jax import train
-from bert_jax.data import corpus
-from bert_jax.data import inputs
-from bert_jax.data import masking
-from bert_jax.data import prepare
-from bert_jax.data import prepare_summary
-from bert_jax.data import workdir_data
+from bert_jax.pretraining import phases
+from bert_jax.pretraining import train
+from bert_jax.pretraining.data import corpus
+from bert_jax.pretraining.data import inputs
+from bert_jax.pretraining.data import masking
+from bert_jax.pretraining.data import prepare
+from bert_jax.pretraining.data import prepare_summary
+from bert_jax.pretraining.data import workdir_data
+from bert_jax.runtime import checkpoint
 from test_train import small_config, write_corpus
 
 _PHASE2_START = 3

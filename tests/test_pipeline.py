@@ -1,4 +1,4 @@
-"""Tests of bert_jax/data/pipeline.py: MLM masking rules, determinism, resume, host sharding."""
+"""Tests of bert_jax/pretraining/data/pipeline.py: MLM masking rules, determinism, resume, host sharding."""
 
 import json
 
@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax import special_tokens
-from bert_jax.data import inputs
-from bert_jax.data import masking
-from bert_jax.data import pipeline
+from bert_jax.pretraining.data import inputs
+from bert_jax.pretraining.data import masking
+from bert_jax.pretraining.data import pipeline
+from bert_jax.tokenizers import special_tokens
 
 MAX_SEQ_LENGTH = 48
 MAX_PREDICTIONS = 6

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from bert_jax import preemption
+from bert_jax.runtime import preemption
 from test_train import REPO, write_corpus
 
 # Generous: on 2 busy cores a first process takes ~30 s; a hang must fail, not block.

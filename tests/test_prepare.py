@@ -1,4 +1,4 @@
-"""Tests of bert_jax/data/prepare.py: instance layout, NSP pairing, shards, hosts, files."""
+"""Tests of bert_jax/pretraining/data/prepare.py: instance layout, NSP pairing, shards, hosts, files."""
 
 import collections
 import functools
@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 
 from bert_jax import errors
-from bert_jax.data import corpus
-from bert_jax.data import instances
-from bert_jax.data import prepare
-from bert_jax.data import prepare_summary
-from bert_jax.data import records
-from bert_jax.data import shards
+from bert_jax.pretraining.data import corpus
+from bert_jax.pretraining.data import instances
+from bert_jax.pretraining.data import prepare
+from bert_jax.pretraining.data import prepare_summary
+from bert_jax.pretraining.data import records
+from bert_jax.pretraining.data import shards
 from conftest import synthetic_documents
 
 FEATURES = ("input_ids", "input_mask", "segment_ids", "next_sentence_labels")

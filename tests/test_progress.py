@@ -7,8 +7,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from bert_jax import progress
-from bert_jax import train
+from bert_jax.pretraining import train
+from bert_jax.runtime import progress
 from test_train import small_config, write_corpus
 
 TRAIN_METRICS = ("loss", "mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "learning_rate",

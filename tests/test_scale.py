@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bert_jax import config_validation
 from bert_jax import errors
-from bert_jax import modeling
-from bert_jax import optim
-from bert_jax import sharding
-from bert_jax import train_program
-from bert_jax.data.synthetic import random_batch
-from bert_jax import train_state
+from bert_jax.config import validation
+from bert_jax.model import modeling
+from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data.synthetic import random_batch
+from bert_jax.runtime import optim
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
 from configs import tiny
 
 # Same program up to the order of float32 sums: agreement to ~1e-6 relative is expected.
@@ -127,12 +127,12 @@ def test_bfloat16_compute_trains_close_to_float32(batch, reference):
 def test_scale_out_config_errors_name_the_field():
   config = _config(remat_policy="sometimes")
   with pytest.raises(errors.UserError, match="model.remat_policy='sometimes'"):
-    config_validation.validate(config)
+    validation.validate(config)
   config = _config()
   config.train.update(batch_size=8, eval_batch_size=8, grad_accum_steps=3)
   mesh = sharding.create_mesh(config.mesh, jax.devices()[:1])
   with pytest.raises(errors.UserError, match="train.grad_accum_steps=3"):
-    config_validation.validate_batch_sizes(config, mesh)
+    validation.validate_batch_sizes(config, mesh)
   config.train.grad_accum_steps = 0
   with pytest.raises(errors.UserError, match="train.grad_accum_steps=0"):
-    config_validation.validate(config)
+    validation.validate(config)

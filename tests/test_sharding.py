@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bert_jax import errors
-from bert_jax import sharding
+from bert_jax.runtime import sharding
 from configs import base
 from test_train import REPO
 

@@ -1,4 +1,4 @@
-"""SQuAD examples, windowed features and postprocessing (bert_jax/data/squad*.py)."""
+"""SQuAD examples, windowed features and postprocessing (bert_jax/finetuning/data/squad*.py)."""
 
 import json
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from bert_jax import errors
-from bert_jax import special_tokens
-from bert_jax import tokenization
-from bert_jax import wordpiece
-from bert_jax.data import squad
-from bert_jax.data import squad_postprocess
+from bert_jax.finetuning.data import squad
+from bert_jax.finetuning.data import squad_postprocess
+from bert_jax.tokenizers import special_tokens
+from bert_jax.tokenizers import tokenization
+from bert_jax.tokenizers import wordpiece
 
 _NUMBERED_WORDS = [f"w{i}" for i in range(40)]
 _VOCAB = (list(special_tokens.SPECIAL_TOKENS) + _NUMBERED_WORDS +

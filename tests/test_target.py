@@ -3,7 +3,7 @@
 import os
 import re
 
-from bert_jax import train
+from bert_jax.pretraining import train
 from test_train import small_config
 from test_train import write_corpus
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from bert_jax import task_metrics as tm
+from bert_jax.finetuning import task_metrics as tm
 
 # predictions vs labels: tp at 0 and 2, fn at 1, fp at 3, tn at 4.
 _PREDICTIONS = [1, 0, 1, 1, 0]

@@ -1,4 +1,4 @@
-"""Tests of bert_jax/data/tasks.py and task_files.py: fine-tuning examples and features."""
+"""Tests of bert_jax/finetuning/data/tasks.py and task_files.py: fine-tuning examples and features."""
 
 import dataclasses
 import json
@@ -10,8 +10,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax import errors
-from bert_jax import tokenization
-from bert_jax.data import tasks
+from bert_jax.finetuning.data import tasks
+from bert_jax.tokenizers import tokenization
 
 # A WordPiece vocabulary small enough to know every id by heart.
 _VOCAB = ("[PAD] [UNK] [CLS] [SEP] [MASK] the cat sat on mat dog ran ##s jo ##hn lives in "

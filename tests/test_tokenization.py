@@ -1,4 +1,4 @@
-"""Tests of bert_jax/tokenization.py: fixed special ids, encoding paths, training, errors."""
+"""Tests of bert_jax/tokenizers/tokenization.py: fixed special ids, encoding paths, training, errors."""
 
 import os
 import subprocess
@@ -12,8 +12,8 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
 from bert_jax import errors
-from bert_jax import special_tokens
-from bert_jax import tokenization
+from bert_jax.tokenizers import special_tokens
+from bert_jax.tokenizers import tokenization
 from conftest import synthetic_documents
 
 
@@ -83,7 +83,7 @@ def test_sampled_training_repeats_across_processes(tmp_path):
       import sys
       sys.path.insert(0, {os.path.dirname(__file__)!r})
       from conftest import synthetic_documents
-      from bert_jax import tokenization
+      from bert_jax.tokenizers import tokenization
       sentences = [s for d in synthetic_documents(200) for s in d]
       tokenization.train_sentencepiece(sentences, 150, sys.argv[1], 300, seed=3)
   """)

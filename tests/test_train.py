@@ -9,11 +9,11 @@ import sys
 import jax
 import numpy as np
 
-from bert_jax import modeling
-from bert_jax import optim
-from bert_jax import train
-from bert_jax import train_program
-from bert_jax import train_state
+from bert_jax.model import modeling
+from bert_jax.pretraining import train
+from bert_jax.pretraining import train_program
+from bert_jax.runtime import optim
+from bert_jax.runtime import train_state
 from configs import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,7 +162,7 @@ def test_sequence_length_phases_share_one_prepared_data_set(tmp_path, capsys):
   assert "Resumed from the checkpoint at step 3" in out and "train step=5 " in out
   assert "Preparing" not in out  # The data set was not made again.
   # Phase 1's 3 steps of 8 and phase 2's 2 steps of 4 examples.
-  from bert_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import checkpoint  # pylint: disable=g-import-not-at-top
   meta = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints")).restore_meta(5)
   assert meta["examples_consumed"] == 3 * 8 + 2 * 4
   # Longer than prepared is an error that names the fields.
@@ -192,7 +192,7 @@ def test_roberta_recipe_without_nsp_and_with_whole_word_masking(tmp_path, capsys
 
 def test_records_prepared_beforehand_with_a_google_layout_wordpiece_vocab(tmp_path, capsys):
   """prepare's CLI with a vocab.txt whose special ids are Google's ([CLS]=101), then train."""
-  from bert_jax.data import inputs  # pylint: disable=g-import-not-at-top
+  from bert_jax.pretraining.data import inputs  # pylint: disable=g-import-not-at-top
   corpus = write_corpus(str(tmp_path))
   vocab = (["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]",
                                                                "[MASK]"]
@@ -224,13 +224,13 @@ def test_records_prepared_beforehand_with_a_google_layout_wordpiece_vocab(tmp_pa
 
 def test_init_checkpoint_from_a_workdir_and_from_an_hf_export(tmp_path, capsys):
   """Continued pre-training starts from another run's params (ours, or exported to HF)."""
-  from bert_jax import interop  # pylint: disable=g-import-not-at-top
+  from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
   corpus = write_corpus(str(tmp_path))
   first = str(tmp_path / "first")
   train.train_and_evaluate(small_config(corpus, num_train_steps=3), first)
-  _, trained = interop.load_params(first)
+  _, trained = convert.load_params(first)
   hf_dir = str(tmp_path / "hf")
-  interop.save_hf(hf_dir, modeling.BertConfig.from_dict(small_config("").model.to_dict()),
+  convert.save_hf(hf_dir, modeling.BertConfig.from_dict(small_config("").model.to_dict()),
                   trained)
   for source in (first, hf_dir):
     # Warmup starts at a learning rate of 0, so after step 1 the params are still the loaded ones.
@@ -239,7 +239,7 @@ def test_init_checkpoint_from_a_workdir_and_from_an_hf_export(tmp_path, capsys):
     workdir = str(tmp_path / f"from_{os.path.basename(source)}")
     train.train_and_evaluate(config, workdir)
     assert f"Initialised the params from {source}" in capsys.readouterr().out
-    _, started = interop.load_params(workdir)
+    _, started = convert.load_params(workdir)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
                            started, trained)
   # A checkpoint of another model shape is refused, naming the field.

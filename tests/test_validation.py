@@ -9,11 +9,11 @@ import ml_collections
 import pytest
 from jax.sharding import AbstractMesh
 
-from bert_jax import config_validation
 from bert_jax import errors
-from bert_jax import sharding
-from bert_jax.data import inputs
-from bert_jax import train_state
+from bert_jax.config import validation
+from bert_jax.pretraining.data import inputs
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
 from configs import base
 from configs import finetune
 from configs import glue
@@ -40,49 +40,49 @@ def _mesh(data: int, fsdp: int = 1, tensor: int = 1) -> AbstractMesh:
 
 def test_shipped_configs_pass():
   for module in (base, tiny, large, large_lamb, finetune, glue, squad, ner):
-    config_validation.check_fields(module.get_config())
-  config_validation.validate(tiny.get_config())
-  config_validation.validate_batch_sizes(tiny.get_config(), _mesh(8))
+    validation.check_fields(module.get_config())
+  validation.validate(tiny.get_config())
+  validation.validate_batch_sizes(tiny.get_config(), _mesh(8))
 
 
 def test_hidden_size_not_divisible_by_heads():
   config = tiny.get_config()
   config.model.num_attention_heads = 3
-  assert _error(config_validation.validate, config).startswith(
+  assert _error(validation.validate, config).startswith(
       "model.hidden_size=128 is not divisible by model.num_attention_heads=3")
 
 
 def test_rng_impl():
   config = tiny.get_config()
   config.rng_impl = "philox"
-  assert _error(config_validation.validate, config).startswith("rng_impl='philox' is not one of")
-  for impl in config_validation.RNG_IMPLS:  # Each name jax.random.key accepts.
+  assert _error(validation.validate, config).startswith("rng_impl='philox' is not one of")
+  for impl in validation.RNG_IMPLS:  # Each name jax.random.key accepts.
     config.rng_impl = impl
-    config_validation.validate(config)
+    validation.validate(config)
     assert train_state.root_key(config).dtype == jax.random.key(0, impl=impl).dtype
 
 
 def test_global_batch_not_divisible_by_data_parallel_size():
   config = tiny.get_config()  # batch_size 32, eval_batch_size 64.
   config.train.batch_size = 12
-  assert _error(config_validation.validate_batch_sizes, config, _mesh(8)).startswith(
+  assert _error(validation.validate_batch_sizes, config, _mesh(8)).startswith(
       "train.batch_size=12 is not divisible by the data-parallel size 8")
   # fsdp is data parallel too; tensor is not.
-  config_validation.validate_batch_sizes(config, _mesh(2, 2, 2))
-  assert "data-parallel size 8" in _error(config_validation.validate_batch_sizes, config,
+  validation.validate_batch_sizes(config, _mesh(2, 2, 2))
+  assert "data-parallel size 8" in _error(validation.validate_batch_sizes, config,
                                           _mesh(2, 4))
   config.train.update(batch_size=32, eval_batch_size=20)
-  assert _error(config_validation.validate_batch_sizes, config, _mesh(8)).startswith(
+  assert _error(validation.validate_batch_sizes, config, _mesh(8)).startswith(
       "train.eval_batch_size=20")
   config.train.update(eval_batch_size=64, grad_accum_steps=3)
-  assert "train.grad_accum_steps=3" in _error(config_validation.validate_batch_sizes, config,
+  assert "train.grad_accum_steps=3" in _error(validation.validate_batch_sizes, config,
                                               _mesh(8))
 
 
 def test_max_seq_length_over_max_position_embeddings():
   config = tiny.get_config()
   config.data.max_seq_length = 256
-  assert _error(config_validation.validate, config) == (
+  assert _error(validation.validate, config) == (
       "data.max_seq_length=256 is larger than model.max_position_embeddings=128")
 
 
@@ -91,11 +91,11 @@ def test_max_predictions_per_seq_out_of_range(predictions):
   config = tiny.get_config()
   config.data.max_seq_length = 128  # At most 125 tokens besides [CLS] and two [SEP]s.
   config.data.max_predictions_per_seq = predictions
-  assert _error(config_validation.validate, config).startswith(
+  assert _error(validation.validate, config).startswith(
       f"data.max_predictions_per_seq={predictions} must be between 1 and "
       "data.max_seq_length - 3 = 125")
   config.data.max_predictions_per_seq = 125
-  config_validation.validate(config)
+  validation.validate(config)
 
 
 def test_vocab_size_against_the_tokenizer():
@@ -112,43 +112,43 @@ def test_vocab_size_against_the_tokenizer():
 def test_unknown_field_in_a_config_file():
   config = tiny.get_config()
   config.train.bacth_size = 8  # What someone's own configs/x.py might do: silently unused.
-  assert _error(config_validation.check_fields, config) == (
+  assert _error(validation.check_fields, config) == (
       "unknown config field train.bacth_size: bert_jax/config/base.py has no such field (did you "
       "mean train.batch_size?)")
   # validate (what train.py and aot.py call) checks it too.
-  assert _error(config_validation.validate, config).startswith("unknown config field")
+  assert _error(validation.validate, config).startswith("unknown config field")
 
   # Fine-tuning configs are checked against configs/finetune.py, whose data fields differ.
   config = glue.get_config()
   config.data.train_files = "x.csv"
-  assert "data.train_files: bert_jax/config/finetune.py" in _error(config_validation.check_fields,
+  assert "data.train_files: bert_jax/config/finetune.py" in _error(validation.check_fields,
                                                            config)
   config = finetune.get_config()
   # A pre-training field: fine-tuning configs have it (they extend base.py) but never read it.
   config.data.input_files = "pretraining/*.txt"
-  assert _error(config_validation.validate, config) == (
+  assert _error(validation.validate, config) == (
       "data.input_files='pretraining/*.txt' is a pre-training field: fine-tuning does not read it")
 
 
 def test_missing_field_and_unknown_mode():
   config = tiny.get_config()
   del config.train["batch_size"]
-  assert _error(config_validation.check_fields, config).startswith(
+  assert _error(validation.check_fields, config).startswith(
       "config field train.batch_size is missing")
   config = tiny.get_config()
   config.mode = "distill"
-  assert _error(config_validation.check_fields, config) == (
+  assert _error(validation.check_fields, config) == (
       "config.mode='distill' is not 'pretrain', 'eval', 'encode' or 'finetune'")
 
 
 def test_unknown_override_names_the_whole_path():
   config = tiny.get_config()
-  assert config_validation.unknown_override(config, "train.batch_size") is None
-  assert config_validation.unknown_override(config, "train.batch_sise") == (
+  assert validation.unknown_override(config, "train.batch_size") is None
+  assert validation.unknown_override(config, "train.batch_sise") == (
       "unknown config field train.batch_sise (did you mean train.batch_size?)")
-  assert config_validation.unknown_override(config, "trian.batch_size") == (
+  assert validation.unknown_override(config, "trian.batch_size") == (
       "unknown config field trian.batch_size (did you mean train?)")
-  assert config_validation.unknown_override(config, "train.batch_size.x") == (
+  assert validation.unknown_override(config, "train.batch_size.x") == (
       "unknown config field train.batch_size.x")
 
 

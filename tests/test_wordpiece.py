@@ -1,4 +1,4 @@
-"""Tests of bert_jax/wordpiece.py: the original BERT's FullTokenizer, and the fast path."""
+"""Tests of bert_jax/tokenizers/wordpiece.py: the original BERT's FullTokenizer, and the fast path."""
 
 import random
 import unicodedata
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from bert_jax import errors
-from bert_jax import tokenization
-from bert_jax import wordpiece
+from bert_jax.tokenizers import tokenization
+from bert_jax.tokenizers import wordpiece
 
 # Google's layout: [PAD]=0, [unused0..98], then [UNK] [CLS] [SEP] [MASK] at 100-103.
 _GOOGLE_HEAD = (["[PAD]"] + [f"[unused{i}]" for i in range(99)] +

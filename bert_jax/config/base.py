@@ -159,7 +159,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Steps of phase 1 (0 = one phase, at data.max_seq_length throughout). Steps after it run
   # phase 2 at data.phase2_max_seq_length, data.phase2_max_predictions_per_seq and
   # train.phase2_batch_size: the paper's 90% of the steps at 128, then 10% at 512, in one run,
-  # recompiled once at the switch, on the one learning-rate schedule (bert_jax/phases.py). A
+  # recompiled once at the switch, on the one learning-rate schedule (bert_jax/pretraining/phases.py). A
   # checkpoint is always saved at this step.
   train.phase2_start_step = 0
   # Phase 2's global batch size in sequences (0 = train.batch_size).
@@ -207,7 +207,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
   train.debug_nan_steps = ""
   # Peak TFLOP/s of one device, the denominator of the MFU metric. 0 = the datasheet figure of
-  # the device kind (bert_jax/flops.py) or, where none is known (CPUs), the fastest of 20
+  # the device kind (bert_jax/model/flops.py) or, where none is known (CPUs), the fastest of 20
   # [4096, 512] x [512, 512] matmuls in model.dtype, timed on this device at start-up.
   train.peak_tflops_per_device = 0.0
 

@@ -1,1 +1,4 @@
-"""Pre-training data: corpora, instance creation, the tf.data input pipeline."""
+"""Old paths of the data commands (`python -m bert_jax.data.prepare`, `...example_task`).
+
+The data itself lives with its mode: bert_jax/pretraining/data and bert_jax/finetuning/data.
+"""

@@ -1,0 +1,158 @@
+"""A fine-tuning run's data: the vocabulary, the task's examples, and model-ready features.
+
+One shape for every task family, so the loop in finetune.py never branches on the task:
+`TaskData.train` and each `EvalSet.features` are dicts of numpy arrays with the original
+BERT's feature names, one row per model input; what is needed to score predictions (examples,
+SQuAD windows, NER word alignment) rides along in the EvalSet.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from bert_jax import errors
+from bert_jax.finetuning.data import squad
+from bert_jax.finetuning.data import tasks
+from bert_jax.tokenizers import tokenization
+
+SQUAD_TASKS = {"squad": "squad/v1.1", "squad_v1.1": "squad/v1.1", "squad_v2.0": "squad/v2.0"}
+# The model inputs of each family, beside input_ids, input_mask and segment_ids.
+LABEL_FEATURES = {
+    "classification": ("label_ids",), "regression": ("label_ids",),
+    "token": ("label_ids", "label_weights"), "span": ("start_positions", "end_positions"),
+}
+
+
+@dataclasses.dataclass
+class EvalSet:
+  """One eval split: its features, and what turns the model's outputs into predictions."""
+  split: str
+  features: dict[str, np.ndarray]
+  examples: list[Any]
+  squad_features: Any = None  # squad.SquadFeatures, for span tasks.
+
+
+@dataclasses.dataclass
+class TaskData:
+  """Attributes:
+    family: 'classification', 'regression', 'token' or 'span'.
+    num_labels: Outputs of the head (1 for regression; 2, start/end, for spans).
+    label_names: Class or tag names in id order (None for regression and spans).
+    metrics: The task's metric names (task_metrics), the first one decides the best checkpoint.
+  """
+  name: str
+  family: str
+  num_labels: int
+  label_names: tuple[str, ...] | None
+  metrics: tuple[str, ...]
+  train: dict[str, np.ndarray]
+  evals: list[EvalSet]
+  version_2_with_negative: bool = False
+
+
+def check_task(config: ml_collections.ConfigDict) -> None:
+  """A task name that is neither SQuAD nor in the task registry is a one-line error."""
+  if config.task not in SQUAD_TASKS:
+    try:
+      tasks.get_task(config.task)
+    except errors.UserError as e:
+      raise errors.UserError(f"config.task: {e} (or {', '.join(SQUAD_TASKS)})") from e
+
+
+def vocab_file(config: ml_collections.ConfigDict, checkpoint: str | None = None) -> str:
+  """data.vocab_file, else the vocabulary that came with the checkpoint.
+
+  Args:
+    config: The run's config.
+    checkpoint: Where the params come from; None = config.init_checkpoint.
+  """
+  if config.data.vocab_file:
+    return config.data.vocab_file
+  path = (config.init_checkpoint if checkpoint is None else checkpoint).rstrip("/")
+  candidates = [os.path.join(path, "vocab.txt"), os.path.join(os.path.dirname(path), "vocab.txt"),
+                os.path.join(path, "data", "metadata.json")]
+  for candidate in candidates:
+    if path and tf.io.gfile.exists(candidate):
+      if candidate.endswith("metadata.json"):  # A bert_jax pre-training workdir.
+        with tf.io.gfile.GFile(candidate) as f:
+          return json.load(f)["vocab_file"]
+      return candidate
+  source = (f"config.init_checkpoint ({config.init_checkpoint or 'empty'})"
+            if checkpoint is None else checkpoint)
+  raise errors.UserError(
+      f"data.vocab_file is empty and {source} has no vocabulary beside it (vocab.txt, or a "
+      "bert_jax workdir's data/): set --config.data.vocab_file")
+
+
+def load_tokenizer(config: ml_collections.ConfigDict) -> tokenization.Tokenizer:
+  return tokenization.load_tokenizer(vocab_file(config), do_lower_case=config.data.do_lower_case)
+
+
+def _take(examples: list[Any], max_examples: int) -> list[Any]:
+  return examples[:max_examples] if max_examples > 0 else examples
+
+
+def _squad(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
+  data = config.data
+  name = "squad/v2.0" if data.version_2_with_negative else SQUAD_TASKS[config.task]
+
+  def read(split: str, local_file: str, is_training: bool):
+    if local_file:
+      examples = squad.read_squad_json(local_file, is_training=is_training)
+    else:
+      examples = squad.tfds_examples(name, split, data.tfds_data_dir or None,
+                                     is_training=is_training)
+    examples = _take(examples, data.max_examples)
+    features = squad.convert_examples_to_features(
+        examples, tokenizer, max_seq_length=data.max_seq_length, doc_stride=data.doc_stride,
+        max_query_length=data.max_query_length, is_training=is_training)
+    return examples, features
+
+  _, train_features = read("train", data.train_file, True)
+  eval_examples, eval_features = read("validation", data.eval_file, False)
+  return TaskData(
+      name=name, family="span", num_labels=2, label_names=None, metrics=("f1", "exact_match"),
+      train=_span_arrays(train_features, with_positions=True),
+      evals=[EvalSet("validation", _span_arrays(eval_features, with_positions=False),
+                     eval_examples, eval_features)],
+      version_2_with_negative=name.endswith("v2.0"))
+
+
+def _span_arrays(features, with_positions: bool) -> dict[str, np.ndarray]:
+  arrays = {"input_ids": features.input_ids, "input_mask": features.input_mask,
+            "segment_ids": features.segment_ids}
+  if with_positions:
+    arrays.update(start_positions=features.start_positions, end_positions=features.end_positions)
+  return arrays
+
+
+def load(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
+  """The task's training features and its eval sets, tokenized for max_seq_length."""
+  if config.task in SQUAD_TASKS:
+    return _squad(config, tokenizer)
+  task = tasks.get_task(config.task)
+  data = config.data
+  train_examples, label_names = tasks.load_examples(task, "train", data)
+  if not train_examples:
+    raise errors.UserError(f"task {config.task}: no training example was read")
+
+  def encode(examples):
+    if task.family == "token":
+      return tasks.encode_token_examples(examples, tokenizer, data.max_seq_length)
+    return tasks.encode_text_examples(examples, tokenizer, data.max_seq_length, task.family)
+
+  evals = []
+  for split in tasks.eval_split_names(task, data):
+    examples, _ = tasks.load_examples(task, split, data, label_names=label_names)
+    evals.append(EvalSet(split, encode(examples), examples))
+  num_labels = 1 if task.family == "regression" else len(label_names)
+  # Entity-level scores are named 'f1', 'precision', 'recall' by task_metrics.entity_f1.
+  metric_names = ("f1", "precision", "recall") if task.family == "token" else task.metrics
+  return TaskData(name=task.name, family=task.family, num_labels=num_labels,
+                  label_names=label_names, metrics=metric_names, train=encode(train_examples),
+                  evals=evals)

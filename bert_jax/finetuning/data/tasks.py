@@ -1,0 +1,433 @@
+"""Fine-tuning data: GLUE classification/regression and NER, from TFDS or the user's own files.
+
+A task (`TASKS`, `get_task`) says what the data looks like and how it is scored:
+
+  cola sst2 mrpc qqp stsb mnli qnli rte wnli   GLUE, from TFDS 'glue/<task>' (ax has no labels)
+  conll2003                                    NER, from TFDS 'conll2003'
+  classification regression ner                the user's own files only
+
+`load_examples` reads one split: from TFDS, or from local files when data.train_file /
+data.eval_file is set (they replace TFDS for their split; formats in task_files). The examples
+become the original BERT's features with `encode_text_examples` ([CLS] a [SEP] b [SEP]) or
+`encode_token_examples` (a tag on the first sub-token of each word); `decode_token_predictions`
+maps per-token predictions back to one tag per word.
+
+Fields of config.data read here (a missing field takes the default in brackets):
+  tfds_data_dir ('')   TFDS data_dir; '' = TFDS's default.
+  train_file ('')      Local training file(s): a path or comma-separated globs.
+  eval_file ('')       Local eval file(s), read for every eval split of the task.
+  text_a_key ('')      Column (TFDS feature) of the first text, NER: of the word list.
+                       '' = the task's: 'sentence' for classification/regression, 'tokens'
+                       for ner, GLUE's own names (e.g. 'question1') for GLUE tasks.
+  text_b_key ('')      Column of the second text; '' = the task's (none for the generic
+                       classification/regression tasks, so set it for pairs).
+  label_key ('')       Column of the label (NER: of the tag list); '' = 'label' ('ner' for NER).
+  label_names ('')     Comma-separated labels of a local file in id order; '' = the task's
+                       (GLUE, conll2003), else the sorted distinct labels of data.train_file.
+                       NER: 'O' is always id 0 (listed first; found labels put it first).
+  max_examples (0)     Read at most this many examples of a split; 0 = all.
+
+TFDS downloads and prepares a dataset the first time it is asked for (GLUE ~1 GB in all for
+QQP and MNLI, minutes); without network that fails, and is reported as one line naming it.
+"""
+
+from collections.abc import Sequence
+import dataclasses
+
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bert_jax import errors
+from bert_jax.finetuning.data import task_files
+from bert_jax.tokenizers import tokenization
+
+TextExample = task_files.TextExample
+TokenExample = task_files.TokenExample
+
+FAMILIES = ("classification", "regression", "token")
+METRICS = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman", "entity_f1")
+# The tag of a word outside every entity (IOB). Token tasks keep it at id 0: the label of
+# padding, and the prediction for words cut off by truncation.
+OUTSIDE_LABEL = task_files.OUTSIDE_LABEL
+OUTSIDE_ID = 0
+# Rows read from TFDS at a time (text tasks): one numpy batch is far cheaper than 1024 examples.
+_TFDS_BATCH_SIZE = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+  """What a fine-tuning task's data is and how it is scored.
+
+  Attributes:
+    name: Name in TASKS (the config's task name).
+    family: 'classification' ([CLS] -> one of num_labels), 'regression' ([CLS] -> one number)
+      or 'token' (a tag per word, NER).
+    tfds_name: TFDS dataset ('glue/sst2'); '' = local files only.
+    text_keys: Features (columns) of the text: one, or two for a pair; NER: the word list.
+    label_key: Feature (column) of the label; NER: of the tag list.
+    num_labels: Number of classes; 1 for regression; 0 = as many as the label names
+      load_examples returns (tasks whose labels come from the user's files).
+    label_names: The labels in id order; None for regression and for the user's own tasks.
+    train_split: Split to train on.
+    eval_splits: Splits to evaluate on (each scored on its own; MNLI has two).
+    metrics: Metric names, the task's official ones first (names in METRICS).
+  """
+  name: str
+  family: str
+  tfds_name: str
+  text_keys: tuple[str, ...]
+  label_key: str
+  num_labels: int
+  label_names: tuple[str, ...] | None
+  train_split: str
+  eval_splits: tuple[str, ...]
+  metrics: tuple[str, ...]
+
+
+def _glue(name: str, text_keys: tuple[str, ...], label_names: tuple[str, ...] | None,
+          metrics: tuple[str, ...] = ("accuracy",),
+          eval_splits: tuple[str, ...] = ("validation",)) -> TaskSpec:
+  # Feature and label names as TFDS 4.9.10's glue.py has them (its label ids are theirs).
+  family = "classification" if label_names else "regression"
+  return TaskSpec(name=name, family=family, tfds_name=f"glue/{name}", text_keys=text_keys,
+                  label_key="label", num_labels=len(label_names) if label_names else 1,
+                  label_names=label_names, train_split="train", eval_splits=eval_splits,
+                  metrics=metrics)
+
+
+# CoNLL-2003's tags as TFDS's conll2003 builder has them, in id order.
+CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+
+_ENTAILMENT = ("entailment", "not_entailment")
+# Metrics as the GLUE leaderboard reports them.
+TASKS: dict[str, TaskSpec] = {task.name: task for task in (
+    _glue("cola", ("sentence",), ("unacceptable", "acceptable"), ("matthews_corrcoef",)),
+    _glue("sst2", ("sentence",), ("negative", "positive")),
+    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+          ("f1", "accuracy")),
+    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy")),
+    _glue("stsb", ("sentence1", "sentence2"), None, ("pearson", "spearman")),
+    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+          eval_splits=("validation_matched", "validation_mismatched")),
+    _glue("qnli", ("question", "sentence"), _ENTAILMENT),
+    _glue("rte", ("sentence1", "sentence2"), _ENTAILMENT),
+    # WNLI's ids are the other way round from RTE's and QNLI's.
+    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+    TaskSpec(name="conll2003", family="token", tfds_name="conll2003", text_keys=("tokens",),
+             label_key="ner", num_labels=len(CONLL2003_TAGS), label_names=CONLL2003_TAGS,
+             train_split="train", eval_splits=("dev",), metrics=("entity_f1",)),
+    # The user's own data: data.train_file and data.eval_file. Accuracy only: binary F1 means
+    # nothing with more than two classes.
+    TaskSpec(name="classification", family="classification", tfds_name="",
+             text_keys=("sentence",), label_key="label", num_labels=0, label_names=None,
+             train_split="train", eval_splits=("validation",), metrics=("accuracy",)),
+    TaskSpec(name="regression", family="regression", tfds_name="", text_keys=("sentence",),
+             label_key="label", num_labels=1, label_names=None, train_split="train",
+             eval_splits=("validation",), metrics=("pearson", "spearman")),
+    TaskSpec(name="ner", family="token", tfds_name="", text_keys=("tokens",), label_key="ner",
+             num_labels=0, label_names=None, train_split="train", eval_splits=("validation",),
+             metrics=("entity_f1",)),
+)}
+
+
+def get_task(name: str) -> TaskSpec:
+  """The task called name; UserError listing the known ones if there is none."""
+  if name not in TASKS:
+    raise errors.UserError(f"unknown task {name!r}: known tasks are {', '.join(TASKS)}")
+  return TASKS[name]
+
+
+def eval_split_names(task: TaskSpec, data_config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The splits to evaluate: the task's, or just one when data.eval_file replaces them all."""
+  return task.eval_splits[:1] if data_config.eval_file else task.eval_splits
+
+
+def load_examples(task: TaskSpec, split: str, data_config: ml_collections.ConfigDict,
+                  label_names: Sequence[str] | None = None
+                  ) -> tuple[list[TextExample] | list[TokenExample], tuple[str, ...] | None]:
+  """Reads the examples of one split, from TFDS or from local files.
+
+  Args:
+    task: The task.
+    split: task.train_split, or one of task.eval_splits (for TFDS also any split or slice TFDS
+      knows, e.g. 'train[:10%]'). With local files the train split reads data.train_file and
+      every other split data.eval_file.
+    data_config: config.data (fields in the module docstring).
+    label_names: Local files: the label names the train split returned. Eval must use the same
+      ids as training: pass them (if not, the train file is read again to find them).
+      data.label_names, when set, wins; TFDS tasks always use TFDS's.
+
+  Returns:
+    (examples, label names in id order; None for regression). TextExamples for classification
+    and regression, TokenExamples for token tasks.
+
+  Raises:
+    errors.UserError: For a bad config field, a file that is missing or has a bad row, a TFDS
+      dataset that is not there and cannot be downloaded, or a split without labels.
+  """
+  max_examples = data_config.max_examples
+  if max_examples < 0:
+    raise errors.UserError(f"data.max_examples must be >= 0 (0 = all), not {max_examples}")
+  is_train = split.split("[")[0] == task.train_split
+  field = "data.train_file" if is_train else "data.eval_file"
+  patterns = data_config.train_file if is_train else data_config.eval_file
+  text_keys, label_key = _keys(task, data_config)
+  if patterns:
+    return _load_local(task, split, patterns, field, text_keys, label_key, data_config,
+                       label_names, max_examples)
+  if not task.tfds_name:
+    raise errors.UserError(f"task {task.name!r} reads your own files: set {field}")
+  return _load_tfds(task, split, data_config.tfds_data_dir, text_keys, label_key,
+                    max_examples)
+
+
+def _keys(task: TaskSpec, data_config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], str]:
+  """The text and label columns: the config's where it names them, else the task's."""
+  text_a_key = data_config.text_a_key or task.text_keys[0]
+  text_b_key = data_config.text_b_key or (
+      task.text_keys[1] if len(task.text_keys) > 1 else "")
+  if text_b_key and task.family == "token":
+    raise errors.UserError(f"data.text_b_key: task {task.name!r} tags words, it has no second "
+                           "text")
+  text_keys = (text_a_key, text_b_key) if text_b_key else (text_a_key,)
+  return text_keys, data_config.label_key or task.label_key
+
+
+def _load_local(task, split, patterns, field, text_keys, label_key, data_config, label_names,
+                max_examples):
+  names = task_files.parse_label_names(data_config.label_names)
+  if names is None:
+    names = tuple(label_names) if label_names is not None else task.label_names
+  if names is None and task.family != "regression" and field != "data.train_file":
+    # Ids found in the eval file alone would differ from training's whenever a label is
+    # missing from it: take them from the train file.
+    train_patterns = data_config.train_file
+    if not train_patterns:
+      raise errors.UserError(f"data.label_names is empty and there is no data.train_file to "
+                             f"take the labels of {field} from: set data.label_names")
+    _, names = _load_local(task, task.train_split, train_patterns, "data.train_file", text_keys,
+                           label_key, data_config, None, max_examples)
+  if task.family == "token":
+    examples, names = task_files.read_token_examples(patterns, field, split, text_keys[0],
+                                                     label_key, names, max_examples)
+    _check_outside_label(names, f"the tags of {field}")
+    return examples, names
+  return task_files.read_text_examples(patterns, field, split, text_keys[0],
+                                       text_keys[1] if len(text_keys) > 1 else None, label_key,
+                                       task.family, names, max_examples)
+
+
+def _check_outside_label(label_names: Sequence[str], where: str) -> None:
+  if not label_names or label_names[OUTSIDE_ID] != OUTSIDE_LABEL:
+    raise errors.UserError(f"{where} must have the tag {OUTSIDE_LABEL!r} first, at id "
+                           f"{OUTSIDE_ID} (IOB tags; got {list(label_names)}): set "
+                           f"data.label_names")
+
+
+def _tfds_builder(name: str, data_dir: str):
+  """The TFDS builder of name, prepared: downloaded and prepared here on first use."""
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise errors.UserError(f"TFDS has no dataset {name!r}") from None
+  if not builder.is_prepared():
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # pylint: disable=broad-except
+      # Network, checksum, disk: TFDS raises a different type for each; all mean the same here.
+      reason = (str(e).strip().splitlines() or [""])[0][:300]
+      raise errors.UserError(
+          f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and could not be "
+          f"downloaded ({type(e).__name__}: {reason}); run once with network or set "
+          f"data.tfds_data_dir to where it is prepared") from e
+  return builder
+
+
+def _load_tfds(task, split, data_dir, text_keys, label_key, max_examples):
+  builder = _tfds_builder(task.tfds_name, data_dir)
+  features = builder.info.features
+  for key in (*text_keys, label_key):
+    if key not in features:
+      raise errors.UserError(f"TFDS dataset {task.tfds_name!r} has no feature {key!r} "
+                             f"(features: {', '.join(features)}): check data.text_a_key, "
+                             f"data.text_b_key and data.label_key")
+  label_feature = features[label_key]
+  if task.family == "token":
+    label_feature = label_feature.feature  # Sequence(ClassLabel): one tag per word.
+  label_names = tuple(label_feature.names) if task.family != "regression" else None
+  try:
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+  except (ValueError, KeyError) as e:
+    raise errors.UserError(f"TFDS dataset {task.tfds_name!r} cannot read split {split!r}: "
+                           f"{str(e).strip().splitlines()[0]}") from None
+  if max_examples:
+    dataset = dataset.take(max_examples)
+  if task.family == "token":
+    _check_outside_label(label_names, f"the tags of {task.tfds_name}")
+    examples = []
+    for i, row in enumerate(tfds.as_numpy(dataset)):
+      words, tags = [_text(word) for word in row[text_keys[0]]], row[label_key].tolist()
+      # TFDS's CoNLL builder writes one tag per word; tfds.testing.mock_data draws the two
+      # lengths independently. Pairing up to the shorter keeps mocked data usable in tests.
+      length = min(len(words), len(tags))
+      examples.append(TokenExample(f"{split}-{i}", words[:length], tags[:length]))
+    return examples, label_names
+  examples = []
+  for batch in tfds.as_numpy(dataset.batch(_TFDS_BATCH_SIZE)):
+    texts_b = batch[text_keys[1]] if len(text_keys) > 1 else [None] * len(batch[label_key])
+    for text_a, text_b, label in zip(batch[text_keys[0]], texts_b, batch[label_key]):
+      # GLUE's test splits carry label -1 (no labels are published).
+      if label == -1:
+        raise errors.UserError(f"split {split!r} of {task.tfds_name} has no labels (GLUE's "
+                               f"test splits are unlabelled): use {task.train_split!r} or "
+                               f"{', '.join(task.eval_splits)}")
+      label = float(label) if task.family == "regression" else int(label)
+      examples.append(TextExample(f"{split}-{len(examples)}", _text(text_a),
+                                  None if text_b is None else _text(text_b), label))
+  return examples, label_names
+
+
+def _text(value) -> str:
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _check_max_seq_length(max_seq_length: int, num_special: int) -> None:
+  if max_seq_length <= num_special:
+    raise errors.UserError(f"data.max_seq_length={max_seq_length} leaves no room for text "
+                           f"beside the {num_special} [CLS]/[SEP] tokens")
+
+
+def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_length: int) -> None:
+  """Cuts the longer of the two (its end) one token at a time until both fit in max_length.
+
+  The original BERT's _truncate_seq_pair: a short text keeps all of itself, and the tokens
+  lost come from the end, where they matter least. Works in place.
+  """
+  while len(tokens_a) + len(tokens_b) > max_length:
+    longer = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+    longer.pop()
+
+
+def encode_text_examples(examples: Sequence[TextExample], tokenizer: tokenization.Tokenizer,
+                         max_seq_length: int, family: str) -> dict[str, np.ndarray]:
+  """Examples -> the original BERT's classifier features: [CLS] a [SEP] (b [SEP]), padded.
+
+  Args:
+    examples: The examples (text_b None for single-text tasks).
+    tokenizer: WordPiece or SentencePiece tokenizer.
+    max_seq_length: Tokens per example, special tokens included; longer pairs are truncated
+      longest-first (truncate_seq_pair), single texts at their end.
+    family: 'classification' or 'regression' (the dtype of label_ids).
+
+  Returns:
+    input_ids, input_mask, segment_ids: int32 [N, max_seq_length] (segment 0 for [CLS] a
+    [SEP], 1 for b [SEP], padding [PAD] with mask 0 and segment 0); label_ids [N]: int32 for
+    classification, float32 for regression (0 for an unlabelled example).
+  """
+  if family not in ("classification", "regression"):
+    raise ValueError(f"encode_text_examples encodes classification or regression, not {family}")
+  _check_max_seq_length(max_seq_length, 3 if any(e.text_b is not None for e in examples) else 2)
+  ids_a = _encode_all(tokenizer, [example.text_a for example in examples])
+  pair_indices = [i for i, example in enumerate(examples) if example.text_b is not None]
+  ids_b = dict(zip(pair_indices,
+                   _encode_all(tokenizer, [examples[i].text_b for i in pair_indices])))
+  num_examples = len(examples)
+  input_ids = np.full((num_examples, max_seq_length), tokenizer.pad_id, dtype=np.int32)
+  input_mask = np.zeros((num_examples, max_seq_length), dtype=np.int32)
+  segment_ids = np.zeros((num_examples, max_seq_length), dtype=np.int32)
+  label_dtype = np.float32 if family == "regression" else np.int32
+  label_ids = np.zeros((num_examples,), dtype=label_dtype)
+  for i, example in enumerate(examples):
+    tokens_a = list(ids_a[i])
+    if i in ids_b:
+      tokens_b = list(ids_b[i])
+      truncate_seq_pair(tokens_a, tokens_b, max_seq_length - 3)
+      tokens = [tokenizer.cls_id, *tokens_a, tokenizer.sep_id, *tokens_b, tokenizer.sep_id]
+      segment_ids[i, len(tokens_a) + 2:len(tokens)] = 1
+    else:
+      tokens = [tokenizer.cls_id, *tokens_a[:max_seq_length - 2], tokenizer.sep_id]
+    input_ids[i, :len(tokens)] = tokens
+    input_mask[i, :len(tokens)] = 1
+    if example.label is not None:
+      label_ids[i] = example.label
+  return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment_ids,
+          "label_ids": label_ids}
+
+
+def _encode_all(tokenizer: tokenization.Tokenizer, texts: list[str]) -> list[list[int]]:
+  return tokenizer.encode_batch(texts) if texts else []
+
+
+def encode_token_examples(examples: Sequence[TokenExample], tokenizer: tokenization.Tokenizer,
+                          max_seq_length: int) -> dict[str, np.ndarray]:
+  """Sentences -> token-tagging features: [CLS] pieces of every word [SEP], a tag per word.
+
+  Each word is tokenized on its own and its tag goes on its FIRST sub-token; the other
+  sub-tokens, [CLS], [SEP] and padding get label 0 and weight 0. A word that tokenizes to
+  nothing (only control or whitespace characters) becomes one [UNK], so that every word keeps
+  exactly one labelled position and words stay aligned with their tags. Sentences longer than
+  max_seq_length - 2 pieces are cut at the end: a word keeps its tag if its first sub-token
+  fits; the words after are not in the features (decode_token_predictions predicts them 'O').
+
+  Args:
+    examples: The sentences (labels None: label_ids stay 0).
+    tokenizer: WordPiece or SentencePiece tokenizer.
+    max_seq_length: Tokens per example, [CLS] and [SEP] included.
+
+  Returns:
+    input_ids, input_mask, segment_ids, label_ids: int32 [N, max_seq_length];
+    label_weights: float32 [N, max_seq_length], 1.0 on the first sub-token of each word that
+    fits; num_words: int32 [N], words in each sentence (truncated ones included), for
+    decode_token_predictions.
+  """
+  _check_max_seq_length(max_seq_length, 2)
+  # One batch for all the words of all the sentences: the tokenizer's fast path.
+  word_ids = _encode_all(tokenizer, [word for example in examples for word in example.words])
+  num_examples = len(examples)
+  input_ids = np.full((num_examples, max_seq_length), tokenizer.pad_id, dtype=np.int32)
+  input_mask = np.zeros((num_examples, max_seq_length), dtype=np.int32)
+  label_ids = np.zeros((num_examples, max_seq_length), dtype=np.int32)
+  label_weights = np.zeros((num_examples, max_seq_length), dtype=np.float32)
+  num_words = np.array([len(example.words) for example in examples], dtype=np.int32)
+  max_pieces = max_seq_length - 2
+  next_word = 0
+  for i, example in enumerate(examples):
+    pieces = []
+    for j in range(len(example.words)):
+      ids = word_ids[next_word + j] or [tokenizer.unk_id]
+      if len(pieces) >= max_pieces:
+        break
+      position = 1 + len(pieces)  # After [CLS].
+      label_weights[i, position] = 1.0
+      if example.labels is not None:
+        label_ids[i, position] = example.labels[j]
+      pieces.extend(ids)
+    next_word += len(example.words)
+    tokens = [tokenizer.cls_id, *pieces[:max_pieces], tokenizer.sep_id]
+    input_ids[i, :len(tokens)] = tokens
+    input_mask[i, :len(tokens)] = 1
+  return {"input_ids": input_ids, "input_mask": input_mask,
+          "segment_ids": np.zeros_like(input_ids), "label_ids": label_ids,
+          "label_weights": label_weights, "num_words": num_words}
+
+
+def decode_token_predictions(features: dict[str, np.ndarray],
+                             predictions: np.ndarray) -> list[list[int]]:
+  """Per-token predictions -> one tag id per word, in the words of each sentence.
+
+  Args:
+    features: What encode_token_examples returned (label_weights and num_words are used).
+    predictions: Tag ids [N, max_seq_length] (argmax of the token head's logits).
+
+  Returns:
+    For each sentence, a list of num_words tag ids; words cut off by truncation are predicted
+    OUTSIDE_ID (0: 'O', which load_examples keeps first in every token task's label names).
+  """
+  predictions = np.asarray(predictions)
+  word_tags = []
+  for i, num_words in enumerate(features["num_words"]):
+    starts = np.flatnonzero(features["label_weights"][i] > 0)  # First sub-token of each word.
+    tags = predictions[i, starts].tolist()
+    word_tags.append([int(tag) for tag in tags] + [OUTSIDE_ID] * (int(num_words) - len(tags)))
+  return word_tags

@@ -1,0 +1,288 @@
+"""Fine-tuning: GLUE-style classification and regression, SQuAD spans and NER tags.
+
+    python -m bert_jax.main --config=configs/glue.py --config.task=sst2 \
+        --config.init_checkpoint=DIR --workdir=WORKDIR
+
+Reads top to bottom like train.py: validate the config; the task's data and vocabulary; the
+model, its encoder params taken from `init_checkpoint` (any checkpoint convert.load_params
+reads; the pre-training heads are dropped, the task head starts fresh); then the mode described
+to loop.py, which runs it with every guarantee pre-training has (preemption save, NaN policy,
+fallback past a damaged checkpoint, progress line), evaluating every `train.eval_every_steps`
+and at the end. WORKDIR gets `checkpoints/` (the latest states, to resume), `best/` (the params
+of the best evaluation so far, by the task's first metric), `predictions/step_N/` and
+`best.json`.
+"""
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tensorflow as tf
+
+from bert_jax import errors
+from bert_jax.config import validation
+from bert_jax.finetuning import task_eval
+from bert_jax.finetuning.data import finetune_data
+from bert_jax.model import flops
+from bert_jax.model import heads
+from bert_jax.model import modeling
+from bert_jax.runtime import checkpoint
+from bert_jax.runtime import loop
+from bert_jax.runtime import metrics
+from bert_jax.runtime import nan_guard
+from bert_jax.runtime import optim
+from bert_jax.runtime import progress
+from bert_jax.runtime import report
+from bert_jax.runtime import resume
+from bert_jax.runtime import rows
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
+
+
+def create_model(family: str, model_config: modeling.BertConfig, num_labels: int) -> nn.Module:
+  if family == "span":
+    return heads.BertForQuestionAnswering(model_config)
+  if family == "token":
+    return heads.BertForTokenClassification(model_config, num_labels)
+  return heads.BertForSequenceClassification(model_config, num_labels)
+
+
+def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Array:
+  """The family's loss; `batch['weights']` (1 real, 0 padding) when present."""
+  weights = batch.get("weights", jnp.ones(batch["input_ids"].shape[:1], jnp.float32))
+  if family == "span":
+    return heads.span_loss(*outputs, batch["start_positions"], batch["end_positions"], weights)
+  if family == "token":
+    return heads.token_loss(outputs, batch["label_ids"],
+                            batch["label_weights"] * weights[:, None])
+  if family == "regression":
+    return heads.regression_loss(outputs, batch["label_ids"], weights)
+  return heads.classification_loss(outputs, batch["label_ids"], weights)
+
+
+def finetune_step(state: train_state.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
+                  model: nn.Module, tx, family: str
+                  ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
+  """One optimizer step on the task loss."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    outputs = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                          batch["input_mask"], deterministic=False, rngs={"dropout": dropout_rng})
+    return task_loss(family, outputs, batch)
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  # A NaN/inf loss or gradient leaves params and optimizer state as they were (nan_guard.py).
+  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+  params, opt_state = nan_guard.keep_if_finite(finite, (params, opt_state),
+                                               (state.params, state.opt_state))
+  return (train_state.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
+          {"loss": jnp.where(finite, loss, 0.0),
+           "nonfinite": 1.0 - finite.astype(jnp.float32)})
+
+
+def predict_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> Any:
+  return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
+                     batch["input_mask"])
+
+
+def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+  """Rows of the global batch of `step` (0-based): epoch after epoch, each a fresh seeded
+  shuffle, so a resumed run sees exactly the batches it would have seen."""
+  positions = np.arange(step * batch_size, (step + 1) * batch_size)
+  epochs, offsets = np.divmod(positions, num_examples)
+  indices = np.empty_like(positions)
+  for epoch in np.unique(epochs):
+    order = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
+    indices[epochs == epoch] = order[offsets[epochs == epoch]]
+  return indices
+
+
+def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any]:
+  """The architecture (the checkpoint's, when there is one) and the pre-trained params."""
+  if not config.init_checkpoint:
+    report.line("No config.init_checkpoint: fine-tuning from a random init (a smoke test, not "
+                "BERT).")
+    return modeling.BertConfig.from_config(config.model), None
+  from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
+  loaded_config, params = convert.load_params(config.init_checkpoint)
+  report.line(f"Fine-tuning from {config.init_checkpoint} (its architecture: "
+              f"L{loaded_config.num_hidden_layers}/H{loaded_config.hidden_size}/"
+              f"A{loaded_config.num_attention_heads})")
+  return loaded_config.with_runtime_of(config.model), params
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Fine-tunes as `config` says in `workdir`; resumes from its latest checkpoint.
+
+  Returns:
+    The final eval metrics, {split: {metric: value}}.
+  """
+  mesh = sharding.create_mesh(config.mesh)
+  validation.validate(config, mesh)
+  rules = sharding.logical_axis_rules(config)
+  tokenizer = finetune_data.load_tokenizer(config)
+  model_config, pretrained = _model_config(config)
+  resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
+  data = finetune_data.load(config, tokenizer)
+  num_examples = len(data.train["input_ids"])
+  if not num_examples:
+    raise errors.UserError(f"task {data.name}: no training example could be used")
+  train_config = ml_collections.ConfigDict(config.train.to_dict())
+  if train_config.num_train_steps <= 0:
+    train_config.num_train_steps = max(1, math.ceil(
+        num_examples * train_config.num_train_epochs / train_config.batch_size))
+  train_config.num_warmup_steps = int(train_config.num_train_steps * train_config.warmup_proportion)
+  num_steps, batch_size = train_config.num_train_steps, train_config.batch_size
+  report.line(f"Task {data.name}: {num_examples} training rows, {num_steps} steps of "
+              f"{batch_size}; eval on {', '.join(e.split for e in data.evals)}")
+
+  checkpointer = checkpoint.Checkpointer(
+      checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
+  best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
+
+  def check_meta(meta: dict[str, Any]) -> None:
+    saved = (meta.get("task"), meta.get("num_labels"))
+    if saved[0] is None:
+      raise errors.UserError(f"{checkpointer.directory} holds a pre-training run: fine-tune in a "
+                             f"new --workdir, with --config.init_checkpoint={workdir}")
+    if saved != (data.name, data.num_labels):
+      raise errors.UserError(
+          f"config.task={config.task!r} ({data.num_labels} labels) but {checkpointer.directory} "
+          f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
+
+  latest, meta = loop.saved_run(checkpointer, model_config, check_meta)
+  if loop.already_complete(checkpointer, latest, num_steps, "Fine-tuning"):
+    checkpointer.close()
+    best_checkpointer.close()
+    return meta.get("eval", {})
+
+  model = create_model(data.family, model_config, data.num_labels)
+  tx = optim.create_optimizer(train_config)
+  schedule = optim.learning_rate_schedule(train_config)
+  init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
+  # Every training batch carries example weights (all 1): the NaN guard's test poisons them, and
+  # the compiled step takes one batch structure.
+  train_features = {**data.train, "weights": np.ones(num_examples, np.float32)}
+  shapes = {k: v[:1] for k, v in train_features.items()}
+  peak = progress.peak_tflops_per_device(config)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract_state, state_shardings = train_state.abstract_train_state(
+        model, tx, shapes, init_rng, mesh, rules)
+    batch_sharding = sharding.batch_sharding(mesh, rules)
+    replicated = sharding.replicated(mesh)
+    p_step = jax.jit(
+        functools.partial(finetune_step, model=model, tx=tx, family=data.family),
+        in_shardings=(state_shardings, batch_sharding, replicated),
+        out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+    p_predict = jax.jit(functools.partial(predict_step, model=model),
+                        in_shardings=(state_shardings.params, batch_sharding))
+    seq_length = data.train["input_ids"].shape[1]
+    main_metric = data.metrics[0]
+    best = {"step": 0, "value": -math.inf}
+    # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
+    batch_offset = 0
+
+    def next_batch(step: int) -> dict[str, np.ndarray]:
+      indices = batch_indices(num_examples, batch_size, step - 1 + batch_offset, config.seed)
+      return rows.host_rows({k: v[indices] for k, v in train_features.items()})
+
+    def segment(step: int, state) -> loop.Segment:
+      """All of fine-tuning: one compiled step, one batch order."""
+      compile_start = time.perf_counter()
+      abstract_batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:],
+                                                jax.dtypes.canonicalize_dtype(v.dtype),
+                                                sharding=batch_sharding)
+                        for k, v in train_features.items()}
+      compiled = p_step.lower(state, abstract_batch, dropout_rng).compile()
+      flops_per_step = flops.finetuning_flops_per_step(model_config, batch_size, seq_length,
+                                                       data.family, data.num_labels)
+      reporter = progress.Progress(step - 1, num_steps, batch_size, seq_length, flops_per_step,
+                                   peak[0] * 1e12 * jax.device_count())
+      return loop.Segment(1, num_steps, compiled, next_batch, reporter, flops_per_step,
+                          time.perf_counter() - compile_start)
+
+    def train_scalars(pending, state, step: int) -> dict[str, float]:
+      del state  # Unused: fine-tuning logs no param norm.
+      # A skipped step has no loss: the mean is over the others (none: no loss field).
+      step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
+      scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
+      scalars["learning_rate"] = float(schedule(step - 1))
+      return scalars
+
+    def evaluate(state, step: int, writer: metrics.MetricWriter) -> tuple[dict[str, Any], str]:
+      nonlocal best
+      results = {}
+      for eval_set in data.evals:
+        outputs = rows.predict_rows(p_predict, state.params, eval_set.features,
+                               train_config.eval_batch_size, batch_sharding)
+        results[eval_set.split], predictions = task_eval.score(
+            data, eval_set, outputs, config, tokenizer)
+        if jax.process_index() == 0:
+          task_eval.write_predictions(os.path.join(workdir, "predictions", f"step_{step}"),
+                                      eval_set.split, predictions)
+        metrics.log_line(f"eval {eval_set.split}", step, results[eval_set.split])
+        writer.write_scalars(f"eval/{eval_set.split}", step, results[eval_set.split])
+      value = results[data.evals[0].split][main_metric]
+      if value > best["value"]:
+        best = {"step": step, "value": value, "metric": main_metric, "eval": results}
+        best_checkpointer.save(step, {"params": state.params}, {
+            "step": step, "model": dataclasses.asdict(model_config), "eval": results,
+            "task": data.name, "label_names": data.label_names}, force=True)
+      return results, ""
+
+    def checkpoint_meta(step: int, eval_metrics: dict[str, Any]) -> dict[str, Any]:
+      return {"step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
+              "best": best, "task": data.name, "num_labels": data.num_labels,
+              "batch_offset": batch_offset, "config": config.to_dict()}
+
+    def rolled_back(bad_step: int, step: int) -> None:
+      nonlocal batch_offset
+      batch_offset += bad_step - step
+
+    task = loop.Task(
+        workdir=workdir, num_steps=num_steps, train_config=train_config,
+        profile_steps=config.profile.steps, checkpointer=checkpointer,
+        abstract_state=abstract_state, state_shardings=state_shardings,
+        batch_sharding=batch_sharding, segment=segment, train_scalars=train_scalars,
+        log_fields=("loss", "learning_rate", "sequences_per_second", "mfu",
+                    "input_wait_fraction"),
+        evaluate=evaluate, meta=checkpoint_meta, rolled_back=rolled_back,
+        other_checkpointers=(best_checkpointer,))
+
+    def initial_params(params):
+      if pretrained is None:
+        return params
+      # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
+      bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(params["bert"]),
+                                     config.train.reinit_top_layers)
+      bert = sharding.place(bert, state_shardings.params["bert"], config.init_checkpoint)
+      return {**params, "bert": bert}
+
+    state, meta = loop.initial_state(task, latest, model, tx, shapes, init_rng, initial_params)
+    best = meta.get("best", best)
+    batch_offset = meta.get("batch_offset", 0)
+    first = segment(int(state.step) + 1, state)
+    report.line(f"Compiled the fine-tuning step in {first.compile_seconds:.1f} s; "
+                f"{first.flops_per_step / 1e9:,.1f} GFLOP per step")
+    outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
+  if outcome.preempted:
+    return outcome.eval_metrics
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(os.path.join(workdir, "best.json"), "w") as f:
+      f.write(json.dumps(best, indent=1, sort_keys=True) + "\n")
+  report.line(f"Best {main_metric} {best['value']:.4f} at step {best['step']} (params in "
+              f"{workdir}/best); predictions in {workdir}/predictions")
+  return outcome.eval_metrics

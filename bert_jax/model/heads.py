@@ -1,0 +1,137 @@
+"""Fine-tuning heads on the BERT encoder, and their losses (pure functions).
+
+Each model keeps the encoder under 'bert', as BertForPreTraining does, so the params of a
+pre-training checkpoint load into it unchanged; the pre-training heads ('cls') are dropped and
+the task head is initialised as the original does (truncated normal, zero bias).
+
+- BertForSequenceClassification: [CLS] -> pooler -> dropout -> 'classifier'; GLUE
+  classification, and regression (STS-B) with one output.
+- BertForQuestionAnswering: every token -> 'qa_outputs' (start, end); SQuAD.
+- BertForTokenClassification: every token -> dropout -> 'classifier'; NER.
+
+`reinit_top_layers` gives a head's encoder a fresh top (train.reinit_top_layers).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bert_jax import errors
+from bert_jax.model import modeling
+
+
+def _output_layer(config: modeling.BertConfig, features: int, name: str) -> nn.Dense:
+  # Logits in float32 whatever the compute dtype: they feed a softmax or a regression loss.
+  return nn.Dense(features, dtype=jnp.float32, name=name,
+                  kernel_init=modeling.weight_init(config, ("embed", None)),
+                  bias_init=modeling.zeros_init((None,)))
+
+
+class BertForSequenceClassification(nn.Module):
+  """`logits [batch, num_labels]` from the pooled [CLS] output (num_labels=1: regression)."""
+  config: modeling.BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    _, pooled_output = modeling.BertModel(self.config, name="bert")(
+        input_ids, segment_ids, input_mask, deterministic)
+    pooled_output = nn.Dropout(self.config.hidden_dropout_prob)(
+        pooled_output, deterministic=deterministic)
+    return _output_layer(self.config, self.num_labels, "classifier")(pooled_output)
+
+
+class BertForQuestionAnswering(nn.Module):
+  """`(start_logits, end_logits)`, each [batch, length]: where the answer span begins and ends."""
+  config: modeling.BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    sequence_output, _ = modeling.BertModel(self.config, name="bert")(
+        input_ids, segment_ids, input_mask, deterministic)
+    logits = _output_layer(self.config, 2, "qa_outputs")(sequence_output)  # [batch, length, 2]
+    return logits[..., 0], logits[..., 1]
+
+
+class BertForTokenClassification(nn.Module):
+  """`logits [batch, length, num_labels]`: a label for every token (NER)."""
+  config: modeling.BertConfig
+  num_labels: int
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    sequence_output, _ = modeling.BertModel(self.config, name="bert")(
+        input_ids, segment_ids, input_mask, deterministic)
+    sequence_output = nn.Dropout(self.config.hidden_dropout_prob)(
+        sequence_output, deterministic=deterministic)
+    return _output_layer(self.config, self.num_labels, "classifier")(sequence_output)
+
+
+def _weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1e-5)
+
+
+def classification_loss(logits: jax.Array, label_ids: jax.Array,
+                        weights: jax.Array) -> jax.Array:
+  """Mean cross-entropy over the real examples (weight 1; padding rows of a batch weigh 0).
+
+  logits [batch, num_labels], label_ids [batch] int, weights [batch].
+  """
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, label_ids)
+  return _weighted_mean(losses, weights)
+
+
+def regression_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+  """Mean squared error of the single output (STS-B). logits [batch, 1], labels [batch]."""
+  return _weighted_mean(jnp.square(logits[:, 0] - labels), weights)
+
+
+def span_loss(start_logits: jax.Array, end_logits: jax.Array, start_positions: jax.Array,
+              end_positions: jax.Array, weights: jax.Array) -> jax.Array:
+  """The original's SQuAD loss: the mean of the start and end cross-entropies over the
+  sequence. Logits [batch, length], positions [batch] (0, [CLS], when there is no answer)."""
+  start = optax.softmax_cross_entropy_with_integer_labels(start_logits, start_positions)
+  end = optax.softmax_cross_entropy_with_integer_labels(end_logits, end_positions)
+  return _weighted_mean((start + end) / 2, weights)
+
+
+def token_loss(logits: jax.Array, label_ids: jax.Array, label_weights: jax.Array) -> jax.Array:
+  """Mean cross-entropy over the labelled tokens (first sub-token of each word).
+
+  logits [batch, length, num_labels], label_ids and label_weights [batch, length].
+  """
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, label_ids)
+  return _weighted_mean(losses, label_weights)
+
+
+def reinit_top_layers(pretrained: Any, fresh: Any, num_layers: int) -> Any:
+  """The pre-trained encoder with its top `num_layers` layers and the pooler from `fresh`.
+
+  Zhang et al. 2021 ("Revisiting few-sample BERT fine-tuning"): the top layers are the most
+  specific to the pre-training objective, and a briefly pre-trained model's top layer maps
+  every input's [CLS] to nearly the same vector, which few labels cannot move; a fresh top
+  (the original's init) keeps the lower layers' knowledge without that. 0 = the original's
+  fine-tuning, everything from the checkpoint.
+
+  Args:
+    pretrained: The checkpoint's 'bert' params (layers stacked on a leading axis, as scanned).
+    fresh: The same tree as initialised for this run.
+    num_layers: How many of the top encoder layers to take from `fresh` (the pooler too).
+  """
+  if num_layers <= 0:
+    return pretrained
+  first = jax.tree.leaves(pretrained["encoder"])[0].shape[0] - num_layers
+  if first < 0:
+    raise errors.UserError(f"train.reinit_top_layers={num_layers} is more than the model's "
+                           f"{first + num_layers} layers")
+  # [layers, ...]: layers first..last from the fresh init.
+  encoder = jax.tree.map(lambda old, new: np.concatenate([old[:first], new[first:]]),
+                         jax.device_get(pretrained["encoder"]), fresh["encoder"])
+  return {**pretrained, "encoder": encoder, "pooler": fresh["pooler"]}

@@ -1,0 +1,254 @@
+"""The training loop of every mode: pre-training (both phases) and fine-tuning of every family.
+
+A mode describes itself as a `Task`: its compiled steps and batches (one `Segment` per stretch
+of steps that share them), its log line, its evaluation and its checkpoint metadata. `run` does
+the rest the same way for all of them: the NaN guard and its rollback, the progress line with
+ETA and MFU, metrics.jsonl and TensorBoard, evaluations, checkpoints, a save at the current step
+on SIGTERM/SIGINT, the profiler. `saved_run` and `initial_state` are the start every mode shares:
+"already complete", resume from the newest readable step, or create the state.
+"""
+
+import dataclasses
+import datetime
+import functools
+import time
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from bert_jax.model import modeling
+from bert_jax.runtime import checkpoint
+from bert_jax.runtime import metrics
+from bert_jax.runtime import nan_guard
+from bert_jax.runtime import preemption
+from bert_jax.runtime import progress
+from bert_jax.runtime import report
+from bert_jax.runtime import resume
+from bert_jax.runtime import sharding
+from bert_jax.runtime import train_state
+
+
+@dataclasses.dataclass
+class Segment:
+  """Steps `first_step`..`last_step`, which share one compiled step and one batch stream: a
+  pre-training phase, or the whole of a fine-tuning run."""
+  first_step: int
+  last_step: int
+  # (state, batch, rng) -> (state, metrics holding at least 'nonfinite'); compiled already, so
+  # that no step's time holds a compilation.
+  train_step: Callable[..., Any]
+  # step -> this host's rows of that step's global batch.
+  next_batch: Callable[[int], dict[str, np.ndarray]]
+  reporter: progress.Progress
+  # For the mode's startup lines: the model FLOPs of one step, the seconds `train_step` took to
+  # compile.
+  flops_per_step: float
+  compile_seconds: float
+  # Logged when the loop enters this segment after the first (a phase switch).
+  message: str = ""
+
+
+@dataclasses.dataclass
+class Task:
+  """What a training mode gives the loop."""
+  workdir: str
+  num_steps: int
+  # log_every_steps, eval_every_steps, checkpoint_every_steps, nan_policy, debug_nan_steps.
+  train_config: ml_collections.ConfigDict
+  profile_steps: str
+  checkpointer: checkpoint.Checkpointer
+  abstract_state: Any
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+  # (step, state) -> the segment that runs `step`, its progress counted from step - 1.
+  segment: Callable[[int, Any], Segment]
+  # (metrics of the steps since the last log line, state, step) -> scalars for TensorBoard;
+  # those named in `log_fields` also go on the log line.
+  train_scalars: Callable[[list[dict[str, Any]], Any, int], dict[str, float]]
+  log_fields: tuple[str, ...]
+  # (state, step, writer) -> (eval metrics, why to stop now: '' = go on). It logs and writes
+  # its own scalars (their layout is the mode's).
+  evaluate: Callable[[Any, int, metrics.MetricWriter], tuple[dict[str, Any], str]]
+  # (step, latest eval metrics) -> the checkpoint's metadata.
+  meta: Callable[[int, dict[str, Any]], dict[str, Any]]
+  # (bad step, step rolled back to): the data goes on after the bad batch.
+  rolled_back: Callable[[int, int], None] = lambda bad_step, step: None
+  # Checkpointers besides `checkpointer` (fine-tuning's best/): closed with it.
+  other_checkpointers: tuple[checkpoint.Checkpointer, ...] = ()
+
+
+@dataclasses.dataclass
+class Outcome:
+  step: int
+  eval_metrics: dict[str, Any]
+  preempted: bool
+
+
+def saved_run(checkpointer: checkpoint.Checkpointer, model_config: modeling.BertConfig,
+              check_meta: Callable[[dict[str, Any]], None] = lambda meta: None
+              ) -> tuple[int | None, dict[str, Any]]:
+  """(newest step whose metadata reads, its metadata) of a workdir, or (None, {}).
+
+  Cheap checks on the JSON metadata come before any array is read: `check_meta` (the mode's),
+  then the same architecture.
+  """
+  latest, meta = checkpointer.latest_meta()
+  if latest is not None:
+    check_meta(meta)
+    resume.check_same_model(meta["model"], model_config, checkpointer.directory)
+  return latest, meta
+
+
+def already_complete(checkpointer: checkpoint.Checkpointer, latest: int | None,
+                     num_steps: int, what: str) -> bool:
+  """True, with a line saying so, when the workdir's run has all its steps."""
+  if latest is None or latest < num_steps:
+    return False
+  report.line(f"{what} is already complete: step {latest} of {num_steps} in "
+              f"{checkpointer.directory}; nothing to do.")
+  return True
+
+
+def initial_state(task: Task, latest: int | None, model: nn.Module,
+                  tx: optax.GradientTransformation, shapes: dict[str, Any], init_rng: jax.Array,
+                  initial_params: Callable[[Any], Any] | None = None
+                  ) -> tuple[train_state.TrainState, dict[str, Any]]:
+  """(the train state, the metadata it was saved with: {} when new).
+
+  A new state is initialised on the mesh, its params then replaced by `initial_params(params)`
+  when given (another checkpoint's); otherwise the newest step that reads whole is restored (a
+  damaged newer one is set aside with a warning).
+  """
+  if latest is None:
+    state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
+                                      batch=shapes),
+                    out_shardings=task.state_shardings)(init_rng)
+    if initial_params is not None:
+      state = state.replace(params=initial_params(state.params))
+    return state, {}
+  target = sharding.with_shardings(task.abstract_state, task.state_shardings)
+  latest, state, meta = task.checkpointer.restore_latest(target)
+  report.line(f"Resumed from the checkpoint at step {latest} in {task.checkpointer.directory}")
+  return state, meta
+
+
+def _close(task: Task) -> None:
+  """Waits until the saves in flight are complete."""
+  task.checkpointer.close()
+  for other in task.other_checkpointers:
+    other.close()
+
+
+def run(task: Task, state: train_state.TrainState, dropout_rng: jax.Array, segment: Segment,
+        eval_metrics: dict[str, Any]) -> Outcome:
+  """Steps `state` to `task.num_steps` (or a stop), starting in `segment`.
+
+  Args:
+    task: The mode's description.
+    state: The created or restored state.
+    dropout_rng: The run's dropout key (each step folds its step number in).
+    segment: The segment of the first step to run (built by the mode, which reports its
+      compile time).
+    eval_metrics: The latest eval metrics (a resumed run's, from its checkpoint).
+
+  Returns:
+    The last step, the latest eval metrics and whether a preemption notice stopped the run
+    (its checkpoint is saved).
+  """
+  config = task.train_config
+  guard = nan_guard.NonFiniteGuard(config.nan_policy, config.debug_nan_steps)
+  mesh = task.batch_sharding.mesh
+  # A global replicated key, as the compiled step expects (device_put cannot make one across
+  # processes; a jit's output sharding can).
+  dropout_rng = jax.jit(lambda key: key, out_shardings=sharding.replicated(mesh))(dropout_rng)
+  writer = metrics.MetricWriter(task.workdir)
+  profiler = progress.Profiler(task.profile_steps, f"{task.workdir}/profile")
+  # Device metrics since the last check: fetching them is the loop's only sync.
+  pending, pending_steps = [], []
+  step = int(state.step)
+  # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
+  watch = preemption.Preemption().install()
+  try:
+    loop_start = time.perf_counter()  # Time-to-target counts from here, like MLPerf's.
+    while step < task.num_steps:
+      step += 1
+      if not segment.first_step <= step <= segment.last_step:  # Or back, after a rollback.
+        segment = task.segment(step, state)
+        if segment.message:
+          report.line(segment.message)
+      with segment.reporter.input():
+        host_batch = guard.maybe_poison(step, segment.next_batch(step))
+        batch = jax.make_array_from_process_local_data(task.batch_sharding, host_batch)
+      profiler.before_step(step)
+      state, step_metrics = segment.train_step(state, batch, dropout_rng)
+      profiler.after_step(step, step_metrics)
+      pending.append(step_metrics)
+      pending_steps.append(step)
+      last = step == task.num_steps
+      # The end of a segment is logged and saved: a clean restart point at a phase boundary.
+      segment_end = step == segment.last_step
+      # A preemption notice: checkpoint this step and stop (every host at the same step).
+      preempted = not last and watch.reached(step)
+      due_checkpoint = (step % config.checkpoint_every_steps == 0 or last or segment_end
+                        or preempted)
+      due_eval = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or last
+      due_log = step % config.log_every_steps == 0 or last or segment_end
+
+      # Before any log line, eval (it may end the run) or checkpoint: the steps since the last
+      # check were all finite.
+      if due_log or due_checkpoint or due_eval:
+        bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
+        pending_steps = []
+        if bad_step is not None:
+          state, step = resume.roll_back(task.checkpointer, task.abstract_state,
+                                         task.state_shardings, bad_step)
+          task.rolled_back(bad_step, step)
+          pending = []
+          continue
+
+      if due_log:
+        scalars = task.train_scalars(pending, state, step)
+        scalars.update(segment.reporter.report(step))
+        pending = []
+        metrics.log_line("train", step, {
+            **{name: scalars[name] for name in task.log_fields if name in scalars},
+            "eta": progress.format_duration(scalars["eta_seconds"])})
+        writer.write_scalars("train", step, scalars)
+
+      if due_eval:
+        with segment.reporter.excluded():  # Eval time is not training time.
+          eval_metrics, stop = task.evaluate(state, step, writer)
+        if stop:  # An MLPerf-style stop: save, then end.
+          elapsed = datetime.timedelta(seconds=round(time.perf_counter() - loop_start))
+          report.line(f"{stop} at step {step}, after {elapsed} of training (time-to-target)")
+          last = due_checkpoint = True
+
+      if due_checkpoint:
+        with segment.reporter.checkpoint():
+          task.checkpointer.save(step, state, task.meta(step, eval_metrics), force=last)
+      if preempted:
+        writer.close()
+        _close(task)
+        watch.uninstall()
+        report.line(f"Preempted at step {step}: saved a checkpoint in "
+                    f"{task.checkpointer.directory}; run the same command to resume.")
+        return Outcome(step, eval_metrics, preempted=True)
+      if last:
+        break
+  except BaseException:
+    # Whatever stops the loop (a user error, a damaged record, a second Ctrl-C), the saves in
+    # flight are finished first: what was saved stays saved.
+    profiler.close()
+    _close(task)
+    watch.uninstall()
+    raise
+  profiler.close()
+  writer.close()
+  _close(task)
+  watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
+  return Outcome(step, eval_metrics, preempted=False)
+

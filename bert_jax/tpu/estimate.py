@@ -1,0 +1,280 @@
+"""Time and cost of a pre-training run on a TPU slice, from the model FLOPs at an assumed MFU.
+
+    python -m bert_jax.estimate --config=configs/large.py --topology=v5litepod-256 \
+        --config.model.dtype=bfloat16 [--mfu=0.45] [--price_per_chip_hour=1.2] [--aot]
+
+An estimate, not a measurement: model FLOPs per step (bert_jax/model/flops.py) over the slice's
+datasheet peak times an MFU you assume. Start from the default and replace it with the `mfu`
+your own run logs on the same slice and config; the step time, hours and cost scale as 1/MFU.
+
+The default prices are on-demand list prices in USD per chip-hour AS REMEMBERED when this was
+written, not looked up: check cloud.google.com/tpu/pricing for your region, and pass
+--price_per_chip_hour. Spot and committed-use prices are much lower.
+
+With --aot, bert_jax.aot first compiles the step for the slice and prints its memory report
+(exit status 2 if it does not fit, as bert_jax.aot).
+"""
+
+import dataclasses
+import sys
+
+from absl import app
+from absl import flags
+import ml_collections
+from ml_collections import config_flags
+
+from bert_jax import errors
+from bert_jax.model import flops
+from bert_jax.pretraining import phases
+from bert_jax.tpu import tpu_topology
+
+# An assumption, not a measurement: replace it with the `mfu` metric of your own run (the train
+# log line and metrics.jsonl), taken on the same slice, config and mesh.
+DEFAULT_MFU = 0.45
+
+# On-demand list prices, USD per chip-hour, as remembered (us-central regions): NOT checked
+# against the current price list; see cloud.google.com/tpu/pricing.
+LIST_PRICE_PER_CHIP_HOUR = {"v4": 3.22, "v5e": 1.20, "v5p": 4.20, "v6e": 2.70}
+PRICE_CAVEAT = "on-demand list price as remembered, check cloud.google.com/tpu/pricing"
+
+# jax's device_kind of each chip generation, as flops.PEAK_TFLOPS keys it. One jax device per
+# chip on a real slice (v4 and v5p run their two TensorCores as one 'megacore' device), which
+# is what the run's `mfu` metric divides by.
+DEVICE_KIND = {"v4": "TPU v4", "v5e": "TPU v5 lite", "v5p": "TPU v5p", "v6e": "TPU v6 lite"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """A stretch of the run with one step shape.
+
+  Attributes:
+    num_steps: Optimizer steps in the phase.
+    batch_size: Global batch, in sequences.
+    seq_length: Tokens per sequence.
+    max_predictions_per_seq: Masked positions per sequence the MLM head runs on.
+    flops_per_step: Model FLOPs of one step, all chips (flops.pretraining_flops_per_step).
+    seconds_per_step: flops_per_step / (chips x peak x MFU).
+  """
+  num_steps: int
+  batch_size: int
+  seq_length: int
+  max_predictions_per_seq: int
+  flops_per_step: int
+  seconds_per_step: float
+
+  @property
+  def flops(self) -> int:
+    return self.num_steps * self.flops_per_step
+
+  @property
+  def seconds(self) -> float:
+    return self.num_steps * self.seconds_per_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """What `estimate` computed; the totals are properties of the phases.
+
+  Attributes:
+    topology: The slice.
+    device_kind: jax's device_kind of its chips, as flops.PEAK_TFLOPS keys it.
+    dtype: The compute dtype (config.model.dtype) the peak is for.
+    peak_tflops_per_chip: The MFU denominator of one chip.
+    peak_source: Where that peak comes from (the datasheet, or the config's override).
+    mfu: The assumed model-FLOPs utilisation.
+    price_per_chip_hour: USD per chip-hour.
+    price_source: Where that price comes from.
+    phases: The run's phases, in order (one, or two with the phase-2 fields).
+  """
+  topology: tpu_topology.Topology
+  device_kind: str
+  dtype: str
+  peak_tflops_per_chip: float
+  peak_source: str
+  mfu: float
+  price_per_chip_hour: float
+  price_source: str
+  phases: tuple[Phase, ...]
+
+  @property
+  def num_steps(self) -> int:
+    return sum(phase.num_steps for phase in self.phases)
+
+  @property
+  def total_flops(self) -> int:
+    return sum(phase.flops for phase in self.phases)
+
+  @property
+  def hours(self) -> float:
+    return sum(phase.seconds for phase in self.phases) / 3600
+
+  @property
+  def chip_hours(self) -> float:
+    return self.hours * self.topology.num_chips
+
+  @property
+  def cost(self) -> float:
+    return self.chip_hours * self.price_per_chip_hour
+
+
+def run_phases(config: ml_collections.ConfigDict) -> list[tuple[int, int, int, int]]:
+  """(steps, batch_size, seq_length, max_predictions_per_seq) of each phase of config's run,
+  as the run plans them (bert_jax/pretraining/phases.py).
+
+  Raises:
+    errors.UserError: train.phase2_start_step outside the run, as the run itself says.
+  """
+  start, steps = config.train.phase2_start_step, config.train.num_train_steps
+  if start and not 0 < start < steps:
+    raise errors.UserError(f"train.phase2_start_step={start} must be between 1 and "
+                           f"train.num_train_steps - 1 = {steps - 1} (0 = one phase)")
+  return [(phase.last_step - phase.first_step + 1, phase.config.train.batch_size,
+           phase.config.data.max_seq_length, phase.config.data.max_predictions_per_seq)
+          for phase in phases.plan(config)]
+
+
+def peak_tflops_per_chip(config: ml_collections.ConfigDict,
+                         topology: tpu_topology.Topology) -> tuple[float, str, str]:
+  """(peak TFLOP/s of one chip, where it comes from, device_kind): the run's MFU denominator.
+
+  As the run's `mfu` metric takes it (progress.peak_tflops_per_device): train.
+  peak_tflops_per_device when set, else the datasheet figure of the chip in model.dtype.
+
+  Raises:
+    errors.UserError: No datasheet figure for that dtype (TPUs quote bfloat16 only).
+  """
+  device_kind = DEVICE_KIND[topology.chip]
+  if config.train.peak_tflops_per_device > 0:
+    return config.train.peak_tflops_per_device, "train.peak_tflops_per_device", device_kind
+  dtype = config.model.dtype
+  peak = flops.datasheet_peak_tflops(device_kind, dtype)
+  if not peak:
+    raise errors.UserError(
+        f"model.dtype={dtype!r}: no datasheet peak for {device_kind} in {dtype} (TPUs quote "
+        f"bfloat16 only); pass --config.model.dtype=bfloat16, as a TPU run should, or set "
+        f"train.peak_tflops_per_device")
+  return peak, f"{device_kind} datasheet, {dtype}", device_kind
+
+
+def estimate(config: ml_collections.ConfigDict, topology_name: str, mfu: float = DEFAULT_MFU,
+             price_per_chip_hour: float | None = None) -> Estimate:
+  """Time and cost of config's run on the named slice at the assumed MFU.
+
+  Args:
+    config: A full run config (configs/*.py), overrides applied.
+    topology_name: The compiler's name (v5e:16x16) or a Cloud TPU accelerator type
+      (v5litepod-256).
+    mfu: Assumed model-FLOPs utilisation, in (0, 1].
+    price_per_chip_hour: USD per chip-hour; None = LIST_PRICE_PER_CHIP_HOUR of the chip.
+
+  Raises:
+    errors.UserError: A bad topology, MFU, price or dtype, in one line.
+  """
+  topology = tpu_topology.parse(topology_name)
+  if not 0 < mfu <= 1:
+    raise errors.UserError(f"--mfu={mfu}: must be in (0, 1], e.g. {DEFAULT_MFU}")
+  if price_per_chip_hour is None:
+    price_per_chip_hour = LIST_PRICE_PER_CHIP_HOUR[topology.chip]
+    price_source = f"{topology.chip} {PRICE_CAVEAT}"
+  elif price_per_chip_hour < 0:
+    raise errors.UserError(f"--price_per_chip_hour={price_per_chip_hour}: must be >= 0")
+  else:
+    price_source = "--price_per_chip_hour"
+  peak, peak_source, device_kind = peak_tflops_per_chip(config, topology)
+  flops_per_second = topology.num_chips * peak * 1e12 * mfu
+  phases = []
+  for steps, batch_size, seq_length, predictions in run_phases(config):
+    flops_per_step = flops.pretraining_flops_per_step(config.model, batch_size, seq_length,
+                                                      predictions)
+    phases.append(Phase(num_steps=steps, batch_size=batch_size, seq_length=seq_length,
+                        max_predictions_per_seq=predictions, flops_per_step=flops_per_step,
+                        seconds_per_step=flops_per_step / flops_per_second))
+  return Estimate(topology=topology, device_kind=device_kind, dtype=config.model.dtype,
+                  peak_tflops_per_chip=peak, peak_source=peak_source, mfu=mfu,
+                  price_per_chip_hour=price_per_chip_hour, price_source=price_source,
+                  phases=tuple(phases))
+
+
+def format_estimate(result: Estimate) -> str:
+  """The estimate as the CLI prints it, one figure per line."""
+  topology, chips = result.topology, result.topology.num_chips
+  peak_pflops = chips * result.peak_tflops_per_chip / 1000
+  lines = [
+      f"slice      {topology.name} (Cloud TPU {topology.accelerator_type}): {chips} chips x "
+      f"{result.peak_tflops_per_chip:g} TFLOP/s ({result.peak_source}) = {peak_pflops:.1f} "
+      "PFLOP/s peak",
+  ]
+  for index, phase in enumerate(result.phases):
+    name = f"phase {index + 1}" if len(result.phases) > 1 else "run"
+    per_chip = phase.batch_size / chips
+    lines.append(
+        f"{name:<10} {phase.num_steps:,} steps of batch {phase.batch_size:,} x seq "
+        f"{phase.seq_length} ({phase.max_predictions_per_seq} predictions; {per_chip:g} "
+        f"sequence{'' if per_chip == 1 else 's'} per chip): {phase.flops_per_step:.3e} model "
+        f"FLOPs per step (3x forward, bert_jax/model/flops.py), {_seconds(phase.seconds_per_step)} "
+        "per step")
+  hours = result.hours
+  lines += [
+      f"total      {result.total_flops:.3e} model FLOPs in {result.num_steps:,} steps",
+      f"mfu        {result.mfu:g} ASSUMED (--mfu): replace with the `mfu` your run logs",
+      f"time       {hours:,.2f} hours ({hours / 24:,.2f} days) on {chips} chips",
+      f"chip-hours {result.chip_hours:,.0f}",
+      f"cost       ${result.cost:,.0f} at ${result.price_per_chip_hour:.2f} per chip-hour "
+      f"({result.price_source})",
+      "An estimate from the model FLOP formula at an assumed MFU, not a measurement.",
+  ]
+  return "\n".join(lines)
+
+
+def _seconds(seconds: float) -> str:
+  return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+# ---- Command line ----
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config, topology_name = flags.FLAGS.config, flags.FLAGS.topology
+  try:
+    # Before any compile: a bad topology, MFU or dtype costs nothing.
+    result = estimate(config, topology_name, flags.FLAGS.mfu, flags.FLAGS.price_per_chip_hour)
+    report = None
+    if flags.FLAGS.aot:
+      from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
+      # aot's CLI environment (libtpu quiet and off any real TPU, jax on the CPU).
+      aot.set_environment(topology_name)
+      report = aot.compile_for_topology(config, topology_name)
+      print(aot.format_report(report, config), flush=True)
+      if len(result.phases) > 1:
+        phase2 = result.phases[1]
+        print("(phase 1 only; phase 2: add --config.train.phase2_start_step=0 "
+              f"--config.train.batch_size={phase2.batch_size} --config.data.max_seq_length="
+              f"{phase2.seq_length} --config.data.max_predictions_per_seq="
+              f"{phase2.max_predictions_per_seq})", flush=True)
+      print(flush=True)
+  except errors.UserError as e:
+    sys.exit(f"bert_jax: error: {e}")
+  print(format_estimate(result), flush=True)
+  if report is not None and not report.fits:
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  # Defined only when run as a program, as in bert_jax.aot.
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/large.py; override fields with --config.a.b=v.",
+      lock_config=True)
+  flags.DEFINE_string("topology", None, f"TPU slice: {tpu_topology.ACCEPTED_FORMS}.")
+  flags.DEFINE_float("mfu", DEFAULT_MFU,
+                     "Assumed model-FLOPs utilisation, in (0, 1]. The default is an assumption: "
+                     "replace it with the `mfu` metric your own run logs.")
+  flags.DEFINE_float("price_per_chip_hour", None,
+                     "USD per chip-hour. Default: the chip's on-demand list price as remembered "
+                     f"({LIST_PRICE_PER_CHIP_HOUR}), check cloud.google.com/tpu/pricing.")
+  flags.DEFINE_bool("aot", False,
+                    "First AOT-compile the step for the slice (bert_jax.aot, needs libtpu) and "
+                    "print its memory report; exit status 2 if it does not fit.")
+  flags.mark_flags_as_required(["config", "topology"])
+  app.run(main)
