@@ -3,6 +3,7 @@
 import os
 
 from bert_jax.config import doc
+from bert_jax.config import parsing
 from configs import base
 from configs import finetune
 
@@ -48,7 +49,7 @@ def test_check_passes_on_the_repository():
 
 
 def test_parser_follows_group_names_and_takes_the_comment_above():
-  parsed = doc.parse_config_source(_UNDOCUMENTED, "mine.py")
+  parsed = parsing.parse_config_source(_UNDOCUMENTED, "mine.py")
   assert parsed.parent is None
   assert parsed.groups == {"model": "The model."}
   assert parsed.comments == {
@@ -57,7 +58,7 @@ def test_parser_follows_group_names_and_takes_the_comment_above():
 
 
 def test_check_names_an_undocumented_field():
-  problems = doc.source_problems(doc.parse_config_source(_UNDOCUMENTED, "mine.py"))
+  problems = parsing.source_problems(parsing.parse_config_source(_UNDOCUMENTED, "mine.py"))
   assert problems == ["mine.py:13: model.num_hidden_layers has no comment above it",
                       "mine.py:17: model.dtype has no comment above it"]
 
@@ -84,7 +85,7 @@ def get_config():
   data.train_file = ""
   return config
 '''
-  parsed = doc.parse_config_source(variant, "variant.py")
+  parsed = parsing.parse_config_source(variant, "variant.py")
   assert parsed.parent == "base"
   assert parsed.groups == {"data": ""}
   assert parsed.comments == {"model.hidden_size": "Bigger.",

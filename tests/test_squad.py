@@ -8,6 +8,7 @@ import pytest
 from bert_jax import errors
 from bert_jax.finetuning.data import squad
 from bert_jax.finetuning.data import squad_postprocess
+from bert_jax.finetuning.data import squad_windows
 from bert_jax.tokenizers import special_tokens
 from bert_jax.tokenizers import tokenization
 from bert_jax.tokenizers import wordpiece
@@ -58,7 +59,7 @@ def test_split_into_words_maps_characters_to_words():
 def test_windows_hold_the_answer_where_it_fits(wordpiece_tokenizer):
   example = _example(" ".join(_NUMBERED_WORDS[:30]), "w12 w13")
   # 16 - 3 query tokens - 3 specials = 10 doc tokens per window, starts 4 apart.
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 max_seq_length=16, doc_stride=4,
                                                 max_query_length=8, is_training=True)
   assert len(features) == 6
@@ -90,7 +91,7 @@ def test_windows_hold_the_answer_where_it_fits(wordpiece_tokenizer):
 
 def test_max_context_picks_one_window_per_token(wordpiece_tokenizer):
   example = _example(" ".join(_NUMBERED_WORDS[:30]), "w12")
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 max_seq_length=16, doc_stride=4,
                                                 max_query_length=8, is_training=False)
   windows_of_word = {}
@@ -110,9 +111,9 @@ def test_max_context_picks_one_window_per_token(wordpiece_tokenizer):
 @pytest.mark.parametrize("num_doc_tokens,max_tokens_for_doc,doc_stride",
                          [(1, 5, 2), (37, 10, 3), (37, 10, 10), (50, 16, 7)])
 def test_max_context_matches_its_definition(num_doc_tokens, max_tokens_for_doc, doc_stride):
-  windows = squad._doc_windows(num_doc_tokens, max_tokens_for_doc, doc_stride)
+  windows = squad_windows._doc_windows(num_doc_tokens, max_tokens_for_doc, doc_stride)
   assert windows[0][0] == 0 and sum(windows[-1]) == num_doc_tokens
-  best_window = squad._max_context_windows(windows, num_doc_tokens)
+  best_window = squad_windows._max_context_windows(windows, num_doc_tokens)
   for position in range(num_doc_tokens):
     scores = [(min(position - start, start + length - 1 - position) + 0.01 * length, -index)
               for index, (start, length) in enumerate(windows)
@@ -122,7 +123,7 @@ def test_max_context_matches_its_definition(num_doc_tokens, max_tokens_for_doc, 
 
 def test_query_is_truncated(wordpiece_tokenizer):
   example = _example("w5 w6 w7", "w6", question="who was w1 w2 w3 ?")
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 max_seq_length=12, max_query_length=2,
                                                 is_training=True)
   assert features.tokens[0] == ["[CLS]", "who", "was", "[SEP]", "w5", "w6", "w7", "[SEP]"]
@@ -131,20 +132,20 @@ def test_query_is_truncated(wordpiece_tokenizer):
   np.testing.assert_array_equal(features.input_mask[0], [1] * 8 + [0] * 4)
   assert features.input_ids[0, 8:].tolist() == [wordpiece_tokenizer.pad_id] * 4
   with pytest.raises(errors.UserError, match="max_query_length"):
-    squad.convert_examples_to_features([example], wordpiece_tokenizer, max_seq_length=10,
+    squad_windows.convert_examples_to_features([example], wordpiece_tokenizer, max_seq_length=10,
                                        max_query_length=7, is_training=True)
 
 
 def test_answer_span_is_narrowed_to_the_answer_tokens(wordpiece_tokenizer):
   example = _example("Tesla lived (1895-1943). Fine.", "1895")
   assert example.doc_tokens[example.start_position] == "(1895-1943)."
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 is_training=True)
   start, end = features.start_positions[0], features.end_positions[0]
   assert features.tokens[0][start:end + 1] == ["1895"]
   # An answer that is the whole word keeps the whole word.
   example = _example("Tesla lived (1895-1943). Fine.", "(1895-1943).")
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 is_training=True)
   start, end = features.start_positions[0], features.end_positions[0]
   assert features.tokens[0][start:end + 1] == ["(", "1895", "-", "1943", ")", "."]
@@ -153,7 +154,7 @@ def test_answer_span_is_narrowed_to_the_answer_tokens(wordpiece_tokenizer):
 def test_impossible_questions_point_at_cls(wordpiece_tokenizer):
   example = _example("w1 w2 w3", None)
   assert example.is_impossible and example.answers == []
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 is_training=True)
   assert (features.start_positions[0], features.end_positions[0]) == (0, 0)
 
@@ -181,7 +182,7 @@ def _position(features: squad.SquadFeatures, feature_index: int, token: str) -> 
 def test_postprocess_restores_the_context_text(wordpiece_tokenizer):
   context = "Nikola  Tesla's lab (1895) burned."
   example = _example(context, "Tesla's", question="who was born ?")
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 is_training=False)
   position = lambda token: _position(features, 0, token)
 
@@ -224,14 +225,15 @@ def test_postprocess_restores_the_context_text(wordpiece_tokenizer):
 
 def test_postprocess_uses_the_window_with_most_context(wordpiece_tokenizer):
   example = _example(" ".join(_NUMBERED_WORDS[:30]), "w12")
-  features = squad.convert_examples_to_features([example], wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
                                                 max_seq_length=16, doc_stride=4,
                                                 max_query_length=8, is_training=False)
   # w12 scores highest in window 1, where it is not max-context; window 2's w13 is next.
   start_logits, end_logits = _logits(features, {
       1: [(_position(features, 1, "w12"), _position(features, 1, "w12"), 9.0)],
       2: [(_position(features, 2, "w13"), _position(features, 2, "w13"), 5.0)]})
-  predictions, nbest, _ = squad_postprocess.postprocess([example], features, start_logits, end_logits)
+  predictions, nbest, _ = squad_postprocess.postprocess([example], features, start_logits,
+                                                       end_logits)
   assert predictions["q0"] == "w13"
   assert abs(sum(entry["probability"] for entry in nbest["q0"]) - 1.0) < 1e-6
   # The same start in the window that gives it the most context is taken.
@@ -244,7 +246,7 @@ def test_postprocess_uses_the_window_with_most_context(wordpiece_tokenizer):
 def test_postprocess_v2_null_answer(wordpiece_tokenizer):
   examples = [_example("w1 w2 w3 w4", None, qas_id="impossible"),
               _example("w5 w6 w7", "w6", qas_id="answered")]
-  features = squad.convert_examples_to_features(examples, wordpiece_tokenizer,
+  features = squad_windows.convert_examples_to_features(examples, wordpiece_tokenizer,
                                                 max_seq_length=16, max_query_length=8,
                                                 is_training=False)
   start_logits, end_logits = _logits(features, {
@@ -271,7 +273,7 @@ def test_postprocess_v2_null_answer(wordpiece_tokenizer):
 def test_sentencepiece_features_and_postprocess(tokenizer):
   context = "The Model will train on every batch. Data is  random!"
   example = _example(context, "every batch", question="What will the model train on?")
-  features = squad.convert_examples_to_features([example], tokenizer, max_seq_length=24,
+  features = squad_windows.convert_examples_to_features([example], tokenizer, max_seq_length=24,
                                                 doc_stride=3, max_query_length=12,
                                                 is_training=True)
   assert len(features) > 1
@@ -300,7 +302,7 @@ def test_sentencepiece_features_and_postprocess(tokenizer):
 
 def test_sentencepiece_answer_inside_a_word(tokenizer):
   example = _example("data was random (read,write) fast", "write")
-  features = squad.convert_examples_to_features([example], tokenizer, is_training=True)
+  features = squad_windows.convert_examples_to_features([example], tokenizer, is_training=True)
   start, end = features.start_positions[0], features.end_positions[0]
   pieces = features.tokens[0][start:end + 1]
   assert "".join(pieces).replace("\u2581", "") == "write"
@@ -381,7 +383,7 @@ def test_tfds_examples_from_mock_data(name, wordpiece_tokenizer):
   assert all(example.is_impossible or example.start_position >= 0 for example in train)
   if name == "squad/v1.1":
     assert not any(example.is_impossible for example in dev)
-  features = squad.convert_examples_to_features(dev, wordpiece_tokenizer, max_seq_length=32,
+  features = squad_windows.convert_examples_to_features(dev, wordpiece_tokenizer, max_seq_length=32,
                                                 doc_stride=8, max_query_length=8,
                                                 is_training=False)
   assert sorted(set(features.example_index.tolist())) == list(range(6))

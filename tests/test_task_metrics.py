@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from bert_jax.finetuning import squad_metrics
 from bert_jax.finetuning import task_metrics as tm
 
 # predictions vs labels: tp at 0 and 2, fn at 1, fp at 3, tn at 4.
@@ -93,29 +94,29 @@ def test_classification_and_regression_predictions():
     ("Tab\tand\nnewline", "tab and newline"),
 ])
 def test_normalize_answer(text, normalized):
-  assert tm.normalize_answer(text) == normalized
+  assert squad_metrics.normalize_answer(text) == normalized
 
 
 def test_exact_match_and_f1():
-  assert tm.exact_match_score("The  Cat!", "cat") == 1.0
-  assert tm.exact_match_score("cats", "cat") == 0.0
+  assert squad_metrics.exact_match_score("The  Cat!", "cat") == 1.0
+  assert squad_metrics.exact_match_score("cats", "cat") == 0.0
   # "the cat sat on the mat" -> [cat sat on mat]; "a cat on a mat" -> [cat on mat]: 3 shared,
   # P = 3/4, R = 1, F1 = 2 * 3/4 / (7/4) = 6/7.
-  assert tm.f1_score("the cat sat on the mat", "a cat on a mat") == pytest.approx(6 / 7)
+  assert squad_metrics.f1_score("the cat sat on the mat", "a cat on a mat") == pytest.approx(6 / 7)
   # A repeated token matches once: P = 1/2, R = 1, F1 = 2/3.
-  assert tm.f1_score("cat cat", "cat") == pytest.approx(2 / 3)
-  assert tm.f1_score("dog", "cat") == 0.0
+  assert squad_metrics.f1_score("cat cat", "cat") == pytest.approx(2 / 3)
+  assert squad_metrics.f1_score("dog", "cat") == 0.0
   # v2.0: empty against empty is right; empty against anything else is wrong.
-  assert tm.f1_score("", "") == 1.0
-  assert tm.f1_score("the", "") == 1.0  # Normalises to empty.
-  assert tm.f1_score("", "cat") == 0.0
-  assert tm.f1_score("cat", "") == 0.0
+  assert squad_metrics.f1_score("", "") == 1.0
+  assert squad_metrics.f1_score("the", "") == 1.0  # Normalises to empty.
+  assert squad_metrics.f1_score("", "cat") == 0.0
+  assert squad_metrics.f1_score("cat", "") == 0.0
 
 
 def test_squad_v1_max_over_golds_and_missing():
   gold = {"q1": ["Denver Broncos", "the Broncos"], "q2": ["1,000 km"], "q3": ["Paris"]}
   predictions = {"q1": "Broncos", "q2": "1000 km long"}  # q3 missing: counts as wrong.
-  results = tm.squad_evaluate(gold, predictions)
+  results = squad_metrics.squad_evaluate(gold, predictions)
   # q1: EM 1 (vs "the Broncos"). q2: EM 0, F1: [1000 km long] vs [1000 km] = 2*(2/3)*1/(5/3)
   # = 4/5. q3: 0. EM = 1/3, F1 = (1 + 4/5 + 0)/3 = 0.6.
   assert results["exact_match"] == pytest.approx(100 / 3)
@@ -127,7 +128,7 @@ def test_squad_v1_max_over_golds_and_missing():
 def test_squad_v2_no_answer_scoring():
   gold = {"abstain_right": [], "answer_wrong": [], "abstain_wrong": ["x"], "right": ["y z"]}
   predictions = {"abstain_right": "", "answer_wrong": "x", "abstain_wrong": "", "right": "z"}
-  results = tm.squad_evaluate(gold, predictions)
+  results = squad_metrics.squad_evaluate(gold, predictions)
   # Exact: 1, 0, 0, 0. F1: 1, 0, 0, and [z] vs [y z]: P=1, R=1/2, F1=2/3.
   assert results["exact_match"] == pytest.approx(25.0)
   assert results["f1"] == pytest.approx(100 * (1 + 2 / 3) / 4)
@@ -135,7 +136,7 @@ def test_squad_v2_no_answer_scoring():
   assert results["NoAns_exact"] == 50.0 and results["NoAns_f1"] == 50.0
   assert (results["HasAns_total"], results["NoAns_total"]) == (2, 2)
   # A gold that normalises to nothing is a no-answer gold, as v2.0 filters it.
-  assert tm.squad_evaluate({"q": ["The"]}, {"q": ""})["exact_match"] == 100.0
+  assert squad_metrics.squad_evaluate({"q": ["The"]}, {"q": ""})["exact_match"] == 100.0
 
 
 # Has-answer questions right at probabilities 0.1 and 0.4, unanswerable ones answered at 0.7 and
@@ -147,36 +148,36 @@ _NO_ANSWER_PROBS = {"q1": 0.1, "q2": 0.4, "q3": 0.7, "q4": 0.9}
 
 
 def test_squad_v2_threshold_search():
-  results = tm.squad_evaluate(_GOLD, _PREDICTIONS_V2, _NO_ANSWER_PROBS)
+  results = squad_metrics.squad_evaluate(_GOLD, _PREDICTIONS_V2, _NO_ANSWER_PROBS)
   assert results["exact_match"] == 50.0  # Threshold 1.0: nobody abstains.
   assert results["best_exact"] == 100.0 and results["best_exact_thresh"] == 0.4
   assert results["best_f1"] == 100.0 and results["best_f1_thresh"] == 0.4
   # Abstaining above 0.5 makes q3 and q4 right.
-  applied = tm.squad_evaluate(_GOLD, _PREDICTIONS_V2, _NO_ANSWER_PROBS, no_answer_threshold=0.5)
+  applied = squad_metrics.squad_evaluate(_GOLD, _PREDICTIONS_V2, _NO_ANSWER_PROBS, no_answer_threshold=0.5)
   assert applied["exact_match"] == 100.0 and applied["NoAns_exact"] == 100.0
 
 
 def test_squad_v2_threshold_search_all_abstain_and_ties():
   # Every answer wrong: abstaining everywhere is best, 2/4 at a threshold below every probability.
   wrong = {"q1": "x", "q2": "y", "q3": "Lima", "q4": "Kyiv"}
-  results = tm.squad_evaluate(_GOLD, wrong, _NO_ANSWER_PROBS)
+  results = squad_metrics.squad_evaluate(_GOLD, wrong, _NO_ANSWER_PROBS)
   assert results["best_exact"] == 50.0 and results["best_exact_thresh"] == 0.0
   # q1 (right) and q3 (wrongly answered) tie at 0.5: no threshold answers one without the
   # other, so the best stays everyone abstaining (2/4), not 3/4.
   tied = {"q1": 0.5, "q2": 0.95, "q3": 0.5, "q4": 0.9}
   predictions = dict(_PREDICTIONS_V2, q2="x")
-  results = tm.squad_evaluate(_GOLD, predictions, tied)
+  results = squad_metrics.squad_evaluate(_GOLD, predictions, tied)
   assert results["best_exact"] == 50.0 and results["best_exact_thresh"] == 0.0
   # Whatever the best is, applying its threshold gives it back.
   for probs in (tied, _NO_ANSWER_PROBS, {"q1": 0.0, "q2": 0.0, "q3": 0.3, "q4": 0.0}):
-    results = tm.squad_evaluate(_GOLD, predictions, probs)
+    results = squad_metrics.squad_evaluate(_GOLD, predictions, probs)
     for name in ("exact", "f1"):
-      applied = tm.squad_evaluate(_GOLD, predictions, probs,
+      applied = squad_metrics.squad_evaluate(_GOLD, predictions, probs,
                                   no_answer_threshold=results[f"best_{name}_thresh"])
       key = "exact_match" if name == "exact" else "f1"
       assert applied[key] == pytest.approx(results[f"best_{name}"])
   with pytest.raises(ValueError, match="q4"):
-    tm.squad_evaluate(_GOLD, _PREDICTIONS_V2, {"q1": 0.1, "q2": 0.4, "q3": 0.7})
+    squad_metrics.squad_evaluate(_GOLD, _PREDICTIONS_V2, {"q1": 0.1, "q2": 0.4, "q3": 0.7})
 
 
 @pytest.mark.parametrize("tags,spans", [

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from bert_jax import errors
+from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import tasks
 from bert_jax.tokenizers import tokenization
 
@@ -280,7 +281,7 @@ def test_missing_files_and_fields(tmp_path):
 def test_encode_pair_exact_ids(wordpiece):
   examples = [tasks.TextExample("x-0", "The cat sat", "Dogs ran.", 1),
               tasks.TextExample("x-1", "the mat", None, 0)]
-  features = tasks.encode_text_examples(examples, wordpiece, 12, "classification")
+  features = featurize.encode_text_examples(examples, wordpiece, 12, "classification")
   the, cat, sat, dog, s, ran, dot, mat = (ID[t] for t in "the cat sat dog ##s ran . mat".split())
   np.testing.assert_array_equal(features["input_ids"], [
       [CLS, the, cat, sat, SEP, dog, s, ran, dot, SEP, PAD, PAD],
@@ -292,7 +293,7 @@ def test_encode_pair_exact_ids(wordpiece):
   assert {name: array.dtype for name, array in features.items()} == {
       "input_ids": np.int32, "input_mask": np.int32, "segment_ids": np.int32,
       "label_ids": np.int32}
-  regression = tasks.encode_text_examples([tasks.TextExample("r", "the", None, 2.5)],
+  regression = featurize.encode_text_examples([tasks.TextExample("r", "the", None, 2.5)],
                                           wordpiece, 4, "regression")
   assert regression["label_ids"].dtype == np.float32 and regression["label_ids"][0] == 2.5
 
@@ -302,13 +303,13 @@ def test_longest_first_truncation(wordpiece):
   # a: 6 tokens, b: 3, room for 5: a loses 3 (down to b's length), then b loses 1.
   pair = tasks.TextExample("p", "the cat sat on the mat", "dogs ran", 0)
   single = tasks.TextExample("s", "the cat sat on the mat", None, 0)
-  features = tasks.encode_text_examples([pair, single], wordpiece, 8, "classification")
+  features = featurize.encode_text_examples([pair, single], wordpiece, 8, "classification")
   np.testing.assert_array_equal(features["input_ids"], [
       [CLS, the, cat, sat, SEP, dog, s, SEP],
       [CLS, the, cat, sat, ID["on"], the, ID["mat"], SEP]])
   np.testing.assert_array_equal(features["segment_ids"][0], [0, 0, 0, 0, 0, 1, 1, 1])
   a, b = [1, 2, 3], [4, 5, 6, 7, 8]
-  tasks.truncate_seq_pair(a, b, 4)
+  featurize.truncate_seq_pair(a, b, 4)
   assert (a, b) == ([1, 2], [4, 5])
 
 
@@ -316,7 +317,7 @@ def test_ner_first_sub_token_labels_and_truncated_words(wordpiece):
   # 'John' is two pieces; '\x00' tokenizes to nothing and stands as one [UNK].
   example = tasks.TokenExample("n", ["John", "lives", "in", "New", "York", "\x00"],
                                [1, 0, 0, 5, 6, 0])
-  features = tasks.encode_token_examples([example], wordpiece, 12)
+  features = featurize.encode_token_examples([example], wordpiece, 12)
   np.testing.assert_array_equal(features["input_ids"][0], [
       CLS, ID["jo"], ID["##hn"], ID["lives"], ID["in"], ID["new"], ID["york"], UNK, SEP,
       PAD, PAD, PAD])
@@ -327,29 +328,29 @@ def test_ner_first_sub_token_labels_and_truncated_words(wordpiece):
   assert features["label_weights"].dtype == np.float32 and features["label_ids"].dtype == np.int32
   # Predictions come back one per word, read off the first sub-tokens.
   predictions = np.arange(12)[None] + 10
-  assert tasks.decode_token_predictions(features, predictions) == [
+  assert featurize.decode_token_predictions(features, predictions) == [
       [11, 13, 14, 15, 16, 17]]
 
   # Room for 4 pieces: John (2), lives, in; New and York and the [UNK] word are cut off.
-  short = tasks.encode_token_examples([example], wordpiece, 6)
+  short = featurize.encode_token_examples([example], wordpiece, 6)
   np.testing.assert_array_equal(short["input_ids"][0],
                                 [CLS, ID["jo"], ID["##hn"], ID["lives"], ID["in"], SEP])
   np.testing.assert_array_equal(short["label_weights"][0], [0, 1, 0, 1, 1, 0])
   assert short["num_words"][0] == 6
   assert tasks.OUTSIDE_ID == 0
-  assert tasks.decode_token_predictions(short, np.full((1, 6), 7)) == [[7, 7, 7, 0, 0, 0]]
+  assert featurize.decode_token_predictions(short, np.full((1, 6), 7)) == [[7, 7, 7, 0, 0, 0]]
 
 
 def test_encode_with_sentencepiece(tokenizer):
   examples = [tasks.TextExample("s", "The model reads data.", "Every batch has a mask.", 1)]
-  features = tasks.encode_text_examples(examples, tokenizer, 32, "classification")
+  features = featurize.encode_text_examples(examples, tokenizer, 32, "classification")
   ids_a, ids_b = tokenizer.encode("The model reads data."), tokenizer.encode(
       "Every batch has a mask.")
   expected = [tokenizer.cls_id, *ids_a, tokenizer.sep_id, *ids_b, tokenizer.sep_id]
   np.testing.assert_array_equal(features["input_ids"][0, :len(expected)], expected)
   assert features["segment_ids"][0].sum() == len(ids_b) + 1
   words = ["The", "model", "reads"]
-  token_features = tasks.encode_token_examples([tasks.TokenExample("t", words, [0, 1, 0])],
+  token_features = featurize.encode_token_examples([tasks.TokenExample("t", words, [0, 1, 0])],
                                                tokenizer, 16)
   starts = np.flatnonzero(token_features["label_weights"][0])
   first_pieces = [tokenizer.encode(word)[0] for word in words]

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.config import validation
+from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import finetune_data
 from bert_jax.finetuning.data import tasks
 from bert_jax.interop import convert
@@ -168,7 +169,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   tokenizer = tokenization.load_tokenizer(vocab, do_lower_case=config.data.do_lower_case)
   resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
   # The fine-tuning featurizer of a text or a pair; its label_ids are all 0 here, unused.
-  features = tasks.encode_text_examples(text_examples(lines), tokenizer,
+  features = featurize.encode_text_examples(text_examples(lines), tokenizer,
                                         config.data.max_seq_length, "classification")
 
   model = modeling.BertModel(model_config)

@@ -13,10 +13,11 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from bert_jax.finetuning import squad_metrics
 from bert_jax.finetuning import task_metrics
+from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import finetune_data
 from bert_jax.finetuning.data import squad_postprocess
-from bert_jax.finetuning.data import tasks
 
 
 def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet,
@@ -36,7 +37,7 @@ def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSe
 
 def _token(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet,
            logits: np.ndarray) -> tuple[dict[str, float], Any]:
-  predicted_ids = tasks.decode_token_predictions(eval_set.features, np.argmax(logits, axis=-1))
+  predicted_ids = featurize.decode_token_predictions(eval_set.features, np.argmax(logits, axis=-1))
   names = task.label_names
   predicted = [[names[i] for i in sentence] for sentence in predicted_ids]
   gold = [[names[i] for i in e.labels] for e in eval_set.examples]
@@ -57,7 +58,7 @@ def _span(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet,
       null_score_diff_threshold=data.null_score_diff_threshold,
       do_lower_case=data.do_lower_case, tokenizer=tokenizer)
   gold = {e.qas_id: list(e.answers) for e in eval_set.examples}
-  metrics = task_metrics.squad_evaluate(
+  metrics = squad_metrics.squad_evaluate(
       gold, predictions, null_score_diffs if task.version_2_with_negative else None)
   files = {"predictions": predictions, "nbest_predictions": nbest}
   if task.version_2_with_negative:

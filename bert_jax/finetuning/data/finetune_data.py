@@ -16,7 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import squad
+from bert_jax.finetuning.data import squad_windows
 from bert_jax.finetuning.data import tasks
 from bert_jax.tokenizers import tokenization
 
@@ -108,7 +110,7 @@ def _squad(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
       examples = squad.tfds_examples(name, split, data.tfds_data_dir or None,
                                      is_training=is_training)
     examples = _take(examples, data.max_examples)
-    features = squad.convert_examples_to_features(
+    features = squad_windows.convert_examples_to_features(
         examples, tokenizer, max_seq_length=data.max_seq_length, doc_stride=data.doc_stride,
         max_query_length=data.max_query_length, is_training=is_training)
     return examples, features
@@ -143,8 +145,8 @@ def load(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
 
   def encode(examples):
     if task.family == "token":
-      return tasks.encode_token_examples(examples, tokenizer, data.max_seq_length)
-    return tasks.encode_text_examples(examples, tokenizer, data.max_seq_length, task.family)
+      return featurize.encode_token_examples(examples, tokenizer, data.max_seq_length)
+    return featurize.encode_text_examples(examples, tokenizer, data.max_seq_length, task.family)
 
   evals = []
   for split in tasks.eval_split_names(task, data):

@@ -120,7 +120,7 @@ def postprocess(examples: Sequence[SquadExample],
 
   Args:
     examples: The examples the features were built from (same list, same order).
-    features: From squad.convert_examples_to_features.
+    features: From squad_windows.convert_examples_to_features.
     start_logits: [N, max_seq_length], row i for feature i (numpy or jax).
     end_logits: [N, max_seq_length].
     n_best_size: Start and end positions considered per window, and n-best entries kept.
