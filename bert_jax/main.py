@@ -4,8 +4,6 @@ Only wires flags to library calls, so everything it runs can be imported from a 
 notebook. Run the same command on every host of a multi-host job.
 """
 
-import os
-import re
 import sys
 
 from absl import app
@@ -14,7 +12,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from bert_jax.config import files
+from bert_jax.config import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/tiny.py; override fields with --config.a.b=v.",
@@ -29,68 +27,6 @@ _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "every process.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0 to num_processes - 1.")
-
-
-def _config_argument(argv: list[str]) -> str | None:
-  """The value of --config in argv, before absl has parsed it."""
-  for i, arg in enumerate(argv):
-    if arg.startswith(("--config=", "-config=")):
-      return arg.split("=", 1)[1]
-    if arg in ("--config", "-config") and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
-def _load_config_file(path: str) -> ml_collections.ConfigDict | None:
-  """get_config() of the file at `path` ('file.py' or 'file.py:argument'); None if no file."""
-  filename, *arguments = path.split(":", 1)
-  if not os.path.isfile(filename):
-    return None
-  return files.load_module(filename, "bert_jax_config_to_check").get_config(*arguments)
-
-
-def _flag_error(argv: list[str]) -> str | None:
-  """The one line for an --config or --config.a.b=v that ml_collections fails on; None if not."""
-  path = _config_argument(argv)
-  if path is None:
-    return None
-  config = _load_config_file(path)
-  if config is None:
-    return f"--config={path}: no such file"
-  from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
-  for arg in argv:
-    override = re.match(r"^--?(?:no)?config\.([^=]+)", arg)
-    if override:
-      message = validation.unknown_override(config, override.group(1))
-      if message:
-        return message
-  return None
-
-
-def _config_file_error(path: str, config: object) -> str:
-  """Why the config file at `path` gave `config`, not a ConfigDict."""
-  if not os.path.isfile(path.split(":", 1)[0]):
-    return f"--config={path}: no such file"
-  try:
-    getattr(config, "mode")
-  except (OSError, AttributeError) as e:
-    return f"--config={path}: " + " ".join(str(e).split())
-  return f"--config={path}: get_config() did not return a ConfigDict"
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with every mistake in a flag reported as one line (exit status 1)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"bert_jax: error: {e}")
-  except (AttributeError, KeyError, OSError):
-    # ml_collections raises these from deep inside on --config.a.b=v of a field that does not
-    # exist, or when the config file is missing.
-    message = _flag_error(argv)
-    if message is None:
-      raise
-    sys.exit(f"bert_jax: error: {message}")
 
 
 def main(argv: list[str]) -> None:
@@ -108,7 +44,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   try:
     if not isinstance(config, ml_collections.ConfigDict):
-      raise errors.UserError(_config_file_error(
+      raise errors.UserError(cli.config_file_error(
           config_flags.get_config_filename(flags.FLAGS["config"]), config))
     from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
     # Before anything touches the JAX backend. Each mode then validates the whole config
@@ -133,4 +69,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -1,12 +1,13 @@
-"""Moved to bert_jax/tokenizers/tokenization.py; this path keeps `python -m bert_jax.tokenization` and old imports working."""
+"""Moved to bert_jax/tokenizers/tokenization.py.
+
+This path keeps `python -m bert_jax.tokenization` and old imports working.
+"""
 
 import importlib
 import runpy
 import sys
 
-_MOVED_TO = "bert_jax.tokenizers.tokenization"
-
 if __name__ == "__main__":
-  runpy.run_module(_MOVED_TO, run_name="__main__", alter_sys=True)
+  runpy.run_module("bert_jax.tokenizers.tokenization", run_name="__main__", alter_sys=True)
 else:
-  sys.modules[__name__] = importlib.import_module(_MOVED_TO)
+  sys.modules[__name__] = importlib.import_module("bert_jax.tokenizers.tokenization")

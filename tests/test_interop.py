@@ -292,6 +292,15 @@ def test_cli_round_trip_hf_orbax_hf(hf_dir, tmp_path):
   _, original = convert.load_hf(hf_dir)
   _, round_trip = convert.load_hf(hf_out)
   jax.tree_util.tree_map(np.testing.assert_array_equal, round_trip, original)
+  # A second conversion into the same output is refused unless --overwrite says so.
+  result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf")
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+      f"bert_jax.interop: error: --output={hf_out} exists and is not empty: pass --overwrite to "
+      "replace it, or name a new directory")
+  result = run(f"--input={orbax_dir}", f"--output={orbax_dir}", "--format=orbax")
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"bert_jax.interop: error: --output={orbax_dir} is --input: it would replace the "
+      "checkpoint it reads")
   result = run(f"--input={tmp_path / 'missing'}", f"--output={tmp_path / 'x'}")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("bert_jax.interop: error:")

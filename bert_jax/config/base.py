@@ -227,6 +227,9 @@ def get_config() -> ml_collections.ConfigDict:
   # hidden state), 'pooled' (the pooler's output) and 'mean' (mean over the real tokens), in
   # input order. '' = WORKDIR/embeddings.npz.
   encode.output_file = ""
+  # Replace an encode.output_file that exists (without it, the run stops before anything is
+  # computed; the input file is never replaced).
+  encode.overwrite = False
   # Sequences per forward pass, global.
   encode.batch_size = 64
 

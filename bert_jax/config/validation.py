@@ -4,6 +4,7 @@ import difflib
 import importlib
 import re
 
+from etils import epath
 import jax
 import ml_collections
 from jax.sharding import Mesh
@@ -142,6 +143,15 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
   else:  # 'pretrain' and 'eval': the pre-training data and eval.
     _check_pretraining(config)
     validate_batch_sizes(config, mesh)
+  _check_init_checkpoint(config.init_checkpoint)
+
+
+def _check_init_checkpoint(path: str) -> None:
+  """A mistyped path is found now, not after hours of data preparation."""
+  # A Google TF checkpoint is named by its prefix: bert_model.ckpt (+ .index, .data-*).
+  # epath, not tf.io.gfile: local and gs:// alike, and no TensorFlow here (bench/device_check.py).
+  if path and not (epath.Path(path).exists() or epath.Path(f"{path}.index").exists()):
+    raise errors.UserError(f"init_checkpoint={path} does not exist (nor {path}.index)")
 
 
 def _check_training(train: ml_collections.ConfigDict) -> None:
@@ -186,6 +196,17 @@ def _check_pretraining(config: ml_collections.ConfigDict) -> None:
                      f"between 1 and data.max_seq_length - 3 = {data.max_seq_length - 3}")
   if not 0 < data.masked_lm_prob < 1:
     raise errors.UserError(f"data.masked_lm_prob={data.masked_lm_prob} must be in (0, 1)")
+  if not 0 <= data.short_seq_prob <= 1:
+    raise errors.UserError(f"data.short_seq_prob={data.short_seq_prob} must be between 0 and 1")
+  for field in ("dupe_factor", "documents_per_shard", "shuffle_buffer_size"):
+    if data[field] < 1:
+      raise errors.UserError(f"data.{field}={data[field]} must be at least 1")
+  for field in ("max_documents", "vocab_input_sentence_size"):
+    if data[field] < 0:
+      raise errors.UserError(f"data.{field}={data[field]} must be at least 0 (0 = all)")
+  if train.max_eval_steps < 0:
+    raise errors.UserError(f"train.max_eval_steps={train.max_eval_steps} must be at least 0 (0 = "
+                           "the whole held-out set)")
   for field in ("batch_size", "grad_accum_steps", "num_train_steps", "eval_batch_size"):
     if train[field] < 1:
       raise errors.UserError(f"train.{field}={train[field]} must be at least 1")
@@ -237,7 +258,7 @@ def _check_batch_size(section: ml_collections.ConfigDict, path: str, mesh: Mesh)
 
 
 def check_phase2(config: ml_collections.ConfigDict) -> None:
-  """The fields of a second sequence-length phase (bert_jax/pretraining/phases.py), when there is one."""
+  """The fields of a second sequence-length phase (pretraining/phases.py), when there is one."""
   data, train, model = config.data, config.train, config.model
   start = train.phase2_start_step
   if not start:

@@ -48,6 +48,7 @@ from bert_jax.runtime import resume
 from bert_jax.runtime import rows
 from bert_jax.runtime import sharding
 from bert_jax.runtime import train_state
+from bert_jax.runtime import workdir_lock
 from bert_jax.tokenizers import tokenization
 
 
@@ -148,6 +149,21 @@ def _load_encoder(config: ml_collections.ConfigDict, source: str
   return loaded_config.with_runtime_of(config.model), params, vocab
 
 
+def _output_file(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Where the embeddings go; a named file is never the input, nor replaced unless asked."""
+  named = config.encode.output_file
+  if not named:
+    return os.path.join(workdir, "embeddings.npz")
+  input_file = config.encode.input_file
+  if input_file and os.path.abspath(named) == os.path.abspath(input_file):
+    raise errors.UserError(f"encode.output_file={named} is encode.input_file: it would replace "
+                           "the text")
+  if tf.io.gfile.exists(named) and not config.encode.overwrite:
+    raise errors.UserError(f"encode.output_file={named} exists: set "
+                           "--config.encode.overwrite=true to replace it")
+  return named
+
+
 def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the [CLS], pooled and mean embeddings of every line of config.encode.input_file.
 
@@ -162,9 +178,12 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   """
   mesh = sharding.create_mesh(config.mesh)
   validation.validate(config, mesh)
+  output_file = _output_file(config, workdir)
   lines = read_lines(config.encode.input_file)
   rules = sharding.logical_axis_rules(config)
   source, _ = resume.params_source(config, workdir)
+  # No lock: an eval or an encode may run beside the training run that writes the checkpoints.
+  workdir_lock.check_usable(workdir)
   model_config, params, vocab = _load_encoder(config, source)
   tokenizer = tokenization.load_tokenizer(vocab, do_lower_case=config.data.do_lower_case)
   resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
@@ -184,14 +203,16 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     embeddings = rows.predict_rows(p_embed, params, features, config.encode.batch_size,
                                        batch_sharding)
 
-  output_file = config.encode.output_file or os.path.join(workdir, "embeddings.npz")
   if jax.process_index() == 0:
     tf.io.gfile.makedirs(os.path.dirname(output_file) or ".")
     # Built in memory: a zip needs a seekable file, and a GFile being written is not one.
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v, np.float32) for k, v in embeddings.items()})
-    with tf.io.gfile.GFile(output_file, "wb") as f:
+    # Under a temporary name, renamed when whole: an interrupted write leaves the old file.
+    partial = f"{output_file}.partial-{os.getpid()}"
+    with tf.io.gfile.GFile(partial, "wb") as f:
       f.write(buffer.getvalue())
+    tf.io.gfile.rename(partial, output_file, overwrite=True)
   report.line(f"Encoded {len(lines)} lines of {config.encode.input_file} into {output_file}: "
               f"'cls', 'pooled' and 'mean', float32 [{len(lines)}, {model_config.hidden_size}] "
               f"each")

@@ -47,6 +47,7 @@ from bert_jax.runtime import resume
 from bert_jax.runtime import rows
 from bert_jax.runtime import sharding
 from bert_jax.runtime import train_state
+from bert_jax.runtime import workdir_lock
 
 
 def create_model(family: str, model_config: modeling.BertConfig, num_labels: int) -> nn.Module:
@@ -132,6 +133,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   mesh = sharding.create_mesh(config.mesh)
   validation.validate(config, mesh)
+  # One run per workdir: a second one stops here (runtime/workdir_lock.py).
+  with workdir_lock.held(workdir):
+    return _finetune(config, workdir, mesh)
+
+
+def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh
+              ) -> dict[str, Any]:
   rules = sharding.logical_axis_rules(config)
   tokenizer = finetune_data.load_tokenizer(config)
   model_config, pretrained = _model_config(config)

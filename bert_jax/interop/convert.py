@@ -47,11 +47,15 @@ def _read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
   index = os.path.join(directory, "model.safetensors.index.json")
   torch_file = os.path.join(directory, "pytorch_model.bin")
   if tf.io.gfile.exists(single):
-    return safetensors.numpy.load(_read_bytes(single))
+    return _load_safetensors(single)
   if tf.io.gfile.exists(index):  # Sharded: the index names the shard of every tensor.
-    shards = sorted(set(json.loads(_read_bytes(index))["weight_map"].values()))
+    try:
+      shards = sorted(set(json.loads(_read_bytes(index))["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+      raise errors.UserError(f"{index}: not a safetensors index ({type(e).__name__}: {e})"
+                             ) from None
     return {k: v for shard in shards
-            for k, v in safetensors.numpy.load(_read_bytes(os.path.join(directory, shard))).items()}
+            for k, v in _load_safetensors(os.path.join(directory, shard)).items()}
   if tf.io.gfile.exists(torch_file):
     try:
       import torch  # pylint: disable=g-import-not-at-top
@@ -60,10 +64,27 @@ def _read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
           f"{torch_file}: reading pytorch_model.bin needs torch (pip install torch), or convert "
           "it to model.safetensors") from None
     # weights_only: tensors and containers only; a pickle cannot run code.
-    state = torch.load(io.BytesIO(_read_bytes(torch_file)), map_location="cpu", weights_only=True)
+    try:
+      state = torch.load(io.BytesIO(_read_bytes(torch_file)), map_location="cpu",
+                         weights_only=True)
+    # torch raises UnpicklingError, RuntimeError, EOFError ... for a file it will not read.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      reason = " ".join(str(e).split())[:200]
+      raise errors.UserError(f"{torch_file}: cannot be read as tensors only (a pickle that is "
+                             f"not plain weights, or a damaged file): {type(e).__name__}: "
+                             f"{reason}") from None
     return {k: v.detach().to(torch.float32).numpy() for k, v in state.items()}
   raise errors.UserError(f"{directory}: has no model.safetensors, model.safetensors.index.json "
                          "or pytorch_model.bin")
+
+
+def _load_safetensors(path: str) -> dict[str, np.ndarray]:
+  try:
+    return safetensors.numpy.load(_read_bytes(path))
+  # safetensors raises its own SafetensorError (and others) for a truncated or damaged file.
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise errors.UserError(f"{path}: cannot be read (truncated or not safetensors: "
+                           f"{type(e).__name__}: {e})") from None
 
 
 def load_hf(path: str, return_report: bool = False, seed: int = 0):
@@ -259,6 +280,14 @@ def _main(argv: list[str]) -> None:
     # Orbax logs every step of a save or restore at INFO; the summary below is what matters.
     logging.set_verbosity(logging.WARNING)
   try:
+    output = values.output.rstrip("/")
+    if os.path.abspath(output) == os.path.abspath(values.input.rstrip("/")):
+      raise errors.UserError(f"--output={values.output} is --input: it would replace the "
+                             "checkpoint it reads")
+    if tf.io.gfile.exists(output) and (not tf.io.gfile.isdir(output)
+                                       or tf.io.gfile.listdir(output)) and not values.overwrite:
+      raise errors.UserError(f"--output={values.output} exists and is not empty: pass "
+                             "--overwrite to replace it, or name a new directory")
     config, params, report = load_params(values.input, values.bert_config, return_report=True)
     count = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
     print(f"Read {values.input} ({report.format}): {count / 1e6:.2f}M params, "
@@ -289,5 +318,7 @@ if __name__ == "__main__":
                     "an HF directory (config.json + model.safetensors).")
   flags.DEFINE_string("bert_config", None, "bert_config.json of a TF checkpoint, if it is not "
                       "next to the checkpoint.")
+  flags.DEFINE_boolean("overwrite", False, "Write into an --output that exists and is not "
+                       "empty (without it, the command stops before reading anything).")
   flags.mark_flags_as_required(["input", "output"])
   app.run(_main)

@@ -124,7 +124,12 @@ class BertConfig:
     """Reads the original's bert_config.json or an HF config.json (HF's extra keys are ignored)."""
     # epath, not tf.io.gfile: local and gs:// paths alike, and no TensorFlow import, so the model
     # runs where only JAX is installed (GPU boxes; bench/device_check.py).
-    values = json.loads(epath.Path(path).read_text())
+    try:
+      values = json.loads(epath.Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise errors.UserError(f"{path}: not a JSON model config ({e})") from None
+    if not isinstance(values, dict):
+      raise errors.UserError(f"{path}: not a JSON model config (an object of fields)")
     if values.get("position_embedding_type", "absolute") != "absolute":
       raise errors.UserError(f"{path}: position_embedding_type="
                        f"{values['position_embedding_type']!r} is not supported (only 'absolute')")

@@ -27,6 +27,7 @@ from bert_jax.runtime import metrics
 from bert_jax.runtime import report
 from bert_jax.runtime import resume
 from bert_jax.runtime import sharding
+from bert_jax.runtime import workdir_lock
 
 
 def _restore_params(workdir: str, model_config: modeling.BertConfig,
@@ -72,6 +73,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   model_config = modeling.BertConfig.from_config(config.model)
   rules = sharding.logical_axis_rules(config)
   source, from_workdir = resume.params_source(config, workdir)
+  # No lock: an eval or an encode may run beside the training run that writes the checkpoints.
+  workdir_lock.check_usable(workdir)
 
   # The run's own data (prepared into WORKDIR/data once, as training does): the same eval
   # records and masks as every eval of the training run.

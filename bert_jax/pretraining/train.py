@@ -33,6 +33,7 @@ from bert_jax.runtime import report
 from bert_jax.runtime import resume
 from bert_jax.runtime import sharding
 from bert_jax.runtime import train_state
+from bert_jax.runtime import workdir_lock
 
 
 def _startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, params,
@@ -71,6 +72,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   mesh = sharding.create_mesh(config.mesh)
   validation.validate(config, mesh)
+  # One run per workdir: a second one stops here (runtime/workdir_lock.py).
+  with workdir_lock.held(workdir):
+    return _pretrain(config, workdir, mesh)
+
+
+def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh
+              ) -> dict[str, float]:
   model_config = modeling.BertConfig.from_config(config.model)
   rules = sharding.logical_axis_rules(config)
   # Phase 1 (the config's shapes), then phase 2 from train.phase2_start_step (phases.py).

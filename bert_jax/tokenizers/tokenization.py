@@ -267,9 +267,12 @@ def load_tokenizer(vocab_file: str, do_lower_case: bool = True) -> Tokenizer:
   """
   if not vocab_file or not tf.io.gfile.exists(vocab_file):
     raise errors.UserError(f"vocab_file {vocab_file!r} does not exist")
+  if tf.io.gfile.isdir(vocab_file):
+    raise errors.UserError(f"vocab_file {vocab_file!r} is a directory: name the vocab.txt or "
+                           ".model file in it")
   if vocab_file.endswith(".model"):
     return SentencePieceTokenizer(vocab_file)
-  # Imported here: wordpiece imports this module for the special tokens.
+  # Imported here: only WordPiece vocabularies need it (and the `tokenizers` library it loads).
   from bert_jax.tokenizers import wordpiece  # pylint: disable=g-import-not-at-top
   return wordpiece.FullTokenizer(vocab_file, do_lower_case=do_lower_case)
 
@@ -315,6 +318,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("input_sentence_size", 10_000_000, "Most sentences to train on; a "
                        "larger input is sampled down, uniformly. 0 = all.")
   flags.DEFINE_integer("seed", 0, "Seed of the sampling.")
+  flags.DEFINE_boolean("overwrite", False, "Replace PREFIX.model and PREFIX.vocab if they exist "
+                       "(without it, the command stops before reading anything).")
   flags.mark_flags_as_required(["input", "vocab_size", "output"])
 
 
@@ -327,6 +332,12 @@ def main(argv: Sequence[str]) -> None:
     if flag_values.vocab_size <= special_tokens.NUM_SPECIAL_TOKENS:
       raise errors.UserError(f"--vocab_size={flag_values.vocab_size} leaves no room past the "
                              f"{special_tokens.NUM_SPECIAL_TOKENS} special tokens")
+    existing = [f"{flag_values.output}{ext}" for ext in (".model", ".vocab")
+                if tf.io.gfile.exists(f"{flag_values.output}{ext}")]
+    if existing and not flag_values.overwrite:
+      # A workdir's data/vocab.model among them would silently no longer match its records.
+      raise errors.UserError(f"--output={flag_values.output}: {existing[0]} exists; pass "
+                             "--overwrite to replace it")
     model_file = train_sentencepiece(read_sentences(flag_values.input), flag_values.vocab_size,
                                      flag_values.output, flag_values.input_sentence_size,
                                      seed=flag_values.seed)

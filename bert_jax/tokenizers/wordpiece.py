@@ -70,10 +70,13 @@ def load_vocab(vocab_file: str) -> list[str]:
     The tokens in id order, each stripped of surrounding whitespace (as the original does).
 
   Raises:
-    errors.UserError: If the file does not exist or is not UTF-8 text.
+    errors.UserError: If the file does not exist, is a directory, is not UTF-8 text or lists
+      a token twice.
   """
   if not tf.io.gfile.exists(vocab_file):
     raise errors.UserError(f"WordPiece vocabulary {vocab_file!r} does not exist")
+  if tf.io.gfile.isdir(vocab_file):
+    raise errors.UserError(f"WordPiece vocabulary {vocab_file!r} is a directory, not a file")
   try:
     with tf.io.gfile.GFile(vocab_file, "rb") as f:
       text = f.read().decode("utf-8")
@@ -83,7 +86,15 @@ def load_vocab(vocab_file: str) -> list[str]:
   lines = text.split("\n")
   if lines and lines[-1] == "":
     lines.pop()  # The newline that ends the last line starts no token.
-  return [line.strip() for line in lines]
+  tokens = [line.strip() for line in lines]
+  # A token listed twice would take its last line's id: [MASK] or [CLS] silently moved.
+  first_line = {}
+  for number, token in enumerate(tokens, start=1):
+    if token in first_line and token:
+      raise errors.UserError(f"WordPiece vocabulary {vocab_file!r} lists {token!r} twice (lines "
+                             f"{first_line[token]} and {number})")
+    first_line.setdefault(token, number)
+  return tokens
 
 
 def _is_whitespace(char: str) -> bool:

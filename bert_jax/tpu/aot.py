@@ -23,6 +23,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from bert_jax import errors
+from bert_jax.config import cli
 from bert_jax.config import validation
 from bert_jax.model import flops
 from bert_jax.pretraining import train_program
@@ -266,4 +267,4 @@ if __name__ == "__main__":
   flags.DEFINE_string("topology", None,
                       f"TPU slice to compile for: {tpu_topology.ACCEPTED_FORMS}.")
   flags.mark_flags_as_required(["config", "topology"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -20,12 +20,16 @@ import sys
 
 from absl import app
 from absl import flags
+from jax.sharding import AbstractMesh
 import ml_collections
 from ml_collections import config_flags
 
 from bert_jax import errors
+from bert_jax.config import cli
+from bert_jax.config import validation
 from bert_jax.model import flops
 from bert_jax.pretraining import phases
+from bert_jax.runtime import sharding
 from bert_jax.tpu import tpu_topology
 
 # An assumption, not a measurement: replace it with the `mfu` metric of your own run (the train
@@ -171,6 +175,10 @@ def estimate(config: ml_collections.ConfigDict, topology_name: str, mfu: float =
     errors.UserError: A bad topology, MFU, price or dtype, in one line.
   """
   topology = tpu_topology.parse(topology_name)
+  # The run's own checks, on a mesh of the slice's chips, so that a config the run would refuse
+  # gets no estimate (a negative step count once gave "-5 steps ... $-0").
+  validation.validate(config, AbstractMesh(sharding.mesh_shape(config.mesh, topology.num_chips),
+                                           sharding.MESH_AXES), platform="tpu")
   if not 0 < mfu <= 1:
     raise errors.UserError(f"--mfu={mfu}: must be in (0, 1], e.g. {DEFAULT_MFU}")
   if price_per_chip_hour is None:
@@ -277,4 +285,4 @@ if __name__ == "__main__":
                     "First AOT-compile the step for the slice (bert_jax.aot, needs libtpu) and "
                     "print its memory report; exit status 2 if it does not fit.")
   flags.mark_flags_as_required(["config", "topology"])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

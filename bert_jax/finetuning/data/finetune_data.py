@@ -20,6 +20,7 @@ from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import squad
 from bert_jax.finetuning.data import squad_windows
 from bert_jax.finetuning.data import tasks
+from bert_jax.pretraining.data import prepare
 from bert_jax.tokenizers import tokenization
 
 SQUAD_TASKS = {"squad": "squad/v1.1", "squad_v1.1": "squad/v1.1", "squad_v2.0": "squad/v2.0"}
@@ -82,7 +83,8 @@ def vocab_file(config: ml_collections.ConfigDict, checkpoint: str | None = None)
     if path and tf.io.gfile.exists(candidate):
       if candidate.endswith("metadata.json"):  # A bert_jax pre-training workdir.
         with tf.io.gfile.GFile(candidate) as f:
-          return json.load(f)["vocab_file"]
+          metadata = json.load(f)
+        return prepare.with_full_paths(metadata, os.path.dirname(candidate))["vocab_file"]
       return candidate
   source = (f"config.init_checkpoint ({config.init_checkpoint or 'empty'})"
             if checkpoint is None else checkpoint)
@@ -115,14 +117,23 @@ def _squad(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
         max_query_length=data.max_query_length, is_training=is_training)
     return examples, features
 
-  _, train_features = read("train", data.train_file, True)
+  train_examples, train_features = read("train", data.train_file, True)
   eval_examples, eval_features = read("validation", data.eval_file, False)
+  _check_read(train_examples, "train", data.train_file, "data.train_file")
+  _check_read(eval_examples, "validation", data.eval_file, "data.eval_file")
   return TaskData(
       name=name, family="span", num_labels=2, label_names=None, metrics=("f1", "exact_match"),
       train=_span_arrays(train_features, with_positions=True),
       evals=[EvalSet("validation", _span_arrays(eval_features, with_positions=False),
                      eval_examples, eval_features)],
       version_2_with_negative=name.endswith("v2.0"))
+
+
+def _check_read(examples: list[Any], split: str, local_file: str, field: str) -> None:
+  """Before any step: an eval set without a row would end a whole run at its first eval."""
+  if not examples:
+    where = f"{field}={local_file}" if local_file else f"the TFDS split {split!r}"
+    raise errors.UserError(f"{where} holds no example (an empty file, or only a header?)")
 
 
 def _span_arrays(features, with_positions: bool) -> dict[str, np.ndarray]:
@@ -140,8 +151,7 @@ def load(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
   task = tasks.get_task(config.task)
   data = config.data
   train_examples, label_names = tasks.load_examples(task, "train", data)
-  if not train_examples:
-    raise errors.UserError(f"task {config.task}: no training example was read")
+  _check_read(train_examples, task.train_split, data.train_file, "data.train_file")
 
   def encode(examples):
     if task.family == "token":
@@ -151,6 +161,7 @@ def load(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
   evals = []
   for split in tasks.eval_split_names(task, data):
     examples, _ = tasks.load_examples(task, split, data, label_names=label_names)
+    _check_read(examples, split, data.eval_file, "data.eval_file")
     evals.append(EvalSet(split, encode(examples), examples))
   num_labels = 1 if task.family == "regression" else len(label_names)
   # Entity-level scores are named 'f1', 'precision', 'recall' by task_metrics.entity_f1.

@@ -43,18 +43,13 @@ import dataclasses
 import inspect
 import json
 import os
-import sys
 import time
 from typing import Any
 
-from absl import app
-from absl import flags
-import ml_collections
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.pretraining.data import corpus
-from bert_jax.pretraining.data import holdout
 from bert_jax.pretraining.data import prepare_summary
 from bert_jax.pretraining.data import shards
 from bert_jax.tokenizers import tokenization
@@ -291,103 +286,15 @@ def _extra_lengths(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def with_full_paths(metadata: dict[str, Any], data_dir: str) -> dict[str, Any]:
-  """A copy of metadata whose file lists are paths under data_dir, not bare names."""
+  """A copy of metadata whose file lists (and a vocab_file kept beside them) are paths under
+  data_dir, not bare names: a data directory moved elsewhere still reads."""
   metadata = dict(metadata)
+  vocab_file = metadata.get("vocab_file")
+  if vocab_file and "://" not in vocab_file and not os.path.isabs(vocab_file):
+    metadata["vocab_file"] = os.path.join(data_dir, vocab_file)
   for key in ("train_files", "eval_files"):
     metadata[key] = [os.path.join(data_dir, name) for name in metadata[key]]
   metadata["extra_lengths"] = [
       {**extra, "train_files": [os.path.join(data_dir, name) for name in extra["train_files"]]}
       for extra in metadata.get("extra_lengths", [])]
   return metadata
-
-
-def _define_flags() -> None:
-  # Defined only when run as a script: a library import must not add flags to the importer's
-  # command line (or clash with its own --vocab_file).
-  flags.DEFINE_string("input_file", None, "Comma-separated globs of text files: one sentence "
-                      "per line, a blank line between documents.")
-  flags.DEFINE_string("tfds_name", None, "TFDS text dataset instead of --input_file, e.g. "
-                      "wikipedia/20230601.en.")
-  flags.DEFINE_string("tfds_split", "train", "TFDS split, e.g. train or train[:1%].")
-  flags.DEFINE_string("tfds_text_key", "text", "TFDS feature that holds a document's text.")
-  flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir; unset = TFDS's default.")
-  flags.DEFINE_string("vocab_file", None, "SentencePiece .model or WordPiece vocab.txt.")
-  flags.DEFINE_boolean("do_lower_case", None, "Lower-case text before WordPiece; unset = the "
-                       "tokenizer's default.")
-  flags.DEFINE_string("output_dir", None, "Directory to write the TFRecords and metadata to.")
-  flags.DEFINE_integer("max_seq_length", 128, "Tokens per instance, [CLS] and [SEP]s included.")
-  flags.DEFINE_float("short_seq_prob", 0.1,
-                     "Probability of creating sequences shorter than max_seq_length (NSP).")
-  flags.DEFINE_integer("dupe_factor", 5,
-                       "Passes over the training documents, each with new pairings.")
-  flags.DEFINE_float("eval_fraction", 0.05, "Fraction of the documents held out to build "
-                     "eval.tfrecord (the first of the input).")
-  flags.DEFINE_integer("min_eval_documents", 10, "Fewest documents held out (never more than "
-                       "half of them).")
-  flags.DEFINE_integer("max_eval_documents", 200, "Most documents held out.")
-  flags.DEFINE_integer("num_eval_documents", -1, "Exactly this many documents held out instead "
-                       "of --eval_fraction; -1 = the fraction.")
-  flags.DEFINE_list("extra_seq_lengths", [], "More lengths to make the training instances at, "
-                    "from the same documents: seqL-train-KKKKK.tfrecord (e.g. 512, for a second "
-                    "phase's data.phase2_input_files).")
-  flags.DEFINE_integer("random_seed", 12345, "Seed of everything random (with shard indices).")
-  flags.DEFINE_boolean("next_sentence_prediction", True, "Sentence pairs with NSP labels (the "
-                       "original BERT); false: RoBERTa's FULL-SENTENCES packing.")
-  flags.DEFINE_integer("documents_per_shard", DEFAULT_DOCUMENTS_PER_SHARD,
-                       "Documents of an input shard, and so of a training file.")
-  flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Worker processes on this host.")
-  flags.DEFINE_integer("num_hosts", 1, "Hosts sharing the work.")
-  flags.DEFINE_integer("host_index", 0, "This host, in [0, num_hosts); host 0 writes eval and "
-                       "metadata.json once every other host is done.")
-  flags.mark_flags_as_required(["vocab_file", "output_dir"])
-
-
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  flag_values = flags.FLAGS
-  if (flag_values.input_file is None) == (flag_values.tfds_name is None):
-    raise app.UsageError("Give exactly one of --input_file and --tfds_name.")
-  counters: collections.Counter = collections.Counter()
-  # What corpus.load_documents reads, and the hold-out fields, as a run's config.data.
-  data = ml_collections.ConfigDict({
-      "source": "text" if flag_values.input_file is not None else "tfds",
-      "input_files": flag_values.input_file or "", "max_documents": 0,
-      **{name: flag_values[name].value for name in (
-          "tfds_name", "tfds_split", "tfds_text_key", "tfds_data_dir", *holdout.FIELDS)}})
-  try:
-    lengths = flag_values.extra_seq_lengths
-    if not all(length.isdigit() and int(length) >= 5 for length in lengths):
-      raise errors.UserError(f"--extra_seq_lengths={','.join(lengths)} is not a list of "
-                             "lengths of at least 5, e.g. 512")
-    holdout.check(data, prefix="--")
-    # Counted first (a pass over the text): the hold-out is a fraction of the documents.
-    num_eval_documents, holdout_line = holdout.resolve(data, corpus.count_documents(data))
-    print(holdout_line, flush=True)
-    documents = corpus.load_documents(data, counters)
-    loader = TokenizerLoader(flag_values.vocab_file, flag_values.do_lower_case)
-    metadata = prepare_pretraining_data(
-        documents, loader, flag_values.output_dir, max_seq_length=flag_values.max_seq_length,
-        short_seq_prob=flag_values.short_seq_prob, dupe_factor=flag_values.dupe_factor,
-        num_eval_documents=num_eval_documents, seed=flag_values.random_seed,
-        next_sentence_prediction=flag_values.next_sentence_prediction,
-        extra_seq_lengths=[int(length) for length in lengths],
-        documents_per_shard=flag_values.documents_per_shard,
-        num_workers=flag_values.num_workers, num_hosts=flag_values.num_hosts,
-        host_index=flag_values.host_index, input_counters=counters, progress_interval_s=5.0)
-  except errors.UserError as e:
-    # A bad flag or input file gets one line that names it, not a traceback.
-    sys.exit(f"bert_jax.data.prepare: error: {e}")
-  if "summary" in metadata:
-    print(prepare_summary.format_summary(metadata["summary"]))
-  print(f"{len(metadata['train_files'])} training files in {flag_values.output_dir}")
-
-
-if __name__ == "__main__":
-  # Run through the module's real name, so that the functions the worker processes unpickle
-  # are bert_jax.data.prepare's, not this __main__'s.
-  from bert_jax.pretraining.data import prepare as _prepare  # pylint: disable=import-self
-  _prepare._define_flags()  # pylint: disable=protected-access
-  # --help lists the main module's key flags; these were defined in the imported module.
-  flags.adopt_module_key_flags(_prepare)
-  app.run(_prepare.main)

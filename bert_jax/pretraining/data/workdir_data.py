@@ -121,7 +121,11 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
       extra_seq_lengths=extra_seq_lengths(config),
       documents_per_shard=data.documents_per_shard,
       input_counters=counters,
-      extra_metadata={"config": _fields(config), "vocab_file": vocab_file})
+      # A vocabulary trained here is named relative to the data, so the workdir can be moved;
+      # the user's own is named as a full path.
+      extra_metadata={"config": _fields(config), "vocab_file": (
+          os.path.basename(vocab_file) if not data.vocab_file
+          else vocab_file if "://" in vocab_file else os.path.abspath(vocab_file))})
   report.line(prepare_summary.format_summary(metadata["summary"]))
 
 

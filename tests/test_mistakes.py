@@ -1,0 +1,215 @@
+"""A user's mistake is one line naming the field, flag or file, before anything is lost.
+
+One test per mistake a new user makes; in-process where the mistake is a check of inputs,
+real processes where it is about processes (two runs on one workdir, the command lines).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bert_jax import errors
+from bert_jax.config import validation
+from bert_jax.finetuning import encode
+from bert_jax.finetuning import finetune
+from bert_jax.interop import convert
+from bert_jax.pretraining import train
+from bert_jax.pretraining.data import inputs
+from bert_jax.runtime import workdir_lock
+from bert_jax.tokenizers import tokenization
+from bert_jax.tokenizers import wordpiece
+from configs import tiny
+from test_finetune import _config as finetune_config
+from test_train import REPO, small_config, write_corpus
+
+
+def _error(function, *args) -> str:
+  with pytest.raises(errors.UserError) as raised:
+    function(*args)
+  message = str(raised.value)
+  assert "\n" not in message, message
+  return message
+
+
+def _cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                              "JAX_PLATFORMS": "cpu"})
+
+
+def _last_line(result: subprocess.CompletedProcess) -> str:
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  return result.stderr.strip().splitlines()[-1]
+
+
+def test_an_empty_eval_file_stops_fine_tuning_before_the_first_step(tmp_path,
+                                                                    sentencepiece_model):
+  (tmp_path / "train.csv").write_text("sentence,label\n" + "a few words here,yes\n" * 8)
+  (tmp_path / "dev.csv").write_text("sentence,label\n")  # Only a header.
+  config = finetune_config("classification", sentencepiece_model,
+                           train_file=str(tmp_path / "train.csv"),
+                           eval_file=str(tmp_path / "dev.csv"), text_a_key="sentence",
+                           label_key="label")
+  assert _error(finetune.finetune, config, str(tmp_path / "work")) == (
+      f"data.eval_file={tmp_path / 'dev.csv'} holds no example (an empty file, or only a "
+      "header?)")
+  assert not (tmp_path / "work" / "checkpoints").exists()
+
+
+def test_encode_never_replaces_its_input_nor_an_existing_output_unasked(tmp_path):
+  text = tmp_path / "lines.txt"
+  text.write_text("one line\n")
+  config = tiny.get_config()
+  config.mode = "encode"
+  config.encode.update(input_file=str(text), output_file=str(text))
+  assert _error(encode.encode_file, config, str(tmp_path)) == (
+      f"encode.output_file={text} is encode.input_file: it would replace the text")
+  output = tmp_path / "old.npz"
+  output.write_bytes(b"earlier embeddings")
+  config.encode.output_file = str(output)
+  assert _error(encode.encode_file, config, str(tmp_path)) == (
+      f"encode.output_file={output} exists: set --config.encode.overwrite=true to replace it")
+  assert text.read_text() == "one line\n" and output.read_bytes() == b"earlier embeddings"
+
+
+def test_a_vocabulary_with_a_token_twice_or_a_directory_is_refused(tmp_path):
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\nword\n[MASK]\n")
+  assert _error(wordpiece.load_vocab, str(vocab)) == (
+      f"WordPiece vocabulary '{vocab}' lists '[MASK]' twice (lines 5 and 7)")
+  assert _error(tokenization.load_tokenizer, str(tmp_path)) == (
+      f"vocab_file '{tmp_path}' is a directory: name the vocab.txt or .model file in it")
+
+
+def test_config_mistakes_found_before_anything_is_read(tmp_path):
+  config = tiny.get_config()
+  config.data.dupe_factor = 0
+  assert _error(validation.validate, config) == "data.dupe_factor=0 must be at least 1"
+  config = tiny.get_config()
+  config.init_checkpoint = str(tmp_path / "no_such_run")
+  assert _error(validation.validate, config) == (
+      f"init_checkpoint={tmp_path / 'no_such_run'} does not exist (nor "
+      f"{tmp_path / 'no_such_run'}.index)")
+  config = tiny.get_config()
+  config.train.num_train_steps = -5  # estimate once printed "-5 steps ... cost $-0".
+  assert _error(validation.validate, config) == "train.num_train_steps=-5 must be at least 1"
+
+
+def test_damaged_checkpoint_files_are_one_line(tmp_path):
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  (hf / "config.json").write_text("{not json")
+  assert _error(convert.load_params, str(hf)).startswith(
+      f"{hf / 'config.json'}: not a JSON model config (")
+  (hf / "config.json").write_text(json.dumps({"vocab_size": 30, "hidden_size": 8,
+                                              "num_hidden_layers": 1, "num_attention_heads": 2,
+                                              "intermediate_size": 16}))
+  (hf / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+  assert _error(convert.load_params, str(hf)).startswith(
+      f"{hf / 'model.safetensors'}: cannot be read (truncated or not safetensors: ")
+  os.remove(hf / "model.safetensors")
+  (hf / "pytorch_model.bin").write_bytes(b"not a pickle at all")
+  assert _error(convert.load_params, str(hf)).startswith(
+      f"{hf / 'pytorch_model.bin'}: cannot be read as tensors only")
+
+
+def test_the_workdir_must_be_a_directory(tmp_path):
+  corpus = write_corpus(str(tmp_path))
+  workdir = tmp_path / "a_file"
+  workdir.write_text("not a directory")
+  assert _error(train.train_and_evaluate, small_config(corpus), str(workdir)) == (
+      f"--workdir={workdir} is a file, not a directory")
+
+
+def test_a_live_lock_stops_a_run_and_a_stale_one_is_taken_over(tmp_path, capsys):
+  lock = tmp_path / workdir_lock.LOCK_FILENAME
+  # Process 1 always runs: a lock it holds is in use.
+  lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "started": "then"}))
+  with pytest.raises(errors.UserError) as raised:
+    with workdir_lock.held(str(tmp_path)):
+      pass
+  assert str(raised.value) == (
+      f"--workdir={tmp_path} is in use by process 1 on {socket.gethostname()} since then: wait "
+      f"for that run to end, or delete {lock} if it is gone")
+  # A process of this host that has ended: its lock is stale.
+  gone = subprocess.Popen(["true"])
+  gone.wait()
+  lock.write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "then"}))
+  with workdir_lock.held(str(tmp_path)):
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+  assert f"taking over the stale lock {lock} of process {gone.pid}" in capsys.readouterr().err
+  assert not lock.exists()  # Released.
+
+
+def test_a_second_run_on_a_workdir_in_use_stops_with_one_line(tmp_path):
+  corpus = write_corpus(str(tmp_path))
+  workdir = tmp_path / "work"
+  flags = [f"--workdir={workdir}", "--config=configs/tiny.py", "--config.data.source=text",
+           f"--config.data.input_files={corpus}", "--config.model.vocab_size=128",
+           "--config.data.max_seq_length=32", "--config.data.max_predictions_per_seq=5",
+           "--config.train.batch_size=8", "--config.train.eval_batch_size=8",
+           "--config.train.num_train_steps=100000", "--config.train.log_every_steps=1",
+           "--config.data.num_eval_documents=6"]
+  env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
+  with open(tmp_path / "first.out", "w") as out:
+    first = subprocess.Popen([sys.executable, "-m", "bert_jax.main", *flags], cwd=REPO, env=env,
+                             stdout=out, stderr=subprocess.STDOUT)
+  try:
+    deadline = time.time() + 240
+    while "train step=" not in (tmp_path / "first.out").read_text():
+      assert first.poll() is None and time.time() < deadline, (tmp_path / "first.out").read_text()
+      time.sleep(0.5)
+    second = _cli("bert_jax.main", *flags)
+    assert _last_line(second) == (
+        f"bert_jax: error: --workdir={workdir} is in use by process {first.pid} on "
+        f"{socket.gethostname()} since "
+        f"{json.loads((workdir / 'lock.json').read_text())['started']}: wait for that run to "
+        f"end, or delete {workdir / 'lock.json'} if it is gone")
+  finally:
+    first.terminate()  # SIGTERM: it saves a checkpoint and exits, releasing the lock.
+    first.wait(timeout=120)
+  assert first.returncode == 0 and not (workdir / "lock.json").exists()
+
+
+def test_command_line_mistakes_are_one_line_and_keep_what_exists(tmp_path, sentencepiece_model):
+  # tokenization train: an existing model is not replaced unasked.
+  (tmp_path / "spm.model").write_bytes(b"a workdir's vocabulary")
+  (tmp_path / "text.txt").write_text("A sentence.\nAnother one.\n")
+  assert _last_line(_cli("bert_jax.tokenization", "train", f"--input={tmp_path / 'text.txt'}",
+                         "--vocab_size=50", f"--output={tmp_path / 'spm'}")) == (
+      f"bert_jax.tokenization: error: --output={tmp_path / 'spm'}: {tmp_path / 'spm.model'} "
+      "exists; pass --overwrite to replace it")
+  assert (tmp_path / "spm.model").read_bytes() == b"a workdir's vocabulary"
+  # prepare: bad numbers, and a non-empty output directory.
+  out = tmp_path / "prepared"
+  out.mkdir()
+  (out / "metadata.json").write_text("{}")
+  common = ["bert_jax.data.prepare", f"--input_file={tmp_path / 'text.txt'}",
+            f"--vocab_file={sentencepiece_model}", f"--output_dir={out}"]
+  for flag, message in (
+      ("--dupe_factor=0", "--dupe_factor=0 must be at least 1"),
+      ("--host_index=2", "--host_index=2 must be between 0 and --num_hosts - 1 = 0"),
+      ("--max_seq_length=64", f"--output_dir={out} is not empty: pass --overwrite to replace "
+                              "what it holds, or name a new directory")):
+    assert _last_line(_cli(*common, flag)) == f"bert_jax.data.prepare: error: {message}"
+  assert (out / "metadata.json").read_text() == "{}"
+  # A config field misspelt on the command line of estimate (and aot, which parses the same way).
+  assert _last_line(_cli("bert_jax.estimate", "--config=configs/large.py",
+                         "--topology=v5litepod-16", "--config.train.bacth_size=8")) == (
+      "bert_jax: error: unknown config field train.bacth_size (did you mean "
+      "train.batch_size?)")
+
+
+
+def test_a_workdir_moved_elsewhere_still_reads(tmp_path):
+  config = small_config(write_corpus(str(tmp_path)))
+  inputs.resolve(config, str(tmp_path / "here"))  # Trains the vocabulary into here/data.
+  os.rename(tmp_path / "here", tmp_path / "there")
+  data = inputs.resolve(config, str(tmp_path / "there"))
+  assert data.train_files and all(f.startswith(str(tmp_path / "there")) for f in data.train_files)
