@@ -14,7 +14,6 @@ from bert_jax.config import base
 from bert_jax.config import finetune
 from bert_jax.model import attention
 from bert_jax.model import modeling
-from bert_jax.pretraining.data import holdout
 from bert_jax.runtime import nan_guard
 from bert_jax.runtime import optim
 from bert_jax.runtime import sharding
@@ -175,7 +174,7 @@ def _check_pretraining(config: ml_collections.ConfigDict) -> None:
     attention.check_dropout(model.attention, model.attention_probs_dropout_prob)
   if data.source not in _SOURCES:
     raise errors.UserError(f"data.source={data.source!r} is not one of {', '.join(_SOURCES)}")
-  holdout.check(data)
+  check_holdout(data)
   if data.source in ("text", "tfrecord") and not data.input_files:
     raise errors.UserError(f"data.input_files is empty but data.source={data.source!r} needs "
                            "files")
@@ -219,12 +218,22 @@ def _check_pretraining(config: ml_collections.ConfigDict) -> None:
   check_phase2(config)
 
 
+def check_holdout(data: ml_collections.ConfigDict, prefix: str = "data.") -> None:
+  """One line naming the field (or flag, prefix '--') when the hold-out fields are wrong."""
+  if not 0 <= data.eval_fraction <= 0.5:
+    raise errors.UserError(f"{prefix}eval_fraction={data.eval_fraction} must be between 0 and "
+                           "0.5 (the fraction of the documents held out for eval)")
+  if not 0 <= data.min_eval_documents <= data.max_eval_documents:
+    raise errors.UserError(
+        f"{prefix}min_eval_documents={data.min_eval_documents} and "
+        f"{prefix}max_eval_documents={data.max_eval_documents}: need 0 <= min <= max")
+  if data.num_eval_documents < -1:
+    raise errors.UserError(f"{prefix}num_eval_documents={data.num_eval_documents} must be at "
+                           "least 0, or -1 to hold out data.eval_fraction of the documents")
+
+
 def _check_finetuning(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
-  # Here, not at the top: the task registry reads TFDS, and everything else here runs without
-  # TensorFlow (bench/device_check.py on an accelerator machine that has none).
-  from bert_jax.finetuning.data import finetune_data  # pylint: disable=g-import-not-at-top
   data, train = config.data, config.train
-  finetune_data.check_task(config)
   defaults = base.get_config()
   for path in finetune.PRETRAINING_ONLY:
     section, name = path.split(".")
@@ -234,9 +243,6 @@ def _check_finetuning(config: ml_collections.ConfigDict, mesh: Mesh) -> None:
   if data.max_seq_length < 3:
     raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for a "
                            "token besides [CLS] and [SEP]")
-  if config.task in finetune_data.SQUAD_TASKS and data.max_seq_length <= data.max_query_length + 3:
-    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for the "
-                           f"context after data.max_query_length={data.max_query_length}")
   if train.num_train_epochs <= 0 and train.num_train_steps <= 0:
     raise errors.UserError("train.num_train_epochs and train.num_train_steps are both 0")
   if not 0 <= train.warmup_proportion <= 1:

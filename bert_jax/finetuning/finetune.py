@@ -131,6 +131,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   Returns:
     The final eval metrics, {split: {metric: value}}.
   """
+  # The task's name first, in the task registry (TFDS's, so not in config/validation.py, which
+  # needs no TensorFlow).
+  finetune_data.check_task(config)
   mesh = sharding.create_mesh(config.mesh)
   validation.validate(config, mesh)
   # One run per workdir: a second one stops here (runtime/workdir_lock.py).

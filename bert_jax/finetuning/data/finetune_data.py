@@ -59,7 +59,12 @@ class TaskData:
 
 
 def check_task(config: ml_collections.ConfigDict) -> None:
-  """A task name that is neither SQuAD nor in the task registry is a one-line error."""
+  """A task name that is neither SQuAD nor in the task registry is a one-line error, as is a
+  SQuAD window with no room for the context."""
+  data = config.data
+  if config.task in SQUAD_TASKS and data.max_seq_length <= data.max_query_length + 3:
+    raise errors.UserError(f"data.max_seq_length={data.max_seq_length} leaves no room for the "
+                           f"context after data.max_query_length={data.max_query_length}")
   if config.task not in SQUAD_TASKS:
     try:
       tasks.get_task(config.task)

@@ -7,7 +7,6 @@ stream are held out (prepare.py says where they go); a run's eval set is built f
 
 import ml_collections
 
-from bert_jax import errors
 
 # Config fields (data.*) and prepare's flags of the same names.
 FIELDS = ("eval_fraction", "min_eval_documents", "max_eval_documents", "num_eval_documents")
@@ -19,20 +18,6 @@ def eval_document_count(num_documents: int, eval_fraction: float, min_eval_docum
   half the documents (training keeps the larger part), and at most max_eval_documents."""
   count = max(round(eval_fraction * num_documents), min_eval_documents)
   return max(0, min(count, num_documents // 2, max_eval_documents))
-
-
-def check(data: ml_collections.ConfigDict, prefix: str = "data.") -> None:
-  """One line naming the field (or flag, prefix '--') when the hold-out fields are wrong."""
-  if not 0 <= data.eval_fraction <= 0.5:
-    raise errors.UserError(f"{prefix}eval_fraction={data.eval_fraction} must be between 0 and "
-                           "0.5 (the fraction of the documents held out for eval)")
-  if not 0 <= data.min_eval_documents <= data.max_eval_documents:
-    raise errors.UserError(
-        f"{prefix}min_eval_documents={data.min_eval_documents} and "
-        f"{prefix}max_eval_documents={data.max_eval_documents}: need 0 <= min <= max")
-  if data.num_eval_documents < -1:
-    raise errors.UserError(f"{prefix}num_eval_documents={data.num_eval_documents} must be at "
-                           "least 0, or -1 to hold out data.eval_fraction of the documents")
 
 
 def resolve(data: ml_collections.ConfigDict, num_documents: int) -> tuple[int, str]:

@@ -18,6 +18,7 @@ import ml_collections
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax.config import validation
 from bert_jax.pretraining.data import corpus
 from bert_jax.pretraining.data import holdout
 from bert_jax.pretraining.data import prepare
@@ -113,7 +114,7 @@ def main(argv: Sequence[str]) -> None:
     if not all(length.isdigit() and int(length) >= 5 for length in lengths):
       raise errors.UserError(f"--extra_seq_lengths={','.join(lengths)} is not a list of "
                              "lengths of at least 5, e.g. 512")
-    holdout.check(data, prefix="--")
+    validation.check_holdout(data, prefix="--")
     _check_flags(flag_values)
     # Counted first (a pass over the text): the hold-out is a fraction of the documents.
     num_documents = corpus.count_documents(data)
