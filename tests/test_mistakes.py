@@ -119,12 +119,18 @@ def test_damaged_checkpoint_files_are_one_line(tmp_path):
       f"{hf / 'pytorch_model.bin'}: cannot be read as tensors only")
 
 
-def test_the_workdir_must_be_a_directory(tmp_path):
+def test_the_workdir_must_be_a_directory_and_a_failed_run_leaves_none(tmp_path):
   corpus = write_corpus(str(tmp_path))
   workdir = tmp_path / "a_file"
   workdir.write_text("not a directory")
   assert _error(train.train_and_evaluate, small_config(corpus), str(workdir)) == (
       f"--workdir={workdir} is a file, not a directory")
+  # A run that stops on a mistake in its data leaves no empty workdir (checkpoints/, data/).
+  config = small_config(corpus)
+  config.data.input_files = str(tmp_path / "nothing*.txt")
+  assert _error(train.train_and_evaluate, config, str(tmp_path / "new")).startswith(
+      "data.input_files: no file matches")
+  assert not (tmp_path / "new").exists()
 
 
 def test_a_live_lock_stops_a_run_and_a_stale_one_is_taken_over(tmp_path, capsys):

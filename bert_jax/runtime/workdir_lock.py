@@ -55,6 +55,8 @@ def held(workdir: str) -> Iterator[None]:
   """
   path = os.path.join(workdir, LOCK_FILENAME)
   error = ""
+  # A run that stops on a user's mistake leaves no empty directories behind in a workdir it made.
+  created = not tf.io.gfile.exists(workdir)
   if jax.process_index() == 0:
     try:
       check_usable(workdir)
@@ -70,9 +72,29 @@ def held(workdir: str) -> Iterator[None]:
     raise errors.UserError(error)
   try:
     yield
-  finally:
+  except errors.UserError:
     if jax.process_index() == 0:
       _release(path)
+      if created:
+        _remove_empty_directories(workdir)
+    raise
+  except BaseException:
+    if jax.process_index() == 0:
+      _release(path)
+    raise
+  if jax.process_index() == 0:
+    _release(path)
+
+
+def _remove_empty_directories(top: str) -> None:
+  """Removes `top` and the directories under it that hold no file (local paths only)."""
+  if "://" in top:
+    return
+  for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+    try:
+      os.rmdir(directory)  # Only ever succeeds on an empty directory.
+    except OSError:
+      pass
 
 
 def _acquire(path: str) -> None:
