@@ -99,6 +99,9 @@ def test_config_mistakes_found_before_anything_is_read(tmp_path):
   config = tiny.get_config()
   config.train.num_train_steps = -5  # estimate once printed "-5 steps ... cost $-0".
   assert _error(validation.validate, config) == "train.num_train_steps=-5 must be at least 1"
+  config = finetune_config("classification", "")
+  config.train.log_every_steps = 0  # Fine-tuning once took this to the first step, after compile.
+  assert _error(validation.validate, config) == "train.log_every_steps=0 must be at least 1"
 
 
 def test_damaged_checkpoint_files_are_one_line(tmp_path):
@@ -204,6 +207,13 @@ def test_command_line_mistakes_are_one_line_and_keep_what_exists(tmp_path, sente
       ("--max_seq_length=64", f"--output_dir={out} is not empty: pass --overwrite to replace "
                               "what it holds, or name a new directory")):
     assert _last_line(_cli(*common, flag)) == f"bert_jax.data.prepare: error: {message}"
+  # Even with --overwrite, an input with no document stops before anything is replaced.
+  (tmp_path / "blank.txt").write_text("\n   \n\t\n")
+  assert _last_line(_cli("bert_jax.data.prepare", f"--input_file={tmp_path / 'blank.txt'}",
+                         f"--vocab_file={sentencepiece_model}", f"--output_dir={out}",
+                         "--overwrite")) == (
+      f"bert_jax.data.prepare: error: --input_file={tmp_path / 'blank.txt'}: no document (only "
+      "blank lines?)")
   assert (out / "metadata.json").read_text() == "{}"
   # A config field misspelt on the command line of estimate (and aot, which parses the same way).
   assert _last_line(_cli("bert_jax.estimate", "--config=configs/large.py",
