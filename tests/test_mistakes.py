@@ -215,6 +215,10 @@ def test_command_line_mistakes_are_one_line_and_keep_what_exists(tmp_path, sente
       f"bert_jax.data.prepare: error: --input_file={tmp_path / 'blank.txt'}: no document (only "
       "blank lines?)")
   assert (out / "metadata.json").read_text() == "{}"
+  # A bad flag value of any command: one line, not absl's two and its usage hint.
+  assert _last_line(_cli("bert_jax.interop", f"--input={tmp_path}", f"--output={tmp_path / 'x'}",
+                         "--format=bad")) == (
+      "bert_jax.interop: error: flag --format=bad: value should be one of <orbax|hf>")
   # A config field misspelt on the command line of estimate (and aot, which parses the same way).
   assert _last_line(_cli("bert_jax.estimate", "--config=configs/large.py",
                          "--topology=v5litepod-16", "--config.train.bacth_size=8")) == (

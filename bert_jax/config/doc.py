@@ -27,6 +27,7 @@ from absl import app
 from absl import flags
 import ml_collections
 
+from bert_jax import errors
 from bert_jax.config import parsing
 
 # Config modules whose every assignment must carry a comment: the reference ones. The variants
@@ -336,4 +337,4 @@ if __name__ == "__main__":
   # Defined only when run as a program: importing this module (tests) defines no flag.
   flags.DEFINE_boolean("check", False, "Check instead of printing: every field has a comment "
                        f"and {CONFIG_DOC_PATH} is up to date; exit status 1 otherwise.")
-  app.run(main)
+  app.run(main, flags_parser=errors.flags_parser("bert_jax.config_doc"))

@@ -321,4 +321,4 @@ if __name__ == "__main__":
   flags.DEFINE_boolean("overwrite", False, "Write into an --output that exists and is not "
                        "empty (without it, the command stops before reading anything).")
   flags.mark_flags_as_required(["input", "output"])
-  app.run(_main)
+  app.run(_main, flags_parser=errors.flags_parser("bert_jax.interop"))

@@ -348,4 +348,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=errors.flags_parser("bert_jax.tokenization"))

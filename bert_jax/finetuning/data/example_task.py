@@ -15,6 +15,7 @@ import sysconfig
 from absl import app
 from absl import flags
 
+from bert_jax import errors
 from bert_jax.pretraining.data import corpus
 
 PACKAGES = ("asyncio", "email", "unittest", "xml")
@@ -62,4 +63,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("output_dir")
-  app.run(main)
+  app.run(main, flags_parser=errors.flags_parser("bert_jax.data.example_task"))

@@ -151,4 +151,4 @@ if __name__ == "__main__":
   _command._define_flags()  # pylint: disable=protected-access
   # --help lists the main module's key flags; these were defined in the imported module.
   flags.adopt_module_key_flags(_command)
-  app.run(_command.main)
+  app.run(_command.main, flags_parser=errors.flags_parser("bert_jax.data.prepare"))
