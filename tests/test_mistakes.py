@@ -26,14 +26,7 @@ from bert_jax.tokenizers import wordpiece
 from configs import tiny
 from test_finetune import _config as finetune_config
 from test_train import REPO, small_config, write_corpus
-
-
-def _error(function, *args) -> str:
-  with pytest.raises(errors.UserError) as raised:
-    function(*args)
-  message = str(raised.value)
-  assert "\n" not in message, message
-  return message
+from test_validation import _error
 
 
 def _cli(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
