@@ -159,8 +159,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Steps of phase 1 (0 = one phase, at data.max_seq_length throughout). Steps after it run
   # phase 2 at data.phase2_max_seq_length, data.phase2_max_predictions_per_seq and
   # train.phase2_batch_size: the paper's 90% of the steps at 128, then 10% at 512, in one run,
-  # recompiled once at the switch, on the one learning-rate schedule (bert_jax/pretraining/phases.py). A
-  # checkpoint is always saved at this step.
+  # recompiled once at the switch, on the one learning-rate schedule
+  # (bert_jax/pretraining/phases.py). A checkpoint is always saved at this step.
   train.phase2_start_step = 0
   # Phase 2's global batch size in sequences (0 = train.batch_size).
   train.phase2_batch_size = 0

@@ -4,10 +4,11 @@
     python -m bert_jax.config_doc --check              # exit 1, one line per problem
 
 The comments in bert_jax/config/base.py (pre-training) and bert_jax/config/finetune.py
-(fine-tuning), the schema inside the package, are the one source of truth: a field's doc is the comment block directly above its assignment, its
-default is read from the config object that `get_config()` returns, so neither can drift from
-the code. The variants (configs/tiny.py, large.py, glue.py, ...) are listed by what they change,
-found by comparing their config with the one they start from.
+(fine-tuning), the schema inside the package, are the one source of truth: a field's doc is the
+comment block directly above its assignment, its default is read from the config object that
+`get_config()` returns, so neither can drift from the code. The variants (configs/tiny.py, large.py,
+glue.py, ...) are listed by what they change, found by comparing their config with the one they
+start from.
 
 `--check` fails when an assignment in base.py or finetune.py has no comment, when a field of
 their configs has no doc, or when docs/CONFIG.md is not what this module prints.

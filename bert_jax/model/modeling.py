@@ -79,7 +79,8 @@ class BertConfig:
           f"model.hidden_size={self.hidden_size} is not divisible by "
           f"model.num_attention_heads={self.num_attention_heads}")
     if self.hidden_act not in _ACTIVATIONS:
-      raise errors.UserError(f"model.hidden_act={self.hidden_act!r} is not one of {sorted(_ACTIVATIONS)}")
+      raise errors.UserError(f"model.hidden_act={self.hidden_act!r} is not one of "
+                             f"{sorted(_ACTIVATIONS)}")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise errors.UserError(f"model.dtype={self.dtype!r} is not float32, bfloat16 or float16")
     if self.remat_policy not in REMAT_POLICIES:
@@ -106,7 +107,8 @@ class BertConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-      raise errors.UserError(f"unknown model config field(s): {', '.join('model.' + k for k in unknown)}")
+      raise errors.UserError(
+          f"unknown model config field(s): {', '.join('model.' + k for k in unknown)}")
     return cls(**values)
 
   @classmethod
@@ -221,7 +223,8 @@ class BertSelfAttention(nn.Module):
       bias = self.param(f"{name}_bias", zeros_init(("heads", "kv")), (heads, head_dim))
       dtype = config.compute_dtype
       # [batch, length, embed] x [embed, heads, head_dim] -> [batch, length, heads, head_dim]
-      return jnp.einsum("ble,ehd->blhd", hidden.astype(dtype), kernel.astype(dtype)) + bias.astype(dtype)
+      return (jnp.einsum("ble,ehd->blhd", hidden.astype(dtype), kernel.astype(dtype))
+              + bias.astype(dtype))
 
     query = projection("query")
     key = projection("key")

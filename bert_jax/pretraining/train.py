@@ -55,7 +55,8 @@ def _startup_summary(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
               f"vocab {model.vocab_size}), {model.dtype} compute, scan_layers={model.scan_layers}, "
               f"remat={model.remat_policy}")
   report.line(f"Batch: {train.batch_size} sequences global, "
-              f"{train.batch_size // jax.process_count()} per host, x {seq_length} tokens = {tokens:,} tokens per step, "
+              f"{train.batch_size // jax.process_count()} per host, x {seq_length} tokens = "
+              f"{tokens:,} tokens per step, "
               f"{config.data.max_predictions_per_seq} predictions per sequence")
   files = f" {config.data.input_files}" if config.data.input_files else ""
   report.line(f"Data: data.source={config.data.source!r}{files}; {len(data.train_files)} "

@@ -30,7 +30,7 @@ def _names(path) -> list[str]:
 
 
 def weight_decay_mask(params):
-  """True where weight decay applies: not on LayerNorm params and not on biases (as the original)."""
+  """True where weight decay applies: not on LayerNorm params nor biases (as the original)."""
   def decays(path, _):
     names = _names(path)
     is_bias = names[-1] == "bias" or names[-1].endswith("_bias")

@@ -20,10 +20,10 @@ False) nothing is installed: a signal stops the job as usual, and it resumes fro
 periodic checkpoint.
 
 A second signal while the first is being served (say, Ctrl-C again during the save) stops the
-process at once, as the signal normally would (with several processes, a second SIGINT does;
-jax's handler ignores a second SIGTERM, after which the scheduler's SIGKILL ends the job): the checkpoint being written then is never
-finalized (Orbax renames a step into place only when it is complete), so a resume starts from the
-previous complete one. Nothing already saved is harmed.
+process at once, as the signal normally would (with several processes, a second SIGINT does; jax's
+handler ignores a second SIGTERM, after which the scheduler's SIGKILL ends the job): the checkpoint
+being written then is never finalized (Orbax renames a step into place only when it is complete), so
+a resume starts from the previous complete one. Nothing already saved is harmed.
 """
 
 import signal

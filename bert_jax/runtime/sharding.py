@@ -33,7 +33,8 @@ def logical_axis_rules(config: ml_collections.ConfigDict) -> Rules:
     named = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes or ())
     for axis in named:
       if axis not in MESH_AXES:
-        raise errors.UserError(f"logical_axis_rules: {logical!r} maps to unknown mesh axis {axis!r}")
+        raise errors.UserError(
+            f"logical_axis_rules: {logical!r} maps to unknown mesh axis {axis!r}")
     rules.append((logical, tuple(mesh_axes) if isinstance(mesh_axes, (list, tuple))
                   else mesh_axes))
   return tuple(rules)
@@ -50,7 +51,8 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
   known = int(np.prod([s for s in sizes if s != -1]))
   if -1 in sizes:
     if num_devices % known:
-      raise errors.UserError(f"mesh: {num_devices} devices do not divide by the fixed axes ({known})")
+      raise errors.UserError(
+          f"mesh: {num_devices} devices do not divide by the fixed axes ({known})")
     sizes[sizes.index(-1)] = num_devices // known
   if int(np.prod(sizes)) != num_devices:
     raise errors.UserError(f"mesh: data*fsdp*tensor = {int(np.prod(sizes))} but there are "

@@ -106,8 +106,8 @@ class SentencePieceTokenizer:
       raise errors.UserError(f"{model_file!r} is not a SentencePiece model: {e}") from None
 
     # The piece at each id, not PieceToId: that answers unk_id for a piece it lacks.
-    first_pieces = tuple(self._processor.IdToPiece(i) for i in
-                         range(min(special_tokens.NUM_SPECIAL_TOKENS, self._processor.GetPieceSize())))
+    num_first = min(special_tokens.NUM_SPECIAL_TOKENS, self._processor.GetPieceSize())
+    first_pieces = tuple(self._processor.IdToPiece(i) for i in range(num_first))
     if first_pieces != special_tokens.SPECIAL_TOKENS:
       raise errors.UserError(
           f"{model_file!r} has {first_pieces} at ids 0-4, not bert_jax's special tokens "

@@ -349,7 +349,8 @@ class _FastWordPiece:
     self._disagreeing: set[str] = set()
     if do_lower_case:
       # Python lower-cases a word-final Σ to ς, tokenizers always to σ. The context test below
-      # sees that too; marking it here keeps every Σ-context (removed controls...) on the slow path.
+      # sees that too; marking it here keeps every Σ-context (removed controls...) on the slow
+      # path.
       self._disagreeing.add(_GREEK_CAPITAL_SIGMA)
     self._classify("".join(chr(code_point) for code_point in range(128)))
     # Most text is ASCII: when all of ASCII agrees, str.isascii() (C speed) settles it.

@@ -60,7 +60,8 @@ def check_vocab(model_vocab_size: int, tokenizer_vocab_size: int) -> None:
   if tokenizer_vocab_size > model_vocab_size:
     raise errors.UserError(
         f"model.vocab_size={model_vocab_size} is smaller than the tokenizer's "
-        f"vocabulary ({tokenizer_vocab_size}): set --config.model.vocab_size={tokenizer_vocab_size}")
+        f"vocabulary ({tokenizer_vocab_size}): set "
+        f"--config.model.vocab_size={tokenizer_vocab_size}")
 
 
 def resolve(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
@@ -178,7 +179,8 @@ def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict
              for name, shape in (("input_ids", [length]), ("input_mask", [length]),
                                  ("segment_ids", [length]), ("masked_lm_positions", [predictions]),
                                  ("masked_lm_ids", [predictions]),
-                                 ("masked_lm_weights", [predictions]), ("next_sentence_labels", []))}
+                                 ("masked_lm_weights", [predictions]),
+                                 ("next_sentence_labels", []))}
     batches += [_padded(empty, host_batch_size, cls_id, sep_id)] * (num_batches - len(batches))
   return batches
 

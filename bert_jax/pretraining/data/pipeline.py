@@ -1,8 +1,8 @@
 """The pre-training input on each host: its own records -> shuffle -> truncate -> mask -> batch.
 
 Records are sentence-pair instances as TFRecords with the original feature names: the unmasked
-ones bert_jax/pretraining/data/prepare.py writes (masked here, dynamically), or the statically masked ones
-google-research/bert's create_pretraining_data.py writes (used as they are).
+ones bert_jax/pretraining/data/prepare.py writes (masked here, dynamically), or the statically
+masked ones google-research/bert's create_pretraining_data.py writes (used as they are).
 
 Determinism: the training stream is a sequence of epochs, each a seeded shuffle of this host's
 files and records; example k of the stream (counting from the start of training) is masked

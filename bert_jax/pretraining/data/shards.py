@@ -1,7 +1,7 @@
 """The work on one input shard, and the pool of processes that does it for a host.
 
-bert_jax/pretraining/data/prepare.py cuts the document stream into tasks (eval, then input shards) and
-calls run_tasks; each task becomes one TFRecord file and a dict of counts.
+bert_jax/pretraining/data/prepare.py cuts the document stream into tasks (eval, then input
+shards) and calls run_tasks; each task becomes one TFRecord file and a dict of counts.
 """
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -229,7 +229,8 @@ class Progress:
     # The number of files is known once the stream has been read to its end.
     total = self._counters.get("num_tasks", "?")
     print(f"prepare{self._host}: files {self.files_done}/{total}, "
-          f"{self._counters['documents_read']} documents read, {self.instances} instances, {now - self.start_time:.0f} s{message}",
+          f"{self._counters['documents_read']} documents read, {self.instances} instances, "
+          f"{now - self.start_time:.0f} s{message}",
           file=sys.stderr, flush=True)
 
 
