@@ -9,9 +9,9 @@ import os
 import re
 import sys
 
-from absl import flags
 import ml_collections
 
+from bert_jax import errors
 from bert_jax.config import files
 
 
@@ -65,9 +65,7 @@ def config_file_error(path: str, config: object) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with every mistake in a flag reported as one line (exit status 1)."""
   try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f"bert_jax: error: {e}")
+    return errors.flags_parser("bert_jax")(argv)
   except (AttributeError, KeyError, OSError):
     # ml_collections raises these from deep inside on --config.a.b=v of a field that does not
     # exist, or when the config file is missing.

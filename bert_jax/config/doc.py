@@ -217,12 +217,10 @@ def _finetuning_section(parsed: parsing.ConfigSource, values: dict[str, Any],
     yield (f"The rest is inherited unchanged from {_filename(parsed.parent)} (documented "
            f"above): {', '.join(f'`{name}`' for name in inherited)}.")
   yield ""
-  pretraining_only = getattr(_module("finetune"), "PRETRAINING_ONLY", ())
-  if pretraining_only:
-    yield ("Of those, fine-tuning does not read these pre-training fields; a fine-tuning run "
-           "that changes one stops with an error naming it: "
-           + ", ".join(f"`{path}`" for path in pretraining_only) + ".")
-    yield ""
+  yield ("Of those, fine-tuning does not read these pre-training fields; a fine-tuning run "
+         "that changes one stops with an error naming it: "
+         + ", ".join(f"`{path}`" for path in _module("finetune").PRETRAINING_ONLY) + ".")
+  yield ""
 
 
 def _variant_sections() -> Iterator[str]:

@@ -70,20 +70,17 @@ def held(workdir: str) -> Iterator[None]:
       error = f"--workdir={workdir}: process 0 could not take its lock (its error says why)"
   if error:
     raise errors.UserError(error)
+  stopped_by_mistake = False
   try:
     yield
   except errors.UserError:
+    stopped_by_mistake = True
+    raise
+  finally:
     if jax.process_index() == 0:
       _release(path)
-      if created:
+      if stopped_by_mistake and created:
         _remove_empty_directories(workdir)
-    raise
-  except BaseException:
-    if jax.process_index() == 0:
-      _release(path)
-    raise
-  if jax.process_index() == 0:
-    _release(path)
 
 
 def _remove_empty_directories(top: str) -> None:
