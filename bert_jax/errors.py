@@ -23,6 +23,7 @@ def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:
-      sys.exit(f"{program}: error: {e}")
+      # absl puts each missing required flag on a line of its own.
+      sys.exit(f"{program}: error: {'; '.join(str(e).splitlines())}")
 
   return parse

@@ -11,6 +11,9 @@ import tensorflow_datasets as tfds
 from bert_jax import errors
 from bert_jax.pretraining.data import corpus
 
+# TFDS datasets here come from tfds.testing.mock_data (conftest.tfds_mock_hosts).
+pytestmark = pytest.mark.usefixtures("tfds_mock_hosts")
+
 
 def test_split_sentences_on_paragraphs_and_punctuation():
   text = """Return the value.  It is cached: call clear() to drop it!

@@ -25,6 +25,9 @@ from bert_jax.pretraining import train
 from configs import finetune as finetune_config
 from test_train import REPO, small_config, write_corpus
 
+# TFDS datasets here come from tfds.testing.mock_data (conftest.tfds_mock_hosts).
+pytestmark = pytest.mark.usefixtures("tfds_mock_hosts")
+
 MODEL = dict(vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
              intermediate_size=64, max_position_embeddings=64)
 

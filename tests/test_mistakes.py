@@ -14,9 +14,12 @@ import time
 import pytest
 
 from bert_jax import errors
+from bert_jax import tfds_datasets
 from bert_jax.config import validation
 from bert_jax.finetuning import encode
 from bert_jax.finetuning import finetune
+from bert_jax.finetuning.data import finetune_data
+from bert_jax.finetuning.data import task_files
 from bert_jax.interop import convert
 from bert_jax.pretraining import train
 from bert_jax.pretraining.data import inputs
@@ -188,6 +191,18 @@ def test_command_line_mistakes_are_one_line_and_keep_what_exists(tmp_path, sente
       f"bert_jax.tokenization: error: --output={tmp_path / 'spm'}: {tmp_path / 'spm.model'} "
       "exists; pass --overwrite to replace it")
   assert (tmp_path / "spm.model").read_bytes() == b"a workdir's vocabulary"
+  # Required flags missing: absl's one line per flag, joined into one.
+  assert _last_line(_cli("bert_jax.tokenization", "train")) == (
+      "bert_jax.tokenization: error: flag --input=None: Flag --input must have a value other "
+      "than None.; flag --vocab_size=None: Flag --vocab_size must have a value other than None.; "
+      "flag --output=None: Flag --output must have a value other than None.")
+  # A vocabulary smaller than asked for is said, not left for the model config to find out.
+  made = _cli("bert_jax.tokenization", "train", f"--input={tmp_path / 'text.txt'}",
+              "--vocab_size=1000", f"--output={tmp_path / 'small'}")
+  assert made.returncode == 0, made.stderr[-3000:]
+  assert made.stdout.strip() == str(tmp_path / "small.model")
+  assert "bert_jax.tokenization: the input gave 18 pieces, fewer than --vocab_size=1000" in (
+      made.stderr)
   # prepare: bad numbers, and a non-empty output directory.
   out = tmp_path / "prepared"
   out.mkdir()
@@ -226,3 +241,52 @@ def test_a_workdir_moved_elsewhere_still_reads(tmp_path):
   os.rename(tmp_path / "here", tmp_path / "there")
   data = inputs.resolve(config, str(tmp_path / "there"))
   assert data.train_files and all(f.startswith(str(tmp_path / "there")) for f in data.train_files)
+
+
+def test_a_tfds_dataset_that_cannot_be_downloaded_fails_at_once(tmp_path):
+  """Offline, TFDS's downloader retries for minutes; its unreachable hosts are one line now."""
+  assert not tfds_datasets.reachable("tfds-host.invalid")  # RFC 2606: never resolves.
+  if tfds_datasets.reachable("drive.google.com") or tfds_datasets.reachable(
+      "storage.googleapis.com"):
+    pytest.skip("this machine reaches ag_news_subset's hosts: the download would run")
+  started = time.monotonic()
+  message = _error(tfds_datasets.prepared_builder, "ag_news_subset", str(tmp_path))
+  assert time.monotonic() - started < 30
+  assert message.startswith(f"TFDS dataset 'ag_news_subset' is not prepared in {tmp_path}")
+  assert message.endswith(": none of its hosts (drive.google.com) can be reached from this "
+                          "machine; run once with network or set data.tfds_data_dir to where "
+                          "it is prepared")
+  assert _error(tfds_datasets.prepared_builder, "no_such_dataset", str(tmp_path)) == (
+      "TFDS has no dataset 'no_such_dataset'")
+
+
+def test_a_corpus_too_small_for_an_eval_document_stops_before_the_vocabulary(tmp_path):
+  (tmp_path / "one.txt").write_text("The only document.\nIt has two sentences.\n")
+  config = small_config(str(tmp_path / "one.txt"))
+  config.data.num_eval_documents = -1  # The fraction rule, which never holds out half.
+  assert _error(inputs.resolve, config, str(tmp_path / "work")).startswith(
+      "held out 0 of 1 documents for eval (0.0%): eval_fraction=0.05, at least 10 and at most "
+      "200, never more than half: the corpus is too small to hold out a document for eval")
+  assert not (tmp_path / "work" / "data" / "vocab.model").exists()
+
+
+def test_table_rows_cut_short_or_without_a_label_name_the_line(tmp_path):
+  def read(text):
+    (tmp_path / "train.csv").write_text(text)
+    return _error(task_files.read_text_examples, str(tmp_path / "train.csv"), "data.train_file",
+                  "train", "sentence", None, "label", "classification", None, 0)
+  assert read('sentence,label\n"an unclosed quote,pos\nnext,neg\n') == (
+      f"{tmp_path / 'train.csv'}:3: no value for column 'label': the row has 1 of the header's "
+      "2 fields (an unclosed quote, or a missing separator?)")
+  assert read("sentence,label\nhello,pos\nworld,\n") == (
+      f"{tmp_path / 'train.csv'}:3: column 'label' is empty: every example needs a label")
+
+
+def test_a_step_directory_as_init_checkpoint_finds_its_workdirs_vocabulary(tmp_path):
+  (tmp_path / "run" / "checkpoints" / "10").mkdir(parents=True)
+  (tmp_path / "run" / "data").mkdir()
+  (tmp_path / "run" / "data" / "metadata.json").write_text(json.dumps(
+      {"vocab_file": "vocab.model", "train_files": [], "eval_files": []}))
+  config = finetune_config("classification", "")
+  config.init_checkpoint = str(tmp_path / "run" / "checkpoints" / "10")
+  assert finetune_data.vocab_file(config) == str(tmp_path / "run" / "data" / "vocab.model")

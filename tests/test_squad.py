@@ -13,6 +13,9 @@ from bert_jax.tokenizers import special_tokens
 from bert_jax.tokenizers import tokenization
 from bert_jax.tokenizers import wordpiece
 
+# TFDS datasets here come from tfds.testing.mock_data (conftest.tfds_mock_hosts).
+pytestmark = pytest.mark.usefixtures("tfds_mock_hosts")
+
 _NUMBERED_WORDS = [f"w{i}" for i in range(40)]
 _VOCAB = (list(special_tokens.SPECIAL_TOKENS) + _NUMBERED_WORDS +
           "who what when was born nikola tesla lab burned lived fine in the ' s ( ) . - ? , "

@@ -14,6 +14,9 @@ from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import tasks
 from bert_jax.tokenizers import tokenization
 
+# TFDS datasets here come from tfds.testing.mock_data (conftest.tfds_mock_hosts).
+pytestmark = pytest.mark.usefixtures("tfds_mock_hosts")
+
 # A WordPiece vocabulary small enough to know every id by heart.
 _VOCAB = ("[PAD] [UNK] [CLS] [SEP] [MASK] the cat sat on mat dog ran ##s jo ##hn lives in "
           "paris . new york").split()
@@ -245,7 +248,7 @@ def test_local_ner_jsonl_and_conll(tmp_path):
 
 @pytest.mark.parametrize("file_name, text, fields, message", [
     ("a.csv", "text,label\nx,pos\n", {}, r"a.csv:2: no column 'sentence' \(columns: text, label\)"),
-    ("a.tsv", "sentence\tlabel\nx\n", {}, r"a.tsv:2: no column 'label'"),
+    ("a.tsv", "sentence\tlabel\nx\n", {}, r"a.tsv:2: no value for column 'label': the row has 1 of"),
     ("a.jsonl", '{"sentence": "x", "label": "pos"}\n{"sentence": "y"}\n', {},
      r"a.jsonl:2: no column 'label'"),
     ("a.csv", "sentence,label\nx,pos\ny,maybe\n", {"label_names": "neg,pos"},

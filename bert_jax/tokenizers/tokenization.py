@@ -344,6 +344,11 @@ def main(argv: Sequence[str]) -> None:
   except errors.UserError as e:
     sys.exit(f"bert_jax.tokenization: error: {e}")
   print(model_file)
+  pieces = SentencePieceTokenizer(model_file).vocab_size
+  if pieces < flag_values.vocab_size:
+    print(f"bert_jax.tokenization: the input gave {pieces} pieces, fewer than --vocab_size="
+          f"{flag_values.vocab_size} (a small corpus; set model.vocab_size to {pieces} or more)",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

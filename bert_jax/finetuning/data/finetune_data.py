@@ -84,6 +84,9 @@ def vocab_file(config: ml_collections.ConfigDict, checkpoint: str | None = None)
   path = (config.init_checkpoint if checkpoint is None else checkpoint).rstrip("/")
   candidates = [os.path.join(path, "vocab.txt"), os.path.join(os.path.dirname(path), "vocab.txt"),
                 os.path.join(path, "data", "metadata.json")]
+  if os.path.basename(os.path.dirname(path)) == "checkpoints":  # WORKDIR/checkpoints/<step>
+    candidates.append(os.path.join(os.path.dirname(os.path.dirname(path)), "data",
+                                   "metadata.json"))
   for candidate in candidates:
     if path and tf.io.gfile.exists(candidate):
       if candidate.endswith("metadata.json"):  # A bert_jax pre-training workdir.

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import tfds_datasets
 
 # The original numbers features from here, so unique ids never collide with example indices.
 FIRST_UNIQUE_ID = 1_000_000_000
@@ -237,7 +238,7 @@ def tfds_examples(name: str, split: str, data_dir: str | None,
     raise errors.UserError(f"SQuAD dataset name {name!r} is not one of {TFDS_NAMES}")
   # Imported here: importing TFDS takes seconds, and only this reader needs it.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  dataset = tfds.load(name, split=split, data_dir=data_dir)
+  dataset = tfds_datasets.prepared_builder(name, data_dir).as_dataset(split=split)
   # Each record is one question; paragraphs repeat, so each is split into words once.
   words_of_context: dict[str, tuple[list[str], list[int]]] = {}
   examples = []

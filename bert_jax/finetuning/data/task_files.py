@@ -121,6 +121,10 @@ def read_text_examples(patterns: str, field: str, split: str, text_a_key: str,
     label_names = None
   else:
     if label_names is None:
+      for where, _, _, label in rows:
+        if not _label_string(label):
+          raise errors.UserError(f"{where}: column {label_key!r} is empty: every example needs "
+                                 "a label")
       label_names = tuple(sorted({_label_string(label) for _, _, _, label in rows}))
     label_index = _label_index(label_names)
     labels = [_label_id(label, label_index, where, label_key) for where, _, _, label in rows]
@@ -189,6 +193,10 @@ def _read_text(path: str) -> str:
     raise errors.UserError(f"cannot read {path}: {e.message}") from None
 
 
+# The value DictReader gives the columns a row is too short to have.
+_SHORT_ROW = object()
+
+
 def _table_rows(path: str) -> Iterator[tuple[int, dict]]:
   """(line number, row dict) of a CSV, TSV or JSON-lines file, 1-based lines."""
   extension = os.path.splitext(path)[1].lower()
@@ -204,12 +212,12 @@ def _table_rows(path: str) -> Iterator[tuple[int, dict]]:
     return
   if extension == ".tsv":
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t",
-                            quoting=csv.QUOTE_NONE)
+                            quoting=csv.QUOTE_NONE, restval=_SHORT_ROW)
   else:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), restval=_SHORT_ROW)
   try:
     for row in reader:
-      # A short row leaves its missing columns None (DictReader's restval): _value reports them.
+      # A short row's missing columns hold _SHORT_ROW: _value reports the one a task reads.
       yield reader.line_num, row
   except csv.Error as e:
     raise errors.UserError(f"{path}:{reader.line_num}: bad {extension[1:].upper()}: {e}") from None
@@ -228,6 +236,11 @@ def _json_object(line: str, path: str, line_number: int) -> dict:
 
 def _value(row: dict, key: str, where: str):
   value = row.get(key)
+  if value is _SHORT_ROW:
+    fields = sum(1 for v in row.values() if v is not _SHORT_ROW)
+    raise errors.UserError(f"{where}: no value for column {key!r}: the row has {fields} of the "
+                           f"header's {len(row)} fields (an unclosed quote, or a missing "
+                           "separator?)")
   if value is None:
     columns = ", ".join(str(column) for column in row if column is not None)
     raise errors.UserError(f"{where}: no column {key!r} (columns: {columns}); set the task's "

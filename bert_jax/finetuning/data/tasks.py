@@ -38,6 +38,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from bert_jax import errors
+from bert_jax import tfds_datasets
 from bert_jax.finetuning.data import task_files
 
 TextExample = task_files.TextExample
@@ -223,27 +224,8 @@ def _check_outside_label(label_names: Sequence[str], where: str) -> None:
                            f"data.label_names")
 
 
-def _tfds_builder(name: str, data_dir: str):
-  """The TFDS builder of name, prepared: downloaded and prepared here on first use."""
-  try:
-    builder = tfds.builder(name, data_dir=data_dir or None)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise errors.UserError(f"TFDS has no dataset {name!r}") from None
-  if not builder.is_prepared():
-    try:
-      builder.download_and_prepare()
-    except Exception as e:  # pylint: disable=broad-except
-      # Network, checksum, disk: TFDS raises a different type for each; all mean the same here.
-      reason = (str(e).strip().splitlines() or [""])[0][:300]
-      raise errors.UserError(
-          f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and could not be "
-          f"downloaded ({type(e).__name__}: {reason}); run once with network or set "
-          f"data.tfds_data_dir to where it is prepared") from e
-  return builder
-
-
 def _load_tfds(task, split, data_dir, text_keys, label_key, max_examples):
-  builder = _tfds_builder(task.tfds_name, data_dir)
+  builder = tfds_datasets.prepared_builder(task.tfds_name, data_dir)
   features = builder.info.features
   for key in (*text_keys, label_key):
     if key not in features:

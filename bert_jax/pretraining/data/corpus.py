@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 
 from bert_jax import errors
 from bert_jax import files as files_lib
+from bert_jax import tfds_datasets
 
 # Directories of the standard library that are not its documentation: installed packages,
 # test suites (fixtures, not prose), and the IDE and 2to3 (mostly grammar and UI strings).
@@ -316,7 +317,8 @@ def tfds_documents(name: str, split: str, text_key: str,
   Yields:
     Documents, each a non-empty list of sentences (each line of the text is a paragraph).
   """
-  dataset = tfds.load(name, split=split, data_dir=data_dir or None, shuffle_files=False)
+  dataset = tfds_datasets.prepared_builder(name, data_dir).as_dataset(split=split,
+                                                                       shuffle_files=False)
   for example in tfds.as_numpy(dataset):
     text = example[text_key]
     document = split_sentences(text.decode("utf-8") if isinstance(text, bytes) else str(text),
@@ -369,8 +371,8 @@ def count_documents(data_config: ml_collections.ConfigDict) -> int:
   next to tokenizing them).
   """
   if data_config.source == "tfds":
-    dataset = tfds.load(data_config.tfds_name, split=data_config.tfds_split,
-                        data_dir=data_config.tfds_data_dir or None, shuffle_files=False)
+    builder = tfds_datasets.prepared_builder(data_config.tfds_name, data_config.tfds_data_dir)
+    dataset = builder.as_dataset(split=data_config.tfds_split, shuffle_files=False)
     size = int(dataset.cardinality())
     if size >= 0:
       return min(size, data_config.max_documents or size)

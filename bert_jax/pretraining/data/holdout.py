@@ -7,6 +7,8 @@ stream are held out (prepare.py says where they go); a run's eval set is built f
 
 import ml_collections
 
+from bert_jax import errors
+
 
 # Config fields (data.*) and prepare's flags of the same names.
 FIELDS = ("eval_fraction", "min_eval_documents", "max_eval_documents", "num_eval_documents")
@@ -32,3 +34,18 @@ def resolve(data: ml_collections.ConfigDict, num_documents: int) -> tuple[int, s
             f"most {data.max_eval_documents}, never more than half")
   share = f" ({100 * count / num_documents:.1f}%)" if num_documents else ""
   return count, f"held out {count} of {num_documents} documents for eval{share}: {rule}"
+
+
+def check_not_empty(count: int, num_documents: int, holdout_line: str, prefix: str) -> None:
+  """A corpus too small to hold out a document stops here, before anything is written.
+
+  Pre-training evaluates on the held-out documents; with none, the run would fail at its
+  first eval, after the vocabulary and the training records were made.
+
+  Args:
+    prefix: How the fields are named to the user: 'data.' (a config) or '--' (prepare's flags).
+  """
+  if count == 0 and num_documents > 0:
+    raise errors.UserError(
+        f"{holdout_line}: the corpus is too small to hold out a document for eval; give more "
+        f"documents (blank lines separate them) or set {prefix}num_eval_documents")

@@ -124,6 +124,8 @@ def main(argv: Sequence[str]) -> None:
                              f"--tfds_name={flag_values.tfds_name}: no document")
     _check_output_dir(flag_values)
     num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
+    if data.num_eval_documents < 0:  # An explicit 0 asks for training records only.
+      holdout.check_not_empty(num_eval_documents, num_documents, holdout_line, "--")
     print(holdout_line, flush=True)
     documents = corpus.load_documents(data, counters)
     loader = prepare.TokenizerLoader(flag_values.vocab_file, flag_values.do_lower_case)

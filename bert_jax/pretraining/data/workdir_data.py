@@ -97,6 +97,8 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
     # Streamed: prepare holds a few input shards at a time, never the corpus (counted first,
     # for the eval hold-out's fraction).
     num_documents = corpus.count_documents(data)
+    num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
+    holdout.check_not_empty(num_eval_documents, num_documents, holdout_line, "data.")
     documents = corpus.load_documents(data, counters)
   else:
     # The vocabulary is trained on the corpus first: it is read twice, so kept in memory.
@@ -105,12 +107,13 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
       files = corpus.input_summary(counters)
       raise errors.UserError(f"data.source={data.source!r} gave no document with text"
                              f"{f' ({files})' if files else ''}")
+    num_documents = len(documents)
+    num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
+    holdout.check_not_empty(num_eval_documents, num_documents, holdout_line, "data.")
     vocab_file = tokenization.train_sentencepiece(
         (sentence for document in documents for sentence in document),
         vocab_size=config.model.vocab_size, model_prefix=os.path.join(data_dir, "vocab"),
         input_sentence_size=data.vocab_input_sentence_size, seed=config.seed)
-    num_documents = len(documents)
-  num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
   report.line(f"Data: {holdout_line}")
   metadata = prepare_lib.prepare_pretraining_data(
       documents, prepare_lib.TokenizerLoader(vocab_file, data.do_lower_case), data_dir,
