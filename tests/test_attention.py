@@ -82,10 +82,10 @@ def test_xla_self_attention_matches_hand_attention(deterministic):
   model_config = _tiny_model_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-9)
   layer = modeling.BertSelfAttention(model_config, deterministic)
   hidden = jax.random.normal(jax.random.key(1), (2, 32, 128))  # [batch, length, embed]
-  input_mask = _batch()[2]
+  input_mask = _batch()[2]  # The ids of unpacked rows: 1 real, 0 padding.
   mask = jnp.asarray(input_mask, bool)[:, None, None, :]
-  params = layer.init(jax.random.key(0), hidden, mask)["params"]
-  got = layer.apply({"params": params}, hidden, mask, rngs={"dropout": jax.random.key(2)})
+  params = layer.init(jax.random.key(0), hidden, input_mask)["params"]
+  got = layer.apply({"params": params}, hidden, input_mask, rngs={"dropout": jax.random.key(2)})
 
   p = jax.tree.map(lambda x: np.asarray(x, np.float64), nn.meta.unbox(params))
   x = np.asarray(hidden, np.float64)
@@ -114,9 +114,10 @@ def test_xla_model_unchanged_by_the_field():
 def test_cudnn_key_lengths_are_the_mask():
   """cuDNN gets the padding as key lengths: the same attention as the boolean mask (on XLA)."""
   query, key, value, mask, lengths = _inputs()
-  np.testing.assert_array_equal(attention.key_lengths(mask), lengths)
+  ids = mask[:, 0, 0, :].astype(jnp.int32)  # [batch, length]
+  np.testing.assert_array_equal(attention.key_lengths(ids), lengths)
   by_lengths = jax.nn.dot_product_attention(
-      query, key, value, key_value_seq_lengths=attention.key_lengths(mask), implementation="xla")
+      query, key, value, key_value_seq_lengths=attention.key_lengths(ids), implementation="xla")
   np.testing.assert_allclose(by_lengths, jax.nn.dot_product_attention(query, key, value,
                                                                       mask=mask), atol=1e-6)
 
@@ -127,7 +128,7 @@ def test_cudnn_key_lengths_are_the_mask():
 def test_splash_matches_xla(length):
   """Real queries match in float32; padded positions (length 16 -> 128) are cut off again."""
   query, key, value, mask, lengths = _inputs(length=length)
-  context = attention.splash_attention(query, key, value, mask, interpret=True)
+  context = attention.splash_attention(query, key, value, mask[:, 0, 0, :], interpret=True)
   assert context.shape == query.shape
   expected = jax.nn.dot_product_attention(query, key, value, mask=mask)
   np.testing.assert_allclose(_real(context, lengths), _real(expected, lengths),
@@ -142,7 +143,8 @@ def test_splash_gradients_match_xla_in_bfloat16():
 
   def loss(fn, q, k, v):
     return jnp.sum(fn(q, k, v, mask).astype(jnp.float32) * weights)
-  splash_fn = lambda q, k, v, m: attention.splash_attention(q, k, v, m, interpret=True)
+  splash_fn = lambda q, k, v, m: attention.splash_attention(q, k, v, m[:, 0, 0, :],
+                                                           interpret=True)
   xla_fn = lambda q, k, v, m: jax.nn.dot_product_attention(q, k, v, mask=m)
   got = jax.grad(lambda *a: loss(splash_fn, *a), argnums=(0, 1, 2))(query, key, value)
   want = jax.grad(lambda *a: loss(xla_fn, *a), argnums=(0, 1, 2))(query, key, value)
@@ -252,12 +254,13 @@ config.mesh.update(data=2, fsdp=1, tensor=2)
 mesh, rules = sharding.create_mesh(config.mesh), sharding.logical_axis_rules(config)
 keys = jax.random.split(jax.random.key(0), 3)
 query, key, value = (jax.random.normal(k, (4, 16, 2, 64)) for k in keys)  # 2 heads, 2 devices
-mask = (np.arange(16)[None] < np.array([[16], [9], [3], [12]]))[:, None, None, :]
+ids = (np.arange(16)[None] < np.array([[16], [9], [3], [12]])).astype(np.int32)  # [4, 16]
+mask = ids[:, None, None, :].astype(bool)
 with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
   context = jax.jit(lambda *a: attention.splash_attention(*a, interpret=True))(
-      query, key, value, mask)
+      query, key, value, ids)
   text = jax.jit(lambda *a: attention.splash_attention(*a, interpret=True)).lower(
-      query, key, value, mask).as_text()
+      query, key, value, ids).as_text()
   spec = attention._mesh_spec(("batch", "heads", None, None), (4, 2, 128, 64),
                               jax.sharding.get_abstract_mesh())
   assert spec == jax.P(("data", "fsdp"), "tensor", None, None), spec

@@ -154,7 +154,7 @@ def test_pretrain_then_finetune_a_local_csv_and_resume(tmp_path, capsys):
   results = finetune.finetune(config, workdir)
   out = capsys.readouterr().out
   assert f"Fine-tuning from {pretrain_dir}" in out
-  assert "48 training rows, 6 steps" in out
+  assert "48 training examples, 6 steps" in out
   assert "eval validation step=3 " in out and "eval validation step=6 " in out
   # The progress line of pre-training: throughput, MFU, input wait, ETA.
   assert re.search(r"^train step=6 loss=\S+ learning_rate=\S+ sequences_per_second=\S+ "

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bert_jax import errors
+from bert_jax.interop import config_json
 from bert_jax.model import modeling
 
 CONFIG = modeling.BertConfig(vocab_size=97, hidden_size=32, num_hidden_layers=3,
@@ -125,15 +126,15 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
 
 def test_config_json_round_trip_in_original_and_hf_format(tmp_path):
   path = str(tmp_path / "config.json")
-  CONFIG.to_json_file(path)
-  assert modeling.BertConfig.from_json_file(path) == CONFIG
+  config_json.write(CONFIG, path)
+  assert config_json.read(path) == CONFIG
   # The original's bert_config.json has no layer_norm_eps; HF's has extra keys.
   (tmp_path / "bert_config.json").write_text(
       '{"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,'
       ' "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,'
       ' "max_position_embeddings": 512, "num_attention_heads": 12, "num_hidden_layers": 12,'
       ' "type_vocab_size": 2, "vocab_size": 30522, "transformers_version": "4.57.6"}')
-  base = modeling.BertConfig.from_json_file(str(tmp_path / "bert_config.json"))
+  base = config_json.read(str(tmp_path / "bert_config.json"))
   assert base == modeling.BertConfig()
 
 

@@ -39,6 +39,7 @@ from bert_jax import errors
 from bert_jax.config import validation
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import finetune_data
+from bert_jax.finetuning.data import packing
 from bert_jax.finetuning.data import tasks
 from bert_jax.interop import convert
 from bert_jax.model import modeling
@@ -59,24 +60,36 @@ def embed(params, batch: dict[str, jax.Array], *, model: modeling.BertModel
   Args:
     params: The encoder's params (the tree under 'bert' in a pre-training or fine-tuning
       checkpoint), boxed or not.
-    batch: `input_ids`, `segment_ids` and `input_mask`, each int32 [batch, length].
+    batch: `input_ids`, `segment_ids` and `input_mask`, each int32 [batch, length]; packed
+      rows (data.packing) also modeling.PACKING_INPUTS.
     model: The encoder, `modeling.BertModel`; its config's dtype is the compute dtype.
 
   Returns:
-    {'cls', 'pooled', 'mean'}: float32 [batch, hidden] each.
+    {'cls', 'pooled', 'mean'}: float32 [batch, hidden] each; packed rows: [batch, slots,
+    hidden], one per example slot (packing.unpack maps them back to the lines).
   """
+  packing = modeling.packing_inputs(batch)
   sequence_output, pooled_output = model.apply(
       {"params": nn.meta.unbox(params)}, batch["input_ids"], batch["segment_ids"],
-      batch["input_mask"], deterministic=True)
+      batch["input_mask"], deterministic=True, **packing)
   sequence_output = sequence_output.astype(jnp.float32)  # [batch, length, hidden]
-  mask = batch["input_mask"].astype(jnp.float32)[..., None]  # [batch, length, 1]
+  if not packing:
+    # [batch, 1 (the row's one example), length]
+    members = batch["input_mask"].astype(jnp.float32)[:, None, :]
+    cls = sequence_output[:, :1]  # [batch, 1, hidden]
+  else:
+    slots = jnp.arange(1, batch["cls_positions"].shape[1] + 1)
+    # [batch, slots, length]: 1 where the token belongs to the slot's example.
+    members = (batch["example_ids"][:, None, :] == slots[None, :, None]).astype(jnp.float32)
+    cls = jnp.take_along_axis(sequence_output, batch["cls_positions"][..., None], axis=1)
   # A row with no real token (all padding) gets a zero embedding rather than NaN.
-  count = jnp.maximum(jnp.sum(mask, axis=1), 1.0)  # [batch, 1]
-  return {
-      "cls": sequence_output[:, 0],
-      "pooled": pooled_output.astype(jnp.float32),
-      "mean": jnp.sum(sequence_output * mask, axis=1) / count,  # [batch, hidden]
-  }
+  count = jnp.maximum(jnp.sum(members, axis=2), 1.0)[..., None]  # [batch, slots, 1]
+  # [batch, slots, length] x [batch, length, hidden] -> [batch, slots, hidden]
+  mean = jnp.einsum("bkl,blh->bkh", members, sequence_output) / count
+  embeddings = {"cls": cls, "pooled": pooled_output.astype(jnp.float32), "mean": mean}
+  if not packing:  # [batch, hidden] each, as the docstring says.
+    embeddings = {"cls": cls[:, 0], "pooled": embeddings["pooled"], "mean": mean[:, 0]}
+  return embeddings
 
 
 def read_lines(path: str) -> list[str]:
@@ -191,6 +204,8 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   features = featurize.encode_text_examples(text_examples(lines), tokenizer,
                                         config.data.max_seq_length, "classification")
 
+  # Packed (data.packing): several lines per row, each attending only to itself.
+  packed = packing.pack(features, "text") if config.data.packing else None
   model = modeling.BertModel(model_config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shapes = {k: features[k][:1] for k in ("input_ids", "segment_ids", "input_mask")}
@@ -200,8 +215,10 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     batch_sharding = sharding.batch_sharding(mesh, rules)
     p_embed = jax.jit(functools.partial(embed, model=model),
                       in_shardings=(param_shardings, batch_sharding))
-    embeddings = rows.predict_rows(p_embed, params, features, config.encode.batch_size,
-                                       batch_sharding)
+    embeddings = rows.predict_rows(p_embed, params, packed.features if packed else features,
+                                   config.encode.batch_size, batch_sharding)
+  if packed:
+    embeddings = packing.unpack(embeddings, packed, "text")
 
   if jax.process_index() == 0:
     tf.io.gfile.makedirs(os.path.dirname(output_file) or ".")

@@ -33,6 +33,7 @@ from bert_jax import errors
 from bert_jax.config import validation
 from bert_jax.finetuning import task_eval
 from bert_jax.finetuning.data import finetune_data
+from bert_jax.finetuning.data import packing
 from bert_jax.model import flops
 from bert_jax.model import heads
 from bert_jax.model import modeling
@@ -79,7 +80,8 @@ def finetune_step(state: train_state.TrainState, batch: dict[str, jax.Array], rn
 
   def loss_fn(params):
     outputs = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
-                          batch["input_mask"], deterministic=False, rngs={"dropout": dropout_rng})
+                          batch["input_mask"], deterministic=False, rngs={"dropout": dropout_rng},
+                          **modeling.packing_inputs(batch))
     return task_loss(family, outputs, batch)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -96,7 +98,7 @@ def finetune_step(state: train_state.TrainState, batch: dict[str, jax.Array], rn
 
 def predict_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> Any:
   return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
-                     batch["input_mask"])
+                     batch["input_mask"], **modeling.packing_inputs(batch))
 
 
 def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -109,6 +111,27 @@ def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> n
     order = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
     indices[epochs == epoch] = order[offsets[epochs == epoch]]
   return indices
+
+
+def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
+          mesh: jax.sharding.Mesh) -> dict[str, packing.Packed]:
+  """The packed rows of the training set ('train') and of each eval split (data.packing)."""
+  if not config.data.packing or data.family not in packing.FAMILIES:
+    return {}
+  packed = {"train": packing.pack(data.train, data.family)}
+  packed.update({e.split: packing.pack(e.features, data.family) for e in data.evals})
+  train = packed["train"]
+  rows_per_step = packing.rows_per_step(config.train.batch_size, train,
+                                        sharding.batch_multiple(mesh))
+  unpacked_padding = 1 - float(np.mean(data.train["input_mask"]))
+  report.line(f"Packing: {len(train.row)} examples in {train.num_rows} rows of "
+              f"{config.data.max_seq_length} ({len(train.row) / train.num_rows:.2f} per row; "
+              f"padding {unpacked_padding:.1%} -> {train.padding_fraction():.1%}); "
+              f"{rows_per_step} rows per step for {config.train.batch_size} examples on average")
+  if config.model.attention == "cudnn":
+    report.line("Packed rows run the 'xla' attention: cuDNN's masks are padding or causal, not "
+                "one block per example (--config.data.packing=false keeps 'cudnn')")
+  return packed
 
 
 def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any]:
@@ -157,8 +180,9 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
         num_examples * train_config.num_train_epochs / train_config.batch_size))
   train_config.num_warmup_steps = int(train_config.num_train_steps * train_config.warmup_proportion)
   num_steps, batch_size = train_config.num_train_steps, train_config.batch_size
-  report.line(f"Task {data.name}: {num_examples} training rows, {num_steps} steps of "
+  report.line(f"Task {data.name}: {num_examples} training examples, {num_steps} steps of "
               f"{batch_size}; eval on {', '.join(e.split for e in data.evals)}")
+  packed = _pack(config, data, mesh)
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
@@ -185,8 +209,16 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   schedule = optim.learning_rate_schedule(train_config)
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
   # Every training batch carries example weights (all 1): the NaN guard's test poisons them, and
-  # the compiled step takes one batch structure.
+  # the compiled step takes one batch structure. Packed text rows weigh each example slot.
   train_features = {**data.train, "weights": np.ones(num_examples, np.float32)}
+  # A step's rows: batch_size examples, or packed rows that hold that many on average.
+  step_rows = batch_size
+  if "train" in packed:
+    train_features = {"weights": np.ones(packed["train"].num_rows, np.float32),
+                      **packed["train"].features}
+    step_rows = packing.rows_per_step(batch_size, packed["train"],
+                                      sharding.batch_multiple(mesh))
+  num_rows = len(train_features["input_ids"])
   shapes = {k: v[:1] for k, v in train_features.items()}
   peak = progress.peak_tflops_per_device(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -207,18 +239,19 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     batch_offset = 0
 
     def next_batch(step: int) -> dict[str, np.ndarray]:
-      indices = batch_indices(num_examples, batch_size, step - 1 + batch_offset, config.seed)
+      indices = batch_indices(num_rows, step_rows, step - 1 + batch_offset, config.seed)
       return rows.host_rows({k: v[indices] for k, v in train_features.items()})
 
     def segment(step: int, state) -> loop.Segment:
       """All of fine-tuning: one compiled step, one batch order."""
       compile_start = time.perf_counter()
-      abstract_batch = {k: jax.ShapeDtypeStruct((batch_size,) + v.shape[1:],
+      abstract_batch = {k: jax.ShapeDtypeStruct((step_rows,) + v.shape[1:],
                                                 jax.dtypes.canonicalize_dtype(v.dtype),
                                                 sharding=batch_sharding)
                         for k, v in train_features.items()}
       compiled = p_step.lower(state, abstract_batch, dropout_rng).compile()
-      flops_per_step = flops.finetuning_flops_per_step(model_config, batch_size, seq_length,
+      # The work done: step_rows rows of seq_length (packed, they hold batch_size examples).
+      flops_per_step = flops.finetuning_flops_per_step(model_config, step_rows, seq_length,
                                                        data.family, data.num_labels)
       reporter = progress.Progress(step - 1, num_steps, batch_size, seq_length, flops_per_step,
                                    peak[0] * 1e12 * jax.device_count())
@@ -237,8 +270,13 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
       nonlocal best
       results = {}
       for eval_set in data.evals:
-        outputs = rows.predict_rows(p_predict, state.params, eval_set.features,
-                               train_config.eval_batch_size, batch_sharding)
+        if eval_set.split in packed:
+          rows_out = rows.predict_rows(p_predict, state.params, packed[eval_set.split].features,
+                                       train_config.eval_batch_size, batch_sharding)
+          outputs = packing.unpack(rows_out, packed[eval_set.split], data.family)
+        else:
+          outputs = rows.predict_rows(p_predict, state.params, eval_set.features,
+                                      train_config.eval_batch_size, batch_sharding)
         results[eval_set.split], predictions = task_eval.score(
             data, eval_set, outputs, config, tokenizer)
         if jax.process_index() == 0:

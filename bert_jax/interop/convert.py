@@ -24,6 +24,7 @@ import safetensors.numpy
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax.interop import config_json
 from bert_jax.interop import hf_params
 from bert_jax.model import modeling
 
@@ -39,7 +40,7 @@ def _read_bytes(path: str) -> bytes:
 def _read_config(path: str) -> modeling.BertConfig:
   if not tf.io.gfile.exists(path):
     raise errors.UserError(f"{path} does not exist (the model's config.json / bert_config.json)")
-  return modeling.BertConfig.from_json_file(path)
+  return config_json.read(path)
 
 
 def _read_hf_tensors(directory: str) -> dict[str, np.ndarray]:
@@ -110,7 +111,7 @@ def save_hf(path: str, config: modeling.BertConfig, params: Params) -> None:
   """Writes config.json + model.safetensors that `transformers.BertForPreTraining` loads."""
   _check_new_directory(path)
   tf.io.gfile.makedirs(path)
-  config.to_json_file(os.path.join(path, "config.json"))
+  config_json.write(config, os.path.join(path, "config.json"))
   tensors = hf_params.hf_tensors_from_params(params, config)
   data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
   with tf.io.gfile.GFile(os.path.join(path, "model.safetensors"), "wb") as f:
@@ -163,7 +164,7 @@ def save_orbax_params(directory: str, config: modeling.BertConfig, params: Param
   """Writes `directory/config.json` and `directory/params` (an Orbax checkpoint)."""
   _check_new_directory(directory)
   tf.io.gfile.makedirs(directory)
-  config.to_json_file(os.path.join(directory, "config.json"))
+  config_json.write(config, os.path.join(directory, "config.json"))
   params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.device_get(params))
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(_local_or_remote(os.path.join(directory, "params")), params)

@@ -5,8 +5,13 @@
 kernel (jax.experimental.pallas.ops.tpu.splash_attention). The kernels never materialise the
 [batch, heads, q, k] scores and have no dropout on the attention probabilities.
 
-Both kernels take BERT's padding mask in their own form. It is `input_mask`, a prefix mask
-(real tokens first, then padding), as [batch, 1, 1, length] booleans over the keys.
+Every path reads who may attend to whom from `ids` [batch, length] int: 0 for padding, else the
+token's example. An unpacked row is `input_mask` (one example, id 1, real tokens first); a
+packed row (data.packing) numbers its examples 1, 2, ... and no token attends across them.
+'xla' turns ids into a boolean mask (`mask`): over the keys only when unpacked, as the original
+does, [batch, 1, length, length] when packed; splash takes them natively as its segment ids;
+cuDNN takes an unpacked row's key lengths, and a packed batch runs the 'xla' path (cuDNN's
+masks are padding or causal, not block-diagonal).
 """
 
 import functools
@@ -56,20 +61,32 @@ def check_dropout(attention: str, attention_probs_dropout_prob: float) -> None:
         "model.attention='xla'")
 
 
-def key_lengths(mask: jax.Array) -> jax.Array:
-  """[batch, 1, 1, length] prefix mask -> [batch] int32 count of real tokens (cuDNN's form)."""
-  return jnp.sum(mask, axis=(1, 2, 3), dtype=jnp.int32)
+def mask(ids: jax.Array, packed: bool) -> jax.Array:
+  """Who attends to whom, for the 'xla' path: True where a query may see a key.
+
+  Unpacked: [batch, 1 (heads), 1 (queries), length (keys)], the real keys, for every query (the
+  original's mask: padded queries see the real keys; nothing reads them). Packed: [batch, 1,
+  length, length], the keys of the query's own example (padding sees padding, never an example).
+  """
+  if not packed:
+    return (ids > 0)[:, None, None, :]
+  return (ids[:, :, None] == ids[:, None, :])[:, None]
+
+
+def key_lengths(ids: jax.Array) -> jax.Array:
+  """[batch, length] ids of unpacked rows -> [batch] int32 count of real tokens (cuDNN's form)."""
+  return jnp.sum(ids > 0, axis=1, dtype=jnp.int32)
 
 
 def cudnn_attention(query: jax.Array, key: jax.Array, value: jax.Array,
-                    mask: jax.Array) -> jax.Array:
+                    ids: jax.Array) -> jax.Array:
   """cuDNN flash attention, [batch, length, heads, head_dim] in and out (bfloat16/float16).
 
-  The padding goes in as key lengths (cuDNN's PADDING mask type) rather than as `mask`, which
+  The padding goes in as key lengths (cuDNN's PADDING mask type) rather than as a mask, which
   jax would turn into an additive [batch, 1, 1, length] bias: the kernel then skips the padded
   keys instead of adding -inf to them. Queries are not masked, as in the 'xla' path.
   """
-  return jax.nn.dot_product_attention(query, key, value, key_value_seq_lengths=key_lengths(mask),
+  return jax.nn.dot_product_attention(query, key, value, key_value_seq_lengths=key_lengths(ids),
                                       implementation="cudnn")
 
 
@@ -110,21 +127,21 @@ def _mesh_spec(names: tuple[str | None, ...], shape: tuple[int, ...],
   return jax.sharding.PartitionSpec(*dims)
 
 
-def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
+def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array, ids: jax.Array,
                      *, interpret: bool = False) -> jax.Array:
   """Pallas splash attention on TPU, [batch, length, heads, head_dim] in and out.
 
-  The padding goes in as segment ids: real tokens are segment 1, padding segment 0, and a
-  query attends only to keys of its own segment. Real queries therefore see exactly the real
-  keys, as in the 'xla' path; padded queries see only padding keys (the 'xla' path lets them
-  see the real ones): their outputs differ, and nothing reads them.
+  The ids go in as segment ids: a query attends only to keys of its own segment. Unpacked,
+  real tokens are segment 1 and padding 0: real queries see exactly the real keys, as in the
+  'xla' path; padded queries see only padding keys (the unpacked 'xla' path lets them see the
+  real ones): their outputs differ, and nothing reads them. Packed, each example is a segment.
 
   Under a mesh the kernel runs in a shard_map over batch and heads (a pallas_call is opaque to
   XLA's partitioner, which would otherwise gather every device's q, k, v to each device).
 
   Args:
     query: [batch, length, heads, head_dim]; key and value the same.
-    mask: [batch, 1, 1, length] booleans, True for the keys to attend to.
+    ids: [batch, length] int: 0 for padding, else the token's example (module docstring).
     interpret: Run the kernel in the Pallas interpreter, on any backend (tests on CPU).
 
   Returns:
@@ -139,8 +156,7 @@ def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: j
     x = jnp.transpose(x, (0, 2, 1, 3))  # [batch, heads, length, head_dim]
     return jnp.pad(x, ((0, 0), (0, 0), (0, padded - length), (0, 0)))  # [.., padded, ..]
   query, key, value = to_heads_major(query), to_heads_major(key), to_heads_major(value)
-  segment_ids = jnp.pad(mask.reshape(batch, length).astype(jnp.int32),
-                        ((0, 0), (0, padded - length)))  # [batch, padded]: 1 real, 0 padding
+  segment_ids = jnp.pad(ids.astype(jnp.int32), ((0, 0), (0, padded - length)))  # [batch, padded]
 
   shard = functools.partial(_splash_shard, interpret=interpret)
   mesh = jax.sharding.get_abstract_mesh()
@@ -154,11 +170,16 @@ def splash_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: j
   return jnp.transpose(context[:, :, :length], (0, 2, 1, 3))  # [batch, length, heads, head_dim]
 
 
-def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array,
+def uses_kernel(attention: str, packed: bool) -> bool:
+  """Whether model.attention runs its fused kernel for these rows (else the 'xla' path)."""
+  return attention == "splash" or (attention == "cudnn" and not packed)
+
+
+def fused_attention(query: jax.Array, key: jax.Array, value: jax.Array, ids: jax.Array,
                     attention: str) -> jax.Array:
   """The kernel named by model.attention ('cudnn' or 'splash'); shapes as splash_attention."""
   if attention == "cudnn":
-    return cudnn_attention(query, key, value, mask)
+    return cudnn_attention(query, key, value, ids)
   if attention == "splash":
-    return splash_attention(query, key, value, mask)
+    return splash_attention(query, key, value, ids)
   raise ValueError(f"no fused kernel {attention!r}")

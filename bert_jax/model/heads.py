@@ -9,6 +9,8 @@ the task head is initialised as the original does (truncated normal, zero bias).
 - BertForQuestionAnswering: every token -> 'qa_outputs' (start, end); SQuAD.
 - BertForTokenClassification: every token -> dropout -> 'classifier'; NER.
 
+Each takes packed rows too (`**packing`: modeling.PACKING_INPUTS, finetuning/data/packing.py).
+
 `reinit_top_layers` gives a head's encoder a fresh top (train.reinit_top_layers).
 """
 
@@ -32,15 +34,16 @@ def _output_layer(config: modeling.BertConfig, features: int, name: str) -> nn.D
 
 
 class BertForSequenceClassification(nn.Module):
-  """`logits [batch, num_labels]` from the pooled [CLS] output (num_labels=1: regression)."""
+  """`logits [batch, num_labels]` from the pooled [CLS] output (num_labels=1: regression);
+  [batch, slots, num_labels] for packed rows, one per example's [CLS]."""
   config: modeling.BertConfig
   num_labels: int
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, **packing: jax.Array) -> jax.Array:
     _, pooled_output = modeling.BertModel(self.config, name="bert")(
-        input_ids, segment_ids, input_mask, deterministic)
+        input_ids, segment_ids, input_mask, deterministic, **packing)
     pooled_output = nn.Dropout(self.config.hidden_dropout_prob)(
         pooled_output, deterministic=deterministic)
     return _output_layer(self.config, self.num_labels, "classifier")(pooled_output)
@@ -52,9 +55,9 @@ class BertForQuestionAnswering(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
-               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+               deterministic: bool = True, **packing: jax.Array) -> tuple[jax.Array, jax.Array]:
     sequence_output, _ = modeling.BertModel(self.config, name="bert")(
-        input_ids, segment_ids, input_mask, deterministic)
+        input_ids, segment_ids, input_mask, deterministic, **packing)
     logits = _output_layer(self.config, 2, "qa_outputs")(sequence_output)  # [batch, length, 2]
     return logits[..., 0], logits[..., 1]
 
@@ -66,9 +69,9 @@ class BertForTokenClassification(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
-               deterministic: bool = True) -> jax.Array:
+               deterministic: bool = True, **packing: jax.Array) -> jax.Array:
     sequence_output, _ = modeling.BertModel(self.config, name="bert")(
-        input_ids, segment_ids, input_mask, deterministic)
+        input_ids, segment_ids, input_mask, deterministic, **packing)
     sequence_output = nn.Dropout(self.config.hidden_dropout_prob)(
         sequence_output, deterministic=deterministic)
     return _output_layer(self.config, self.num_labels, "classifier")(sequence_output)
@@ -82,15 +85,17 @@ def classification_loss(logits: jax.Array, label_ids: jax.Array,
                         weights: jax.Array) -> jax.Array:
   """Mean cross-entropy over the real examples (weight 1; padding rows of a batch weigh 0).
 
-  logits [batch, num_labels], label_ids [batch] int, weights [batch].
+  logits [batch, num_labels], label_ids [batch] int, weights [batch]; packed rows: [batch,
+  slots, ...] each (an empty slot weighs 0).
   """
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, label_ids)
   return _weighted_mean(losses, weights)
 
 
 def regression_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-  """Mean squared error of the single output (STS-B). logits [batch, 1], labels [batch]."""
-  return _weighted_mean(jnp.square(logits[:, 0] - labels), weights)
+  """Mean squared error of the single output (STS-B). logits [batch, 1], labels [batch]
+  (packed rows: [batch, slots, 1] and [batch, slots])."""
+  return _weighted_mean(jnp.square(logits[..., 0] - labels), weights)
 
 
 def span_loss(start_logits: jax.Array, end_logits: jax.Array, start_positions: jax.Array,

@@ -11,23 +11,15 @@ depth.
 """
 
 import dataclasses
-import json
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from etils import epath
 
 from bert_jax import errors
 from bert_jax.model import attention as attention_lib
 
-# Fields of the original bert_config.json, in its order; HF's config.json adds layer_norm_eps.
-_JSON_FIELDS = (
-    "attention_probs_dropout_prob", "hidden_act", "hidden_dropout_prob", "hidden_size",
-    "initializer_range", "intermediate_size", "max_position_embeddings", "num_attention_heads",
-    "num_hidden_layers", "type_vocab_size", "vocab_size", "layer_norm_eps",
-)
 _ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),  # The original's erf GELU.
     "gelu_new": lambda x: nn.gelu(x, approximate=True),  # HF's name for the tanh approximation.
@@ -121,29 +113,6 @@ class BertConfig:
     scan, remat and attention."""
     return dataclasses.replace(self, **{k: model_section[k] for k in self.RUNTIME_FIELDS})
 
-  @classmethod
-  def from_json_file(cls, path: str) -> "BertConfig":
-    """Reads the original's bert_config.json or an HF config.json (HF's extra keys are ignored)."""
-    # epath, not tf.io.gfile: local and gs:// paths alike, and no TensorFlow import, so the model
-    # runs where only JAX is installed (GPU boxes; bench/device_check.py).
-    try:
-      values = json.loads(epath.Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise errors.UserError(f"{path}: not a JSON model config ({e})") from None
-    if not isinstance(values, dict):
-      raise errors.UserError(f"{path}: not a JSON model config (an object of fields)")
-    if values.get("position_embedding_type", "absolute") != "absolute":
-      raise errors.UserError(f"{path}: position_embedding_type="
-                       f"{values['position_embedding_type']!r} is not supported (only 'absolute')")
-    return cls(**{k: values[k] for k in _JSON_FIELDS if k in values})
-
-  def to_json_file(self, path: str) -> None:
-    """Writes a config.json that both the original code and HF `transformers` read."""
-    values = {k: getattr(self, k) for k in _JSON_FIELDS}
-    values.update(model_type="bert", architectures=["BertForPreTraining"], pad_token_id=0,
-                  position_embedding_type="absolute")
-    epath.Path(path).write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-
 
 def _truncated_normal(stddev: float):
   """As the original's tf.truncated_normal_initializer: N(0, stddev) cut at 2 stddev, unscaled.
@@ -196,11 +165,12 @@ class BertEmbeddings(nn.Module):
     self.layer_norm = _layer_norm(config, "LayerNorm")
     self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array,
-               deterministic: bool) -> jax.Array:
-    length = input_ids.shape[1]
-    embeddings = (self.word_embeddings(input_ids)
-                  + self.position_embeddings(jnp.arange(length))[None]
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, deterministic: bool,
+               position_ids: jax.Array | None = None) -> jax.Array:
+    # Unpacked rows: positions 0..length-1, one table row broadcast over the batch.
+    positions = (self.position_embeddings(jnp.arange(input_ids.shape[1]))[None]
+                 if position_ids is None else self.position_embeddings(position_ids))
+    embeddings = (self.word_embeddings(input_ids) + positions
                   + self.token_type_embeddings(segment_ids))  # [batch, length, embed]
     embeddings = self.layer_norm(embeddings)
     embeddings = self.dropout(embeddings, deterministic=deterministic)
@@ -208,12 +178,17 @@ class BertEmbeddings(nn.Module):
 
 
 class BertSelfAttention(nn.Module):
-  """Multi-head self-attention with its output projection, residual and LayerNorm."""
+  """Multi-head self-attention with its output projection, residual and LayerNorm.
+
+  `attention_ids` [batch, length]: 0 for padding, else the token's example (attention.py);
+  `packed` says whether a row holds several examples (static: it picks the mask's shape).
+  """
   config: BertConfig
   deterministic: bool
+  packed: bool = False
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:
+  def __call__(self, hidden: jax.Array, attention_ids: jax.Array) -> jax.Array:
     config = self.config
     heads, head_dim = config.num_attention_heads, config.head_dim
 
@@ -232,13 +207,15 @@ class BertSelfAttention(nn.Module):
     use_dropout = not self.deterministic and config.attention_probs_dropout_prob > 0
     # Init only needs the params, which no implementation changes: it runs the XLA path, on any
     # backend and for any batch (its dummy batch of 1 would not split over a mesh).
-    fused = config.attention != "xla" and not self.is_initializing()
+    fused = (attention_lib.uses_kernel(config.attention, self.packed)
+             and not self.is_initializing())
     if fused and use_dropout:
       # Also checked with the config, before anything is built; this catches every other caller.
       attention_lib.check_dropout(config.attention, config.attention_probs_dropout_prob)
+    attention_mask = attention_lib.mask(attention_ids, self.packed)
     if fused:
       # [batch, length, heads, head_dim]
-      context = attention_lib.fused_attention(query, key, value, attention_mask, config.attention)
+      context = attention_lib.fused_attention(query, key, value, attention_ids, config.attention)
     elif use_dropout:
       # jax.nn.dot_product_attention has no dropout on the probabilities; the original has.
       # Scores and softmax in float32 whatever the compute dtype, as dot_product_attention does.
@@ -263,17 +240,18 @@ class BertSelfAttention(nn.Module):
 class BertLayer(nn.Module):
   """One Transformer layer: attention, then the feed-forward block, each post-LayerNorm.
 
-  Written as a scan body: `(carry, attention_mask) -> (carry, None)`.
+  Written as a scan body: `(carry, attention_ids) -> (carry, None)`.
   """
   config: BertConfig
   deterministic: bool
+  packed: bool = False
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, attention_mask: jax.Array) -> tuple[jax.Array, None]:
+  def __call__(self, hidden: jax.Array, attention_ids: jax.Array) -> tuple[jax.Array, None]:
     config = self.config
     hidden = nn.with_logical_constraint(hidden, ("batch", "length", "embed"))
-    attention = BertSelfAttention(config, self.deterministic, name="attention")(
-        hidden, attention_mask)
+    attention = BertSelfAttention(config, self.deterministic, self.packed, name="attention")(
+        hidden, attention_ids)
     intermediate = _dense(config, config.intermediate_size, ("embed", "mlp"), "intermediate")(
         attention)
     intermediate = _ACTIVATIONS[config.hidden_act](intermediate)  # [batch, length, mlp]
@@ -294,8 +272,8 @@ class BertEncoder(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, attention_mask: jax.Array,
-               deterministic: bool) -> jax.Array:
+  def __call__(self, hidden: jax.Array, attention_ids: jax.Array, deterministic: bool,
+               packed: bool = False) -> jax.Array:
     config = self.config
     layer = BertLayer
     policy = REMAT_POLICIES[config.remat_policy]
@@ -312,12 +290,18 @@ class BertEncoder(nn.Module):
         unroll=1 if config.scan_layers else config.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    hidden, _ = layers(config, deterministic, name="layer")(hidden, attention_mask)
+    hidden, _ = layers(config, deterministic, packed, name="layer")(hidden, attention_ids)
     return hidden
 
 
 class BertModel(nn.Module):
-  """The BERT encoder: `(sequence_output [B, L, H], pooled_output [B, H])`."""
+  """The BERT encoder: `(sequence_output [B, L, H], pooled_output [B, H])`.
+
+  Packed rows (finetuning/data/packing.py) also pass `position_ids` [B, L] (restarting at 0
+  in each example), `example_ids` [B, L] (1, 2, ... per example, 0 for padding; no token
+  attends across examples) and `cls_positions` [B, K] (each example's [CLS]): the pooled output
+  is then [B, K, H], one per example slot.
+  """
   config: BertConfig
 
   def setup(self):
@@ -327,13 +311,29 @@ class BertModel(nn.Module):
     self.pooler = _dense(config, config.hidden_size, ("embed", None), "pooler")
 
   def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
-               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
-    hidden = self.embeddings(input_ids, segment_ids, deterministic)  # [batch, length, embed]
-    # [batch, 1 (heads), 1 (queries), length (keys)]: padding keys are never attended to.
-    attention_mask = input_mask.astype(bool)[:, None, None, :]
-    sequence_output = self.encoder(hidden, attention_mask, deterministic)
-    pooled_output = jnp.tanh(self.pooler(sequence_output[:, 0]))  # [batch, embed], from [CLS]
-    return sequence_output, pooled_output
+               deterministic: bool = True, position_ids: jax.Array | None = None,
+               example_ids: jax.Array | None = None, cls_positions: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+    hidden = self.embeddings(input_ids, segment_ids, deterministic, position_ids)
+    # An unpacked row is one example: its real tokens are example 1, padding 0.
+    packed = example_ids is not None
+    attention_ids = (example_ids if packed else input_mask).astype(jnp.int32)  # [batch, length]
+    sequence_output = self.encoder(hidden, attention_ids, deterministic, packed)
+    if cls_positions is None:
+      cls = sequence_output[:, 0]  # [batch, embed]
+    else:
+      # [batch, slots, embed]: each example's own [CLS].
+      cls = jnp.take_along_axis(sequence_output, cls_positions[..., None], axis=1)
+    return sequence_output, jnp.tanh(self.pooler(cls))
+
+
+# A batch's inputs for packed rows, passed to the models by keyword when present.
+PACKING_INPUTS = ("position_ids", "example_ids", "cls_positions")
+
+
+def packing_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+  """The packed-row inputs a batch carries (none for unpacked rows)."""
+  return {key: batch[key] for key in PACKING_INPUTS if key in batch}
 
 
 class BertPreTrainingHeads(nn.Module):

@@ -38,7 +38,8 @@ def poison(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   `train.debug_nan_steps`, which tests the guard end to end."""
   if "masked_lm_weights" in batch:
     return {**batch, "masked_lm_weights": np.full_like(batch["masked_lm_weights"], np.nan)}
-  return {**batch, "weights": np.full(len(batch["input_ids"]), np.nan, np.float32)}
+  # Fine-tuning batches carry weights: [rows], or [rows, slots] when packed.
+  return {**batch, "weights": np.full_like(batch["weights"], np.nan)}
 
 
 def parse_steps(text: str) -> frozenset[int]:

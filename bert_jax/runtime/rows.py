@@ -19,6 +19,11 @@ def host_rows(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: v[start:start + count] for k, v in global_batch.items()}
 
 
+# The model's inputs: unpacked rows have the first three, packed rows all of them.
+_INPUT_KEYS = ("input_ids", "input_mask", "segment_ids", "position_ids", "example_ids",
+               "cls_positions")
+
+
 def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size: int,
                  batch_sharding) -> Any:
   """The model's outputs for every row of `features`, the last batch padded then trimmed.
@@ -26,8 +31,8 @@ def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size:
   Args:
     p_predict: jit of `f(params, batch)`, its batch split by `batch_sharding`.
     params: Its params.
-    features: input_ids, input_mask and segment_ids (any others are left out), the same rows
-      on every process.
+    features: input_ids, input_mask and segment_ids, and for packed rows position_ids,
+      example_ids and cls_positions (any others are left out), the same rows on every process.
     batch_size: Rows per call, global: a multiple of the data-parallel size and of the
       process count.
     batch_sharding: How a global batch is split over the mesh.
@@ -37,7 +42,7 @@ def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size:
   """
   count = len(features["input_ids"])
   padded = math.ceil(count / batch_size) * batch_size
-  inputs = {k: features[k] for k in ("input_ids", "input_mask", "segment_ids")}
+  inputs = {k: features[k] for k in _INPUT_KEYS if k in features}
   inputs = {k: np.concatenate([v, np.zeros((padded - count,) + v.shape[1:], v.dtype)])
             for k, v in inputs.items()}
   outputs = []

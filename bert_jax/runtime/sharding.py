@@ -6,6 +6,7 @@ a model is sharded changes rules, never model code.
 """
 
 from collections.abc import Sequence
+import math
 
 import flax.linen as nn
 import jax
@@ -81,6 +82,12 @@ def logical_shardings(abstract_tree, mesh: Mesh, rules: Rules):
 def batch_sharding(mesh: Mesh, rules: Rules) -> NamedSharding:
   """Leading (batch) dimension split as the 'batch' rule says; everything else whole."""
   return NamedSharding(mesh, nn.logical_to_mesh_axes(("batch",), rules))
+
+
+def batch_multiple(mesh: Mesh) -> int:
+  """What every global batch's rows must be a multiple of: the data-parallel size (each
+  device takes whole rows) and the process count (each host feeds whole rows)."""
+  return math.lcm(mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,0 +1,167 @@
+"""Packed rows (data.packing): where each example goes, and that packing changes no number.
+
+Exactness (dropout 0, float32): every example's outputs from packed rows equal the unpacked
+model's within 1e-5, for each head and for the embeddings, and training steps on packed and
+unpacked batches of the same examples give the same losses.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from bert_jax.finetuning import encode
+from bert_jax.finetuning import finetune
+from bert_jax.finetuning.data import featurize
+from bert_jax.finetuning.data import packing
+from bert_jax.finetuning.data import tasks
+from bert_jax.model import attention
+from bert_jax.model import heads
+from bert_jax.model import modeling
+from bert_jax.runtime import train_state
+
+_SPLASH_ATTENTION = attention.splash_attention
+
+_SENTENCES = [
+    "A film that is good.", "Bad.", "The plot drags on and on, but the acting saves it in the "
+    "end.", "Fine", "I would watch it again tomorrow with friends.", "No.", "An hour too long.",
+    "Great music, weak story, lovely photography and a cast that does its best.", "Meh.",
+    "It works.", "Two thumbs up from the whole family.", "Why?"]
+
+
+def _text_features(tokenizer, max_seq_length=32, pairs=True):
+  examples = [tasks.TextExample(f"x-{i}", text, _SENTENCES[-1 - i] if pairs and i % 3 == 0
+                                else None, i % 2) for i, text in enumerate(_SENTENCES)]
+  return featurize.encode_text_examples(examples, tokenizer, max_seq_length, "classification")
+
+
+def _token_features(tokenizer, max_seq_length=32):
+  examples = [tasks.TokenExample(f"t-{i}", text.split(), [j % 3 for j in range(len(text.split()))])
+              for i, text in enumerate(_SENTENCES)]
+  return featurize.encode_token_examples(examples, tokenizer, max_seq_length)
+
+
+def _model_config(tokenizer, **overrides):
+  return modeling.BertConfig(**{**dict(
+      vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+      intermediate_size=64, max_position_embeddings=32, hidden_dropout_prob=0.0,
+      attention_probs_dropout_prob=0.0), **overrides})
+
+
+def test_best_fit_decreasing_fills_rows_without_overflow():
+  lengths = np.array([60, 30, 30, 3, 4, 64, 1])  # 192 tokens: three full rows of 64.
+  rows, slots = packing.assign_rows(lengths, 64)
+  assert rows.max() + 1 == 3  # 64 | 30 + 30 + 4 | 60 + 3 + 1.
+  for row in range(3):
+    assert lengths[rows == row].sum() <= 64
+    assert sorted(slots[rows == row]) == list(range(np.sum(rows == row)))
+  rows, slots = packing.assign_rows(np.full(10, 2), 64, max_per_row=4)
+  assert rows.max() + 1 == 3 and slots.max() == 3
+
+
+def test_each_example_keeps_its_tokens_types_positions_and_cls(tokenizer):
+  features = _text_features(tokenizer)
+  packed = packing.pack(features, "classification")
+  rows = packed.features
+  assert packed.num_rows < len(_SENTENCES)
+  assert packed.padding_fraction() < 1 - features["input_mask"].mean()
+  for i, (row, slot, start, length) in enumerate(zip(packed.row, packed.slot, packed.start,
+                                                     packed.length)):
+    span = slice(start, start + length)
+    np.testing.assert_array_equal(rows["input_ids"][row, span], features["input_ids"][i, :length])
+    np.testing.assert_array_equal(rows["segment_ids"][row, span],
+                                  features["segment_ids"][i, :length])
+    np.testing.assert_array_equal(rows["position_ids"][row, span], np.arange(length))
+    assert (rows["example_ids"][row, span] == slot + 1).all()
+    assert rows["input_ids"][row, rows["cls_positions"][row, slot]] == tokenizer.cls_id
+    assert rows["label_ids"][row, slot] == features["label_ids"][i]
+    assert rows["weights"][row, slot] == 1.0
+  assert rows["weights"].sum() == len(_SENTENCES)
+  # Padding: example id 0, mask 0, and nothing else of any example.
+  assert ((rows["example_ids"] == 0) == (rows["input_mask"] == 0)).all()
+
+
+@pytest.fixture(scope="module")
+def text_setup(tokenizer):
+  features = _text_features(tokenizer)
+  return features, packing.pack(features, "classification")
+
+
+def _apply(model, params, batch):
+  return model.apply(params, batch["input_ids"], batch["segment_ids"], batch["input_mask"],
+                     **modeling.packing_inputs(batch))
+
+
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_classifier_outputs_equal_unpacked(tokenizer, text_setup, num_labels):
+  features, packed = text_setup
+  model = heads.BertForSequenceClassification(_model_config(tokenizer), num_labels)
+  params = model.init(jax.random.key(0), *train_state.model_inputs(features))
+  expected = _apply(model, params, features)  # [examples, labels]
+  got = packing.unpack(_apply(model, params, packed.features), packed, "classification")
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tagger_outputs_equal_unpacked(tokenizer):
+  features = _token_features(tokenizer)
+  packed = packing.pack(features, "token")
+  model = heads.BertForTokenClassification(_model_config(tokenizer), 3)
+  params = model.init(jax.random.key(0), *train_state.model_inputs(features))
+  expected = np.asarray(_apply(model, params, features))  # [examples, length, labels]
+  got = packing.unpack(_apply(model, params, packed.features), packed, "token")
+  real = features["input_mask"].astype(bool)
+  np.testing.assert_allclose(got[real], expected[real], rtol=1e-5, atol=1e-5)
+  # Word tags come back the same way as unpacked predictions.
+  assert (featurize.decode_token_predictions(features, got.argmax(-1))
+          == featurize.decode_token_predictions(features, expected.argmax(-1)))
+
+
+def test_embeddings_equal_unpacked(tokenizer, text_setup):
+  features, _ = text_setup
+  features = {k: v for k, v in features.items() if k != "label_ids"}
+  packed = packing.pack(features, "text")
+  model = modeling.BertModel(_model_config(tokenizer))
+  params = model.init(jax.random.key(0), *train_state.model_inputs(features))["params"]
+  embed = functools.partial(encode.embed, model=model)
+  expected = embed(params, features)
+  got = packing.unpack(embed(params, packed.features), packed, "text")
+  for name in ("cls", "pooled", "mean"):
+    np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_training_on_packed_batches_gives_the_same_losses(tokenizer, text_setup):
+  features, packed = text_setup
+  model = heads.BertForSequenceClassification(_model_config(tokenizer), 2)
+  params = model.init(jax.random.key(0), *train_state.model_inputs(features))["params"]
+  tx = optax.adamw(1e-3)
+  step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx,
+                                   family="classification"))
+  unpacked = {**features, "weights": np.ones(len(features["input_ids"]), np.float32)}
+  losses = {}
+  for name, batch in (("unpacked", unpacked), ("packed", packed.features)):
+    state = train_state.TrainState(step=jnp.array(0), params=params, opt_state=tx.init(params))
+    losses[name] = []
+    for _ in range(3):
+      state, scalars = step(state, batch, jax.random.key(1))
+      losses[name].append(float(scalars["loss"]))
+  np.testing.assert_allclose(losses["packed"], losses["unpacked"], rtol=1e-5)
+  assert losses["unpacked"][2] < losses["unpacked"][0]  # It trained.
+
+
+def test_splash_knows_the_packing(tokenizer, text_setup, monkeypatch):
+  """'splash' (Pallas interpreter) takes the example ids as its segment ids."""
+  monkeypatch.setattr(attention, "splash_attention",
+                      functools.partial(_SPLASH_ATTENTION, interpret=True))
+  _, packed = text_setup
+  xla_model = modeling.BertModel(_model_config(tokenizer))
+  splash_model = modeling.BertModel(_model_config(tokenizer, attention="splash"))
+  params = xla_model.init(jax.random.key(0), *train_state.model_inputs(packed.features))
+  real = packed.features["input_mask"].astype(bool)
+  (sequence, pooled), (expected, expected_pooled) = (
+      _apply(splash_model, params, packed.features), _apply(xla_model, params, packed.features))
+  np.testing.assert_allclose(np.asarray(sequence)[real], np.asarray(expected)[real], rtol=1e-4,
+                             atol=1e-4)
+  np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-4, atol=1e-4)
