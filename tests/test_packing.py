@@ -6,7 +6,10 @@ unpacked batches of the same examples give the same losses.
 """
 
 import functools
+import os
+import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,9 +24,12 @@ from bert_jax.finetuning.data import tasks
 from bert_jax.model import attention
 from bert_jax.model import heads
 from bert_jax.model import modeling
+from bert_jax.runtime import sharding
 from bert_jax.runtime import train_state
+from configs import tiny
 
 _SPLASH_ATTENTION = attention.splash_attention
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # As test_aot.py: compile only.
 
 _SENTENCES = [
     "A film that is good.", "Bad.", "The plot drags on and on, but the acting saves it in the "
@@ -165,3 +171,39 @@ def test_splash_knows_the_packing(tokenizer, text_setup, monkeypatch):
   np.testing.assert_allclose(np.asarray(sequence)[real], np.asarray(expected)[real], rtol=1e-4,
                              atol=1e-4)
   np.testing.assert_allclose(pooled, expected_pooled, rtol=1e-4, atol=1e-4)
+
+
+def test_packed_splash_compiles_for_a_tpu_slice(tokenizer, text_setup):
+  """The real kernel (Mosaic) in the sharded fine-tuning step on packed rows, on v5e:2x2."""
+  pytest.importorskip("libtpu")
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
+  from bert_jax.tpu import tpu_topology  # pylint: disable=g-import-not-at-top
+  _, packed = text_setup
+  config = tiny.get_config()
+  config.mesh.update(data=2, fsdp=2)
+  mesh = sharding.create_mesh(config.mesh,
+                              devices=aot.topology_devices(tpu_topology.parse("v5e:2x2")))
+  rules = sharding.logical_axis_rules(config)
+  model = heads.BertForSequenceClassification(
+      _model_config(tokenizer, attention="splash", dtype="bfloat16"), 2)
+  tx = optax.adamw(1e-3)
+  shapes = {k: v[:1] for k, v in packed.features.items()}
+  # Outside jax.set_mesh: no op can run on compile-only devices (as aot.py builds its program).
+  with nn.logical_axis_rules(rules):
+    abstract_state, state_shardings = train_state.abstract_train_state(
+        model, tx, shapes, jax.random.key(0), mesh, rules)
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  replicated = sharding.replicated(mesh)
+  step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx,
+                                   family="classification"),
+                 in_shardings=(state_shardings, batch_sharding, replicated),
+                 out_shardings=(state_shardings, replicated))
+  batch = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=batch_sharding)
+           for k, v in packed.features.items()}
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    compiled = step.lower(sharding.with_shardings(abstract_state, state_shardings), batch,
+                          jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=replicated)
+                          ).compile()
+  kernels = set(re.findall(r"splash_mha_(fwd|dq|dkv)_segmented", compiled.as_text()))
+  assert kernels == {"fwd", "dq", "dkv"}  # Segment ids from the packing, not XLA's path.
