@@ -18,6 +18,8 @@ the same example order.
   unpacked  bert_jax with every sentence padded to max_seq_length.
   torch     transformers' BertForSequenceClassification, each batch padded to its longest
             sentence (DataCollatorWithPadding's dynamic padding, HF Trainer's default).
+  torch_fixed  the same, every sentence padded to max_seq_length (padding='max_length').
+Ratios are to `torch`, the stronger of the two.
 
 The epoch is cut into `--rounds` parts; each round runs its part for every framework in turn
 (the first framework rotates), so slow and fast moments of this machine fall on all of them.
@@ -26,8 +28,9 @@ done before; a step's time ends with its loss on the host). Dev accuracy after t
 
 Embeddings: every train and dev sentence (`cls`, `pooled` and `mean`), batches of
 --encode_batch_size rows: bert_jax packed and unpacked, and transformers' BertModel on batches
-sorted by length and padded to their longest (as sentence-transformers encodes), alternating
-`--rounds` times; the largest difference of the mean embeddings to torch's is printed.
+sorted by length and padded to their longest (`torch`, as sentence-transformers encodes) or in
+input order padded to max_seq_length (`torch_fixed`), alternating `--rounds` times; the largest
+difference of the mean embeddings to torch's is printed.
 """
 
 import argparse
@@ -53,7 +56,7 @@ from bert_jax.runtime import optim
 from bert_jax.runtime import train_state
 from bert_jax.tokenizers import tokenization
 
-FRAMEWORKS = ("packed", "unpacked", "torch")
+FRAMEWORKS = ("packed", "unpacked", "torch", "torch_fixed")
 
 
 def _flags() -> argparse.Namespace:
@@ -140,7 +143,7 @@ class _Jax:
 class _Torch:
   """transformers' BertForSequenceClassification with dynamic padding, the same weights."""
 
-  def __init__(self, config, params, head, train, num_labels, batch_size, threads):
+  def __init__(self, config, params, head, train, num_labels, batch_size, threads, dynamic):
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(threads)
@@ -160,9 +163,11 @@ class _Torch:
         self.optimizer, config.train.num_warmup_steps, config.train.num_train_steps)
     self.train_features, self.batch_size = train, batch_size
     self.max_grad_norm = config.train.max_grad_norm
+    self.dynamic = dynamic
 
   def _inputs(self, features, indices):
-    longest = int(features["input_mask"][indices].sum(1).max())  # Dynamic padding.
+    longest = (int(features["input_mask"][indices].sum(1).max()) if self.dynamic  # To the longest.
+               else features["input_ids"].shape[1])
     batch = {k: features[k][indices, :longest] for k in ("input_ids", "segment_ids",
                                                           "input_mask")}
     return harness.torch_inputs(batch, "cpu")
@@ -210,14 +215,16 @@ def finetuning(args, config, params, train, dev, num_labels) -> dict[str, dict]:
       "unpacked": _Jax(config, model_config, jax_params, train, num_labels, False,
                        args.batch_size),
       "torch": _Torch(config, params, fresh["classifier"], train, num_labels, args.batch_size,
-                      args.torch_threads),
+                      args.torch_threads, dynamic=True),
+      "torch_fixed": _Torch(config, params, fresh["classifier"], train, num_labels,
+                            args.batch_size, args.torch_threads, dynamic=False),
   }
   seconds = dict.fromkeys(FRAMEWORKS, 0.0)
   steps_per_epoch = config.train.num_train_steps // args.epochs
   for epoch in range(args.epochs):
     for index, part in enumerate(_rounds(steps_per_epoch, args.rounds)):
       steps = range(epoch * steps_per_epoch + part.start, epoch * steps_per_epoch + part.stop)
-      order = FRAMEWORKS[index % 3:] + FRAMEWORKS[:index % 3]
+      order = FRAMEWORKS[index % len(FRAMEWORKS):] + FRAMEWORKS[:index % len(FRAMEWORKS)]
       for name in order:
         start = time.perf_counter()
         runners[name].run(steps, seed=0)
@@ -250,24 +257,29 @@ def embeddings(args, config, params, features) -> dict[str, dict]:
 
   order = np.argsort(-features["input_mask"].sum(1), kind="stable")
 
-  def torch_rows():
+  def torch_rows(dynamic: bool):
     outputs = []
     for start in range(0, count, batch):
-      indices = order[start:start + batch]
-      longest = int(features["input_mask"][indices].sum(1).max())
+      indices = order[start:start + batch] if dynamic else np.arange(start,
+                                                                     min(start + batch, count))
+      longest = (int(features["input_mask"][indices].sum(1).max()) if dynamic
+                 else features["input_ids"].shape[1])
       rows = {k: features[k][indices, :longest] for k in ("input_ids", "segment_ids",
                                                           "input_mask")}
       outputs.append(encode_bench._torch_embed(  # pylint: disable=protected-access
           torch_model, harness.torch_inputs(rows, "cpu")))
     result = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+    if not dynamic:
+      return result
     return {k: v[np.argsort(order)] for k, v in result.items()}  # Back to input order.
 
   calls = {"packed": lambda: packing.unpack(jax_rows(packed.features), packed, "text"),
-           "unpacked": lambda: jax_rows(features), "torch": torch_rows}
+           "unpacked": lambda: jax_rows(features), "torch": lambda: torch_rows(True),
+           "torch_fixed": lambda: torch_rows(False)}
   outputs = {name: call() for name, call in calls.items()}  # Warmup (jax compiles).
   seconds = dict.fromkeys(FRAMEWORKS, 0.0)
   for index in range(args.rounds):
-    for name in FRAMEWORKS[index % 3:] + FRAMEWORKS[:index % 3]:
+    for name in FRAMEWORKS[index % len(FRAMEWORKS):] + FRAMEWORKS[:index % len(FRAMEWORKS)]:
       start = time.perf_counter()
       calls[name]()
       seconds[name] += time.perf_counter() - start
@@ -306,20 +318,20 @@ def main() -> None:
   print(f"\nFine-tuning: {args.epochs} epoch(s) of {num_steps // args.epochs} steps of "
         f"{args.batch_size} sentences, lr {args.learning_rate}, in {args.rounds} alternating "
         "rounds")
-  print(f"{'':10s} {'examples/s':>11s} {'epoch s':>8s} {'vs torch':>9s} {'dev acc':>8s}")
+  print(f"{'':11s} {'examples/s':>11s} {'epoch s':>8s} {'vs torch':>9s} {'dev acc':>8s}")
   for name, result in tuned.items():
     ratio = result["examples_per_second"] / tuned["torch"]["examples_per_second"]
-    print(f"{name:10s} {result['examples_per_second']:11.1f} {result['epoch_seconds']:8.1f} "
+    print(f"{name:11s} {result['examples_per_second']:11.1f} {result['epoch_seconds']:8.1f} "
           f"{ratio:8.2f}x {result['dev_accuracy']:8.4f}  {result.get('note', '')}")
   both = {k: np.concatenate([train[k], dev[k]]) for k in ("input_ids", "segment_ids",
                                                           "input_mask")}
   embedded = embeddings(args, config, params, both)
   print(f"\nEmbeddings of {len(both['input_ids'])} sentences, {args.rounds} alternating rounds, "
         f"batches of {args.encode_batch_size} rows")
-  print(f"{'':10s} {'sentences/s':>12s} {'vs torch':>9s} {'max |mean - torch|':>19s}")
+  print(f"{'':11s} {'sentences/s':>12s} {'vs torch':>9s} {'max |mean - torch|':>19s}")
   for name, result in embedded.items():
     ratio = result["sentences_per_second"] / embedded["torch"]["sentences_per_second"]
-    print(f"{name:10s} {result['sentences_per_second']:12.1f} {ratio:8.2f}x "
+    print(f"{name:11s} {result['sentences_per_second']:12.1f} {ratio:8.2f}x "
           f"{result['max_mean_difference_to_torch']:19.2e}")
 
 
