@@ -3,6 +3,7 @@
 Each process has 4 fake CPU devices, so the processes together look like two hosts of a pod.
 """
 
+import json
 import os
 import re
 import socket
@@ -167,3 +168,48 @@ def test_no_flags_and_no_cluster_is_a_single_process(monkeypatch):
   assert distributed.detect_cluster() is None  # `mpirun -n 1` is one process.
   monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
   assert distributed.detect_cluster() == "Open MPI"
+
+
+def test_two_processes_fine_tune_packed_rows_exactly_as_one(tmp_path, sentencepiece_model):
+  """Packed fine-tuning on 2 processes x 4 devices and on 1 process x 8 (the same mesh): the
+  same rows per step, losses and eval, so the packed rows (cls_positions and all) are dealt out
+  to the hosts and gathered back for eval correctly."""
+  words = "good bad film plot music story slow fast cast song".split()
+  rng = np.random.default_rng(0)
+  sentences = [" ".join(rng.choice(words, rng.integers(2, 12))) for _ in range(40)]
+  # Regression: every eval example's prediction is a number of its own, compared below.
+  lines = ["sentence,label"] + [f"{s},{len(s.split()) / 4}" for s in sentences]
+  (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+  command = [sys.executable, "-m", "bert_jax.main", "--config=configs/finetune.py",
+             f"--config.data.vocab_file={sentencepiece_model}",
+             f"--config.data.train_file={tmp_path / 'train.csv'}",
+             f"--config.data.eval_file={tmp_path / 'train.csv'}",
+             "--config.task=regression", "--config.data.text_a_key=sentence",
+             "--config.data.label_key=label",
+             "--config.data.max_seq_length=32", "--config.model.hidden_size=32",
+             "--config.model.num_hidden_layers=1", "--config.model.num_attention_heads=2",
+             "--config.model.intermediate_size=64", "--config.model.max_position_embeddings=32",
+             "--config.train.batch_size=16", "--config.train.eval_batch_size=8",
+             "--config.train.num_train_steps=3", "--config.train.log_every_steps=1",
+             "--config.train.learning_rate=1e-2", "--config.mesh.data=2",
+             "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+  port = _free_port()
+  two = _run_processes(
+      [command + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address=127.0.0.1:{port}",
+                  "--num_processes=2", f"--process_id={i}"] for i in range(2)], _env(4))
+  for run in two:
+    assert run.returncode == 0, run.stderr[-3000:]
+  one = subprocess.run(command + [f"--workdir={tmp_path / 'one'}"], cwd=REPO, env=_env(8),
+                       capture_output=True, text=True, timeout=_TIMEOUT_S)
+  assert one.returncode == 0, one.stderr[-3000:]
+  packing_line = re.search(r"Packing: .*", one.stdout).group(0)
+  assert packing_line in two[0].stdout  # The same rows, rounded to a multiple of 4.
+  numbers = lambda out, name: [float(v) for v in re.findall(rf"{name}=([0-9.]+)", out)]
+  np.testing.assert_allclose(numbers(two[0].stdout, "loss"), numbers(one.stdout, "loss"),
+                             rtol=1e-4)
+  assert len(numbers(one.stdout, "loss")) == 3
+  # Every eval example's prediction, gathered from both hosts' packed rows.
+  predictions = lambda run: [json.loads(line)["prediction"] for line in (
+      tmp_path / run / "predictions" / "step_3" / "validation.jsonl").read_text().splitlines()]
+  assert len(predictions("one")) == 40 and len(set(predictions("one"))) == 40
+  np.testing.assert_allclose(predictions("two"), predictions("one"), rtol=1e-4)
