@@ -116,11 +116,7 @@ def pack(features: dict[str, np.ndarray], family: str) -> Packed:
   np.add.at(row_starts, row + 1, length)
   start = np.empty(num_examples, np.int64)
   start[order] = ends - length[order] - np.cumsum(row_starts)[row[order]]
-  # Every real token: (its example, its column in the example) -> (row, column in the row).
-  token_example = np.repeat(np.arange(num_examples), length)  # [tokens]
-  token_within = np.arange(len(token_example)) - np.repeat(np.cumsum(length) - length, length)
-  token_row = row[token_example]
-  token_column = start[token_example] + token_within
+  token_example, token_within, token_row, token_column = _token_places(row, start, length)
 
   def scatter(values: np.ndarray) -> np.ndarray:
     packed = np.zeros((num_rows, max_seq_length), values.dtype)
@@ -146,6 +142,14 @@ def pack(features: dict[str, np.ndarray], family: str) -> Packed:
   return Packed(packed, row, slot, start, length)
 
 
+def _token_places(row: np.ndarray, start: np.ndarray, length: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Every real token, [tokens] each: its example and column there, its row and column there."""
+  token_example = np.repeat(np.arange(len(length)), length)
+  token_within = np.arange(len(token_example)) - np.repeat(np.cumsum(length) - length, length)
+  return token_example, token_within, row[token_example], start[token_example] + token_within
+
+
 def unpack(outputs, packed: Packed, family: str):
   """The packed rows' model outputs, one per example again (a pytree of arrays).
 
@@ -155,15 +159,12 @@ def unpack(outputs, packed: Packed, family: str):
   """
   if family != "token":
     return _map(lambda x: np.asarray(x)[packed.row, packed.slot], outputs)
-  length = packed.length
-  token_example = np.repeat(np.arange(len(length)), length)
-  token_within = np.arange(len(token_example)) - np.repeat(np.cumsum(length) - length, length)
-  token_row = packed.row[token_example]
-  token_column = packed.start[token_example] + token_within
+  token_example, token_within, token_row, token_column = _token_places(
+      packed.row, packed.start, packed.length)
 
   def gather(x):
     x = np.asarray(x)
-    out = np.zeros((len(length),) + x.shape[1:], x.dtype)
+    out = np.zeros((len(packed.length),) + x.shape[1:], x.dtype)
     out[token_example, token_within] = x[token_row, token_column]
     return out
   return _map(gather, outputs)
