@@ -4,11 +4,14 @@ TFDS downloads and prepares a dataset the first time it is read. Offline, its do
 retries each URL ten times with growing pauses (3.4 minutes for ag_news_subset on a machine
 without DNS) before it gives up with a traceback. A dataset whose download hosts cannot be
 reached now fails in about a second instead: the hosts are TFDS's own record of the dataset's
-URLs (its checksums) plus its GCS mirror, each tried with one short TCP connect.
+URLs (its checksums) plus its GCS mirror, each tried with one short TCP connect. Behind a
+proxy (HTTPS_PROXY and the like, which TFDS's downloader honours) a direct connect says
+nothing, so there the download is left to TFDS.
 """
 
 import socket
 import urllib.parse
+import urllib.request
 
 from bert_jax import errors
 
@@ -24,6 +27,13 @@ def reachable(host: str, port: int = 443) -> bool:
       return True
   except OSError:  # DNS failure (socket.gaierror), refused, unreachable, timed out.
     return False
+
+
+def behind_proxy() -> bool:
+  """Whether the environment names a proxy for downloads (urllib's reading of it, as requests
+  reads the same variables)."""
+  proxies = urllib.request.getproxies()
+  return any(proxies.get(scheme) for scheme in ("https", "http", "all"))
 
 
 def download_hosts(builder) -> list[str]:
@@ -59,7 +69,8 @@ def prepared_builder(name: str, data_dir: str | None):
   fix = "run once with network or set data.tfds_data_dir to where it is prepared"
   hosts = download_hosts(builder)
   # A builder without recorded URLs (manual or generated data) is left to TFDS to judge.
-  if hosts and not any(reachable(host) for host in [*hosts, _GCS_MIRROR_HOST]):
+  if (hosts and not behind_proxy()
+      and not any(reachable(host) for host in [*hosts, _GCS_MIRROR_HOST])):
     raise errors.UserError(f"{not_here}: none of its hosts ({', '.join(hosts)}) can be "
                            f"reached from this machine; {fix}")
   try:

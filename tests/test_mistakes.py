@@ -243,9 +243,17 @@ def test_a_workdir_moved_elsewhere_still_reads(tmp_path):
   assert data.train_files and all(f.startswith(str(tmp_path / "there")) for f in data.train_files)
 
 
-def test_a_tfds_dataset_that_cannot_be_downloaded_fails_at_once(tmp_path):
+def test_a_tfds_dataset_that_cannot_be_downloaded_fails_at_once(tmp_path, monkeypatch):
   """Offline, TFDS's downloader retries for minutes; its unreachable hosts are one line now."""
   assert not tfds_datasets.reachable("tfds-host.invalid")  # RFC 2606: never resolves.
+  # Behind a proxy a direct connect proves nothing: the probe stands aside.
+  for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+               "all_proxy"):
+    monkeypatch.delenv(name, raising=False)
+  assert not tfds_datasets.behind_proxy()
+  monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+  assert tfds_datasets.behind_proxy()
+  monkeypatch.delenv("HTTPS_PROXY")
   if tfds_datasets.reachable("drive.google.com") or tfds_datasets.reachable(
       "storage.googleapis.com"):
     pytest.skip("this machine reaches ag_news_subset's hosts: the download would run")
