@@ -22,6 +22,9 @@ limit still leaves its results. Sections, in order:
                  (bf16 autocast, SDPA, fused AdamW) on the same batch. Remat only where the
                  step does not fit without it (then dots_with_no_batch_dims_saveable, full).
                  MFU is bert_jax/model/flops.py's model FLOPs over the measured and datasheet peaks.
+  packing        a fine-tuning step on sentences of real length (a median of ~20 tokens) at
+                 --packing_shape: bert_jax with data.packing on and off, transformers padded
+                 to each batch's longest sentence (bench/device_packing.py)
   torch_compile  the first shape again with torch.compile, in a subprocess that is stopped
                  when the budget runs out
 
@@ -44,13 +47,16 @@ import time  # pylint: disable=wrong-import-position
 import traceback  # pylint: disable=wrong-import-position
 
 
+from bench import device_packing  # pylint: disable=wrong-import-position
 from bench import device_report  # pylint: disable=wrong-import-position
 from bench import device_rows  # pylint: disable=wrong-import-position
 from bert_jax.model import flops  # pylint: disable=wrong-import-position
 
-SECTIONS = ("environment", "numerics", "throughput", "torch_compile")
+SECTIONS = ("environment", "numerics", "throughput", "packing", "torch_compile")
 GPU_SHAPES = "large:512:32,base:128:256,large:128:256,base:512:32"
 SMOKE_SHAPES = "tiny:64:4"
+# The packing section's shape: short sentences in rows of seq_length (GPU; --smoke).
+GPU_PACKING_SHAPE, SMOKE_PACKING_SHAPE = "base:128:256", "tiny:64:8"
 # Tried in order when a step does not fit in memory.
 REMAT_FALLBACKS = ("none", "dots_with_no_batch_dims_saveable", "full")
 
@@ -181,6 +187,33 @@ def throughput(check: Check) -> None:
            lambda: device_rows.torch_row(shape, args, peaks(check)))
 
 
+def packing_section(check: Check) -> None:
+  """Packing on and off, and transformers, on the same batch of real-length sentences."""
+  args = check.args
+  shape = device_rows.Shape.parse(args.packing_shape)
+  dtype = "float32" if args.smoke else "bfloat16"
+  features = device_packing.sentence_features(shape.batch_size, shape.seq_length)
+  check.results["packing"] = rows = []
+  work = {"bert_jax packed": lambda: device_packing.bert_jax_row(shape.preset, features, True,
+                                                                 args, dtype),
+          "bert_jax unpacked": lambda: device_packing.bert_jax_row(shape.preset, features,
+                                                                   False, args, dtype),
+          "torch": lambda: device_packing.torch_row(shape.preset, features, args, dtype)}
+  for name, measure in work.items():
+    if name.split()[0] not in args.frameworks:
+      continue
+    row = {"shape": str(shape), "framework": name}
+    if check.left() <= 0:
+      row["status"] = "skipped: time budget"
+    else:
+      row.update({"status": "ok", **check.guarded(f"packing {name}", measure)})
+    rows.append(row)
+    check.log(f"packing {name}: " + (f"{row['sentences_per_second']:,.0f} sentences/s, "
+                                     f"{row['rows']} rows, padding {row['padding']:.1%}"
+                                     if "ms_per_step" in row else row["status"]))
+    check.save()
+
+
 def torch_compile(check: Check) -> None:
   """The first shape with torch.compile, in a subprocess stopped when the budget runs out."""
   shape = device_rows.Shape.parse(check.args.shapes.split(",")[0])
@@ -221,6 +254,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help=f"preset:seq:batch,... (default {GPU_SHAPES}; {SMOKE_SHAPES} with "
                            "--smoke)")
   parser.add_argument("--attention", default="xla,cudnn", help="bert_jax rows' model.attention")
+  parser.add_argument("--packing_shape", default=None,
+                      help=f"the packing section's preset:seq:batch (default {GPU_PACKING_SHAPE};"
+                           f" {SMOKE_PACKING_SHAPE} with --smoke)")
   parser.add_argument("--frameworks", default="bert_jax,torch")
   parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; 3)")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -233,13 +269,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   args = parser.parse_args(argv)
   args.time_budget_s = args.time_budget_s or (150.0 if args.smoke else 360.0)
   args.shapes = args.shapes or (SMOKE_SHAPES if args.smoke else GPU_SHAPES)
+  args.packing_shape = args.packing_shape or (SMOKE_PACKING_SHAPE if args.smoke
+                                              else GPU_PACKING_SHAPE)
   args.steps = args.steps or (3 if args.smoke else 10)
   args.torch_compile_backend = args.torch_compile_backend or ("eager" if args.smoke
                                                               else "inductor")
   unknown = set(args.sections.split(",")) - set(SECTIONS)
   if unknown:
     parser.error(f"--sections: unknown {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-  for text in args.shapes.split(","):
+  for text in [*args.shapes.split(","), args.packing_shape]:
     try:
       device_rows.Shape.parse(text)
     except ValueError as error:
@@ -256,7 +294,7 @@ def main(argv: list[str]) -> int:
     return 0
   check = Check(args)
   sections = {"environment": environment, "numerics": numerics, "throughput": throughput,
-              "torch_compile": torch_compile}
+              "packing": packing_section, "torch_compile": torch_compile}
   for name in args.sections.split(","):
     if check.left() <= 0:
       check.results.setdefault("section_status", {})[name] = "skipped: time budget"

@@ -59,7 +59,7 @@ def _format(value, spec: str) -> str:
 
 
 def markdown(results: dict) -> str:
-  """Environment, numerics, throughput and targets, as markdown."""
+  """Environment, numerics, throughput, packing and targets, as markdown."""
   lines = [f"Command: `{results['command']}`, {results['date']}, "
            f"{results.get('elapsed_s', 0):.0f} s of a {results['time_budget_s']:.0f} s budget."]
   env = results.get("environment")
@@ -106,6 +106,21 @@ def markdown(results: dict) -> str:
           f"{_format(row.get('memory_gib'), '.1f')} |")
     notes = sorted({row["note"] for row in rows if "note" in row})
     lines += [""] + [f"- {note}" for note in notes]
+  packed = results.get("packing", [])
+  if packed:
+    lines += ["", f"Packing: a fine-tuning step on {packed[0]['shape']} sentences of real length"
+                  " (finetuning/data/packing.py on and off; torch padded to the batch's longest):",
+              "", "| framework | rows | padding | ms/step | sentences/s | vs torch |",
+              "|---|---|---|---|---|---|"]
+    torch = next((r for r in packed if r["framework"] == "torch" and "ms_per_step" in r), None)
+    for row in packed:
+      if "ms_per_step" not in row:
+        lines.append(f"| {row['framework']} | {row['status']} | | | | |")
+        continue
+      ratio = (f"{row['sentences_per_second'] / torch['sentences_per_second']:.2f}x"
+               if torch and row is not torch else "")
+      lines.append(f"| {row['framework']} | {row['rows']} | {row['padding']:.1%} | "
+                   f"{row['ms_per_step']:,.1f} | {row['sentences_per_second']:,.0f} | {ratio} |")
   if results.get("targets"):
     lines += ["", "Targets:", ""] + [f"- {line}" for line in results["targets"]]
   skipped = results.get("section_status")

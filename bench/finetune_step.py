@@ -11,8 +11,9 @@ on the same host batch (bench/train_step.py's random token ids, padding and segm
 labels), with mean cross-entropy and AdamW (weight decay 0.01, none on biases and LayerNorm)
 after clipping the global gradient norm to 1.0:
 
-  bert_jax  `finetune.finetune_step` on `finetune.create_model('classification', ...)`, jitted
-            with the state donated, as `finetune.finetune` runs it (its warmup/decay schedule).
+  bert_jax  `finetune_program.finetune_step` on `finetune_program.create_model(
+            'classification', ...)`, jitted with the state donated, as `finetune.finetune`
+            runs it (its warmup/decay schedule).
   torch     `transformers.BertForSequenceClassification` with `labels`, `torch.optim.AdamW`,
             torch.set_num_threads(--torch_threads, 2 by default = the cores here).
   flax      transformers' `FlaxBertForSequenceClassification` (`train=True`, a dropout rng),
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import harness
-from bert_jax.finetuning import finetune
+from bert_jax.finetuning import finetune_program
 from bert_jax.model import flops
 from bert_jax.model import modeling
 from bert_jax.pretraining.data import synthetic
@@ -57,13 +58,13 @@ def _batch(args, vocab_size: int) -> dict[str, np.ndarray]:
 
 
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
-  model = finetune.create_model(
+  model = finetune_program.create_model(
       FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
   tx = optim.create_optimizer(config.train)
   state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
-  step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx, family=FAMILY),
-                 donate_argnums=(0,))
+  step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
+                                   family=FAMILY), donate_argnums=(0,))
   device_batch = jax.device_put(batch)
   rng = train_state.root_key(config)
 

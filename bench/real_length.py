@@ -45,7 +45,7 @@ import numpy as np
 
 from bench import encode as encode_bench
 from bench import harness
-from bert_jax.finetuning import finetune
+from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import packing
 from bert_jax.finetuning.data import task_files
@@ -108,7 +108,7 @@ class _Jax:
   """bert_jax fine-tuning on packed or unpacked rows, as finetune.py runs it."""
 
   def __init__(self, config, model_config, params, train, num_labels, packed: bool, batch_size):
-    self.model = finetune.create_model("classification", model_config, num_labels)
+    self.model = finetune_program.create_model("classification", model_config, num_labels)
     tx = optim.create_optimizer(config.train)
     self.packed = packing.pack(train, "classification") if packed else None
     self.rows = (self.packed.features if packed
@@ -117,16 +117,17 @@ class _Jax:
                       else batch_size)
     self.state = train_state.TrainState(step=jnp.array(0), params=params,
                                         opt_state=tx.init(params))
-    step = jax.jit(functools.partial(finetune.finetune_step, model=self.model, tx=tx,
+    step = jax.jit(functools.partial(finetune_program.finetune_step, model=self.model, tx=tx,
                                      family="classification"), donate_argnums=(0,))
     batch = {k: v[:self.step_rows] for k, v in self.rows.items()}
     self.step = step.lower(self.state, batch, jax.random.key(1)).compile()
-    self.predict = jax.jit(functools.partial(finetune.predict_step, model=self.model))
+    self.predict = jax.jit(functools.partial(finetune_program.predict_step, model=self.model))
 
   def run(self, steps: range, seed: int) -> None:
     loss = None
     for step in steps:
-      indices = finetune.batch_indices(len(self.rows["input_ids"]), self.step_rows, step, seed)
+      indices = finetune_program.batch_indices(len(self.rows["input_ids"]), self.step_rows,
+                                               step, seed)
       self.state, scalars = self.step(self.state, {k: v[indices] for k, v in self.rows.items()},
                                       jax.random.key(1))
       loss = scalars["loss"]
@@ -175,8 +176,8 @@ class _Torch:
   def run(self, steps: range, seed: int) -> None:
     self.model.train()
     for step in steps:
-      indices = finetune.batch_indices(len(self.train_features["input_ids"]), self.batch_size,
-                                       step, seed)
+      indices = finetune_program.batch_indices(len(self.train_features["input_ids"]),
+                                               self.batch_size, step, seed)
       outputs = self.model(**self._inputs(self.train_features, indices),
                            labels=self.torch.tensor(self.train_features["label_ids"][indices],
                                                     dtype=self.torch.long))
@@ -204,7 +205,7 @@ def _rounds(total: int, rounds: int) -> list[range]:
 
 def finetuning(args, config, params, train, dev, num_labels) -> dict[str, dict]:
   model_config = modeling.BertConfig.from_config(config.model)
-  head_model = finetune.create_model("classification", model_config, num_labels)
+  head_model = finetune_program.create_model("classification", model_config, num_labels)
   init = head_model.init(jax.random.key(0), *train_state.model_inputs(
       {k: v[:1] for k, v in train.items()}))
   fresh = jax.device_get(nn.meta.unbox(init["params"]))

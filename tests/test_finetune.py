@@ -18,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from bert_jax import errors
 from bert_jax.finetuning import finetune
+from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning.data import example_task
 from bert_jax.model import heads
 from bert_jax.model import modeling
@@ -59,10 +60,10 @@ def test_heads_keep_the_pretraining_encoder_layout():
 
 
 def test_batches_cover_each_epoch_once_and_are_reproducible():
-  rows = np.concatenate([finetune.batch_indices(10, 4, step, seed=1) for step in range(5)])
+  rows = np.concatenate([finetune_program.batch_indices(10, 4, step, seed=1) for step in range(5)])
   assert sorted(rows[:10]) == list(range(10)) and sorted(rows[10:20]) == list(range(10))
   assert not np.array_equal(rows[:10], rows[10:20])  # A fresh shuffle every epoch.
-  np.testing.assert_array_equal(finetune.batch_indices(10, 4, 3, seed=1), rows[12:16])
+  np.testing.assert_array_equal(finetune_program.batch_indices(10, 4, 3, seed=1), rows[12:16])
 
 
 def test_padding_rows_do_not_change_the_loss():

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 from bert_jax.finetuning import encode
-from bert_jax.finetuning import finetune
+from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import packing
 from bert_jax.finetuning.data import tasks
@@ -148,10 +148,11 @@ def test_training_on_packed_batches_gives_the_same_losses(tokenizer, family):
       features["label_ids"] = features["label_ids"].astype(np.float32) * 2.5
   packed = packing.pack(features, family)
   num_labels = {"classification": 2, "regression": 1, "token": 3}[family]
-  model = finetune.create_model(family, _model_config(tokenizer), num_labels)
+  model = finetune_program.create_model(family, _model_config(tokenizer), num_labels)
   params = model.init(jax.random.key(0), *train_state.model_inputs(features))["params"]
   tx = optax.adamw(1e-3)
-  step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx, family=family))
+  step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
+                                   family=family))
   # As finetune.py: every batch carries weights, per row (packed text rows: per example slot).
   unpacked = {**features, "weights": np.ones(len(features["input_ids"]), np.float32)}
   packed_rows = {"weights": np.ones(packed.num_rows, np.float32), **packed.features}
@@ -203,7 +204,7 @@ def test_packed_splash_compiles_for_a_tpu_slice(tokenizer, text_setup):
         model, tx, shapes, jax.random.key(0), mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = sharding.replicated(mesh)
-  step = jax.jit(functools.partial(finetune.finetune_step, model=model, tx=tx,
+  step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
                                    family="classification"),
                  in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated))

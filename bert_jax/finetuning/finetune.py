@@ -23,14 +23,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.config import validation
+from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning import task_eval
 from bert_jax.finetuning.data import finetune_data
 from bert_jax.finetuning.data import packing
@@ -40,7 +39,6 @@ from bert_jax.model import modeling
 from bert_jax.runtime import checkpoint
 from bert_jax.runtime import loop
 from bert_jax.runtime import metrics
-from bert_jax.runtime import nan_guard
 from bert_jax.runtime import optim
 from bert_jax.runtime import progress
 from bert_jax.runtime import report
@@ -49,68 +47,6 @@ from bert_jax.runtime import rows
 from bert_jax.runtime import sharding
 from bert_jax.runtime import train_state
 from bert_jax.runtime import workdir_lock
-
-
-def create_model(family: str, model_config: modeling.BertConfig, num_labels: int) -> nn.Module:
-  if family == "span":
-    return heads.BertForQuestionAnswering(model_config)
-  if family == "token":
-    return heads.BertForTokenClassification(model_config, num_labels)
-  return heads.BertForSequenceClassification(model_config, num_labels)
-
-
-def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Array:
-  """The family's loss; `batch['weights']` (1 real, 0 padding) when present."""
-  weights = batch.get("weights", jnp.ones(batch["input_ids"].shape[:1], jnp.float32))
-  if family == "span":
-    return heads.span_loss(*outputs, batch["start_positions"], batch["end_positions"], weights)
-  if family == "token":
-    return heads.token_loss(outputs, batch["label_ids"],
-                            batch["label_weights"] * weights[:, None])
-  if family == "regression":
-    return heads.regression_loss(outputs, batch["label_ids"], weights)
-  return heads.classification_loss(outputs, batch["label_ids"], weights)
-
-
-def finetune_step(state: train_state.TrainState, batch: dict[str, jax.Array], rng: jax.Array, *,
-                  model: nn.Module, tx, family: str
-                  ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
-  """One optimizer step on the task loss."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
-
-  def loss_fn(params):
-    outputs = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
-                          batch["input_mask"], deterministic=False, rngs={"dropout": dropout_rng},
-                          **modeling.packing_inputs(batch))
-    return task_loss(family, outputs, batch)
-
-  loss, grads = jax.value_and_grad(loss_fn)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  # A NaN/inf loss or gradient leaves params and optimizer state as they were (nan_guard.py).
-  finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
-  params, opt_state = nan_guard.keep_if_finite(finite, (params, opt_state),
-                                               (state.params, state.opt_state))
-  return (train_state.TrainState(step=state.step + 1, params=params, opt_state=opt_state),
-          {"loss": jnp.where(finite, loss, 0.0),
-           "nonfinite": 1.0 - finite.astype(jnp.float32)})
-
-
-def predict_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module) -> Any:
-  return model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
-                     batch["input_mask"], **modeling.packing_inputs(batch))
-
-
-def batch_indices(num_examples: int, batch_size: int, step: int, seed: int) -> np.ndarray:
-  """Rows of the global batch of `step` (0-based): epoch after epoch, each a fresh seeded
-  shuffle, so a resumed run sees exactly the batches it would have seen."""
-  positions = np.arange(step * batch_size, (step + 1) * batch_size)
-  epochs, offsets = np.divmod(positions, num_examples)
-  indices = np.empty_like(positions)
-  for epoch in np.unique(epochs):
-    order = np.random.default_rng([seed, int(epoch)]).permutation(num_examples)
-    indices[epochs == epoch] = order[offsets[epochs == epoch]]
-  return indices
 
 
 def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
@@ -204,7 +140,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     best_checkpointer.close()
     return meta.get("eval", {})
 
-  model = create_model(data.family, model_config, data.num_labels)
+  model = finetune_program.create_model(data.family, model_config, data.num_labels)
   tx = optim.create_optimizer(train_config)
   schedule = optim.learning_rate_schedule(train_config)
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
@@ -227,10 +163,11 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     batch_sharding = sharding.batch_sharding(mesh, rules)
     replicated = sharding.replicated(mesh)
     p_step = jax.jit(
-        functools.partial(finetune_step, model=model, tx=tx, family=data.family),
+        functools.partial(finetune_program.finetune_step, model=model, tx=tx,
+                          family=data.family),
         in_shardings=(state_shardings, batch_sharding, replicated),
         out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-    p_predict = jax.jit(functools.partial(predict_step, model=model),
+    p_predict = jax.jit(functools.partial(finetune_program.predict_step, model=model),
                         in_shardings=(state_shardings.params, batch_sharding))
     seq_length = data.train["input_ids"].shape[1]
     main_metric = data.metrics[0]
@@ -239,7 +176,8 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     batch_offset = 0
 
     def next_batch(step: int) -> dict[str, np.ndarray]:
-      indices = batch_indices(num_rows, step_rows, step - 1 + batch_offset, config.seed)
+      indices = finetune_program.batch_indices(num_rows, step_rows, step - 1 + batch_offset,
+                                               config.seed)
       return rows.host_rows({k: v[indices] for k, v in train_features.items()})
 
     def segment(step: int, state) -> loop.Segment:
