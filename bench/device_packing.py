@@ -80,9 +80,7 @@ def torch_row(preset: str, features: dict[str, np.ndarray], args: argparse.Names
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
 
-  config = harness.config(argparse.Namespace(preset=preset, scan_layers="true",
-                                             rng_impl="threefry2x32", batch_size=1,
-                                             seq_length=features["input_ids"].shape[1]))
+  config = harness.preset_config(preset, features["input_ids"].shape[1], batch_size=1)
   config.model.attention_probs_dropout_prob = 0.0
   device = harness.torch_device(args)
   model = transformers.BertForSequenceClassification(transformers.BertConfig(

@@ -71,6 +71,12 @@ def config(args: argparse.Namespace, predictions: int = 0) -> ml_collections.Con
   return result
 
 
+def preset_config(preset: str, seq_length: int, batch_size: int) -> ml_collections.ConfigDict:
+  """`config` for a script without these flags: the preset, scanned layers, threefry."""
+  return config(argparse.Namespace(preset=preset, scan_layers="true", rng_impl="threefry2x32",
+                                   batch_size=batch_size, seq_length=seq_length))
+
+
 def hf_config_dict(config: ml_collections.ConfigDict) -> dict:
   """transformers.BertConfig's arguments for the same model."""
   model = config.model

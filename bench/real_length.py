@@ -95,9 +95,7 @@ def _histogram(lengths: np.ndarray, max_seq_length: int) -> str:
 
 
 def _config(args, vocab_size: int, num_steps: int) -> ml_collections.ConfigDict:
-  config = harness.config(argparse.Namespace(preset=args.preset, scan_layers="true",
-                                             rng_impl="threefry2x32", batch_size=args.batch_size,
-                                             seq_length=args.max_seq_length))
+  config = harness.preset_config(args.preset, args.max_seq_length, args.batch_size)
   config.model.update(vocab_size=vocab_size, max_position_embeddings=max(args.max_seq_length, 64))
   config.train.update(learning_rate=args.learning_rate, num_train_steps=num_steps,
                       num_warmup_steps=int(0.1 * num_steps), max_grad_norm=1.0)

@@ -50,10 +50,12 @@ from bert_jax.runtime import workdir_lock
 
 
 def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
-          mesh: jax.sharding.Mesh) -> dict[str, packing.Packed]:
-  """The packed rows of the training set ('train') and of each eval split (data.packing)."""
+          mesh: jax.sharding.Mesh) -> tuple[dict[str, packing.Packed], int]:
+  """The packed rows of the training set ('train') and of each eval split (data.packing),
+  and the rows a training step takes: batch_size examples, or packed rows that hold that many
+  on average."""
   if not config.data.packing or data.family not in packing.FAMILIES:
-    return {}
+    return {}, config.train.batch_size
   packed = {"train": packing.pack(data.train, data.family)}
   packed.update({e.split: packing.pack(e.features, data.family) for e in data.evals})
   train = packed["train"]
@@ -67,7 +69,7 @@ def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
   if config.model.attention == "cudnn":
     report.line("Packed rows run the 'xla' attention: cuDNN's masks are padding or causal, not "
                 "one block per example (--config.data.packing=false keeps 'cudnn')")
-  return packed
+  return packed, rows_per_step
 
 
 def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any]:
@@ -118,7 +120,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   num_steps, batch_size = train_config.num_train_steps, train_config.batch_size
   report.line(f"Task {data.name}: {num_examples} training examples, {num_steps} steps of "
               f"{batch_size}; eval on {', '.join(e.split for e in data.evals)}")
-  packed = _pack(config, data, mesh)
+  packed, step_rows = _pack(config, data, mesh)
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
@@ -147,13 +149,9 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   # Every training batch carries example weights (all 1): the NaN guard's test poisons them, and
   # the compiled step takes one batch structure. Packed text rows weigh each example slot.
   train_features = {**data.train, "weights": np.ones(num_examples, np.float32)}
-  # A step's rows: batch_size examples, or packed rows that hold that many on average.
-  step_rows = batch_size
   if "train" in packed:
     train_features = {"weights": np.ones(packed["train"].num_rows, np.float32),
                       **packed["train"].features}
-    step_rows = packing.rows_per_step(batch_size, packed["train"],
-                                      sharding.batch_multiple(mesh))
   num_rows = len(train_features["input_ids"])
   shapes = {k: v[:1] for k, v in train_features.items()}
   peak = progress.peak_tflops_per_device(config)

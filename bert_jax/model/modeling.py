@@ -182,13 +182,16 @@ class BertSelfAttention(nn.Module):
 
   `attention_ids` [batch, length]: 0 for padding, else the token's example (attention.py);
   `packed` says whether a row holds several examples (static: it picks the mask's shape).
+  `attention_mask`: attention.mask(attention_ids, packed), when the caller made it already
+  (the encoder does, once for all layers).
   """
   config: BertConfig
   deterministic: bool
   packed: bool = False
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, attention_ids: jax.Array) -> jax.Array:
+  def __call__(self, hidden: jax.Array, attention_ids: jax.Array,
+               attention_mask: jax.Array | None = None) -> jax.Array:
     config = self.config
     heads, head_dim = config.num_attention_heads, config.head_dim
 
@@ -212,7 +215,8 @@ class BertSelfAttention(nn.Module):
     if fused and use_dropout:
       # Also checked with the config, before anything is built; this catches every other caller.
       attention_lib.check_dropout(config.attention, config.attention_probs_dropout_prob)
-    attention_mask = attention_lib.mask(attention_ids, self.packed)
+    if attention_mask is None:
+      attention_mask = attention_lib.mask(attention_ids, self.packed)
     if fused:
       # [batch, length, heads, head_dim]
       context = attention_lib.fused_attention(query, key, value, attention_ids, config.attention)
@@ -240,18 +244,19 @@ class BertSelfAttention(nn.Module):
 class BertLayer(nn.Module):
   """One Transformer layer: attention, then the feed-forward block, each post-LayerNorm.
 
-  Written as a scan body: `(carry, attention_ids) -> (carry, None)`.
+  Written as a scan body: `(carry, attention_ids, attention_mask) -> (carry, None)`.
   """
   config: BertConfig
   deterministic: bool
   packed: bool = False
 
   @nn.compact
-  def __call__(self, hidden: jax.Array, attention_ids: jax.Array) -> tuple[jax.Array, None]:
+  def __call__(self, hidden: jax.Array, attention_ids: jax.Array,
+               attention_mask: jax.Array) -> tuple[jax.Array, None]:
     config = self.config
     hidden = nn.with_logical_constraint(hidden, ("batch", "length", "embed"))
     attention = BertSelfAttention(config, self.deterministic, self.packed, name="attention")(
-        hidden, attention_ids)
+        hidden, attention_ids, attention_mask)
     intermediate = _dense(config, config.intermediate_size, ("embed", "mlp"), "intermediate")(
         attention)
     intermediate = _ACTIVATIONS[config.hidden_act](intermediate)  # [batch, length, mlp]
@@ -290,7 +295,10 @@ class BertEncoder(nn.Module):
         unroll=1 if config.scan_layers else config.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    hidden, _ = layers(config, deterministic, packed, name="layer")(hidden, attention_ids)
+    # The mask once, outside the scan: every layer attends the same way.
+    attention_mask = attention_lib.mask(attention_ids, packed)
+    hidden, _ = layers(config, deterministic, packed, name="layer")(hidden, attention_ids,
+                                                                    attention_mask)
     return hidden
 
 

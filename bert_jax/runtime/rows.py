@@ -11,6 +11,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from bert_jax.model import modeling
+
 
 def host_rows(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """This host's share of a global batch (rows are split evenly over the processes)."""
@@ -20,8 +22,7 @@ def host_rows(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # The model's inputs: unpacked rows have the first three, packed rows all of them.
-_INPUT_KEYS = ("input_ids", "input_mask", "segment_ids", "position_ids", "example_ids",
-               "cls_positions")
+_INPUT_KEYS = ("input_ids", "input_mask", "segment_ids", *modeling.PACKING_INPUTS)
 
 
 def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size: int,

@@ -97,8 +97,6 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
     # Streamed: prepare holds a few input shards at a time, never the corpus (counted first,
     # for the eval hold-out's fraction).
     num_documents = corpus.count_documents(data)
-    num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
-    holdout.check_not_empty(num_eval_documents, num_documents, holdout_line, "data.")
     documents = corpus.load_documents(data, counters)
   else:
     # The vocabulary is trained on the corpus first: it is read twice, so kept in memory.
@@ -108,8 +106,10 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
       raise errors.UserError(f"data.source={data.source!r} gave no document with text"
                              f"{f' ({files})' if files else ''}")
     num_documents = len(documents)
-    num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
-    holdout.check_not_empty(num_eval_documents, num_documents, holdout_line, "data.")
+  num_eval_documents, holdout_line = holdout.resolve(data, num_documents)
+  # Before the vocabulary is trained: a corpus too small for the hold-out wastes nothing.
+  holdout.check_not_empty(num_eval_documents, num_documents, holdout_line, "data.")
+  if not vocab_file:
     vocab_file = tokenization.train_sentencepiece(
         (sentence for document in documents for sentence in document),
         vocab_size=config.model.vocab_size, model_prefix=os.path.join(data_dir, "vocab"),
