@@ -20,6 +20,7 @@ from bert_jax import errors
 from bert_jax.finetuning import finetune
 from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning.data import example_task
+from bert_jax.finetuning.data import squad
 from bert_jax.model import heads
 from bert_jax.model import modeling
 from bert_jax.pretraining import train
@@ -175,6 +176,17 @@ def test_example_task_is_labelled_by_package(tmp_path):
     rows = list(csv.DictReader(f))
   assert {r["label"] for r in rows} == set(example_task.PACKAGES)
   assert len(rows) == sizes["dev.csv"] and all(len(r["sentence"].split()) >= 5 for r in rows)
+
+
+def test_example_squad_task_reads_as_squad(tmp_path):
+  sizes = example_task.write_squad_task(str(tmp_path))
+  assert sizes["train.json"] > 1000 and sizes["dev.json"] > 200
+  examples = squad.read_squad_json(str(tmp_path / "train.json"), is_training=True)
+  assert len(examples) == sizes["train.json"]  # Every answer is found at its offset.
+  for example in examples[:50]:
+    answer = " ".join(example.doc_tokens[example.start_position:example.end_position + 1])
+    assert answer == example.orig_answer_text
+    assert " what " in f" {example.question_text} " and answer not in example.question_text
 
 
 def test_cli_bad_task_is_one_line_before_anything_loads(tmp_path):

@@ -50,6 +50,18 @@ def _token_features(tokenizer, max_seq_length=32):
   return featurize.encode_token_examples(examples, tokenizer, max_seq_length)
 
 
+def _span_features(tokenizer, max_seq_length=32):
+  """SQuAD-like windows: sentence pairs with an answer span in B, or none ([CLS], 0)."""
+  features = _text_features(tokenizer, max_seq_length)
+  del features["label_ids"]
+  length = features["input_mask"].sum(axis=1)
+  features["start_positions"] = np.where(np.arange(len(length)) % 4 == 1, 0,
+                                         length // 2).astype(np.int32)
+  features["end_positions"] = np.where(features["start_positions"] == 0, 0,
+                                       length - 2).astype(np.int32)
+  return features
+
+
 def _model_config(tokenizer, **overrides):
   return modeling.BertConfig(**{**dict(
       vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -125,6 +137,24 @@ def test_tagger_outputs_equal_unpacked(tokenizer):
           == featurize.decode_token_predictions(features, expected.argmax(-1)))
 
 
+def test_span_outputs_equal_unpacked(tokenizer):
+  features = _span_features(tokenizer)
+  packed = packing.pack(features, "span")
+  assert packed.num_rows < len(_SENTENCES)
+  for i, (row, slot, start) in enumerate(zip(packed.row, packed.slot, packed.start)):
+    # Answer positions become columns of the row (no answer: the window's own [CLS]).
+    assert packed.features["start_positions"][row, slot] == start + features["start_positions"][i]
+    assert packed.features["end_positions"][row, slot] == start + features["end_positions"][i]
+  model = heads.BertForQuestionAnswering(_model_config(tokenizer))
+  params = model.init(jax.random.key(0), *train_state.model_inputs(features))
+  expected = [np.asarray(x) for x in _apply(model, params, features)]  # 2 x [examples, length]
+  got = packing.unpack(_apply(model, params, packed.features), packed, "span")
+  real = features["input_mask"].astype(bool)
+  for got_logits, expected_logits in zip(got, expected):
+    np.testing.assert_allclose(got_logits[real], expected_logits[real], rtol=1e-5, atol=1e-5)
+    assert (got_logits[~real] == 0).all()
+
+
 def test_embeddings_equal_unpacked(tokenizer, text_setup):
   features, _ = text_setup
   features = {k: v for k, v in features.items() if k != "label_ids"}
@@ -138,16 +168,18 @@ def test_embeddings_equal_unpacked(tokenizer, text_setup):
     np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
 
-@pytest.mark.parametrize("family", ["classification", "regression", "token"])
+@pytest.mark.parametrize("family", ["classification", "regression", "token", "span"])
 def test_training_on_packed_batches_gives_the_same_losses(tokenizer, family):
   if family == "token":
     features = _token_features(tokenizer)
+  elif family == "span":
+    features = _span_features(tokenizer)
   else:
     features = _text_features(tokenizer)
     if family == "regression":
       features["label_ids"] = features["label_ids"].astype(np.float32) * 2.5
   packed = packing.pack(features, family)
-  num_labels = {"classification": 2, "regression": 1, "token": 3}[family]
+  num_labels = {"classification": 2, "regression": 1, "token": 3, "span": 2}[family]
   model = finetune_program.create_model(family, _model_config(tokenizer), num_labels)
   params = model.init(jax.random.key(0), *train_state.model_inputs(features))["params"]
   tx = optax.adamw(1e-3)

@@ -226,6 +226,26 @@ def test_postprocess_restores_the_context_text(wordpiece_tokenizer):
   assert [entry["text"] for entry in nbest] == ["Tesla's", "Tesla's lab (1895"]
 
 
+def test_padding_takes_no_n_best_place(wordpiece_tokenizer):
+  """Packed rows give padding zeros, unpacked ones whatever the head makes of [PAD]: neither
+  may push a real span out of the n-best."""
+  example = _example("Nikola Tesla's lab burned.", "lab", question="who ?")
+  features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,
+                                                        max_seq_length=32, max_query_length=8,
+                                                        is_training=False)
+  num_tokens = len(features.tokens[0])
+  assert num_tokens < 32  # The window has padding.
+  start_logits, end_logits = _logits(features, {0: [(_position(features, 0, "lab"),
+                                                     _position(features, 0, "lab"), 4.0)]})
+  outputs = []
+  for padding_logit in (50.0, 0.0):
+    start_logits[0, num_tokens:] = end_logits[0, num_tokens:] = padding_logit
+    outputs.append(squad_postprocess.postprocess([example], features, start_logits, end_logits,
+                                                 n_best_size=2))
+  assert outputs[0][0] == {"q0": "lab"}
+  assert outputs[0] == outputs[1]
+
+
 def test_postprocess_uses_the_window_with_most_context(wordpiece_tokenizer):
   example = _example(" ".join(_NUMBERED_WORDS[:30]), "w12")
   features = squad_windows.convert_examples_to_features([example], wordpiece_tokenizer,

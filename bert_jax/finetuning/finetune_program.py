@@ -31,7 +31,8 @@ def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Arr
   """The family's loss; `batch['weights']` (1 real, 0 padding) when present."""
   weights = batch.get("weights", jnp.ones(batch["input_ids"].shape[:1], jnp.float32))
   if family == "span":
-    return heads.span_loss(*outputs, batch["start_positions"], batch["end_positions"], weights)
+    return heads.span_loss(*outputs, batch["start_positions"], batch["end_positions"], weights,
+                           batch.get("example_ids", batch["input_mask"]))
   if family == "token":
     return heads.token_loss(outputs, batch["label_ids"],
                             batch["label_weights"] * weights[:, None])

@@ -99,12 +99,35 @@ def regression_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) ->
 
 
 def span_loss(start_logits: jax.Array, end_logits: jax.Array, start_positions: jax.Array,
-              end_positions: jax.Array, weights: jax.Array) -> jax.Array:
-  """The original's SQuAD loss: the mean of the start and end cross-entropies over the
-  sequence. Logits [batch, length], positions [batch] (0, [CLS], when there is no answer)."""
-  start = optax.softmax_cross_entropy_with_integer_labels(start_logits, start_positions)
-  end = optax.softmax_cross_entropy_with_integer_labels(end_logits, end_positions)
-  return _weighted_mean((start + end) / 2, weights)
+              end_positions: jax.Array, weights: jax.Array, example_ids: jax.Array) -> jax.Array:
+  """The original's SQuAD loss, the mean of the start and end cross-entropies, each softmax over
+  the window's own tokens.
+
+  The original's softmax also takes in the padding positions; leaving them out changes nothing a
+  trained model predicts (padding is never an answer) and makes a window's loss independent of
+  what else shares its row, which is what lets packed rows give the unpacked losses.
+
+  Args:
+    start_logits, end_logits: [batch, length].
+    start_positions, end_positions: [batch] (one window per row), or [batch, slots] in packed
+      rows, as columns of the row (the window's [CLS] when there is no answer).
+    weights: Like the positions: 1 for a real window, 0 for padding or an empty slot.
+    example_ids: [batch, length]: the input_mask of unpacked rows (1 = the window's token), or
+      packed rows' example ids (k + 1 = slot k's token, 0 = padding).
+  """
+  if start_positions.ndim == 1:  # One window per row: slot 0.
+    start_positions, end_positions = start_positions[:, None], end_positions[:, None]
+    weights = weights[:, None]
+  slots = jnp.arange(1, start_positions.shape[1] + 1)
+  in_slot = example_ids[:, None, :] == slots[None, :, None]  # [batch, slots, length]
+
+  def cross_entropy(logits, positions):
+    logits = jnp.where(in_slot, logits[:, None, :].astype(jnp.float32), -1e9)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, positions)  # [batch, slots]
+
+  losses = (cross_entropy(start_logits, start_positions) +
+            cross_entropy(end_logits, end_positions)) / 2
+  return _weighted_mean(losses, weights)
 
 
 def token_loss(logits: jax.Array, label_ids: jax.Array, label_weights: jax.Array) -> jax.Array:

@@ -1,15 +1,22 @@
-"""A small labelled task made from the embedded corpus: which package a docstring sentence is from.
+"""Small tasks made from the embedded corpus, to try fine-tuning end to end with no download.
 
-    python -m bert_jax.data.example_task --output_dir=DIR
+    python -m bert_jax.data.example_task --output_dir=DIR [--format=squad]
 
-Writes DIR/train.csv and DIR/dev.csv (columns `sentence,label`; labels asyncio, email, unittest,
-xml), from this Python's standard library: a real classification task with no download, to try
-fine-tuning end to end on a laptop (README, "Fine-tuning").
+Default: DIR/train.csv and DIR/dev.csv (columns `sentence,label`; labels asyncio, email,
+unittest, xml): which package a docstring sentence of this Python's standard library is from,
+a real classification task (README, "Fine-tuning").
+
+`--format=squad`: DIR/train.json and DIR/dev.json in SQuAD v1.1's format, a cloze task on the
+same packages' docstrings: the context is a run of up to PARAGRAPH_SENTENCES sentences, the
+question one of them with a word replaced by "what", the answer that word in the context.
+Contexts of real docstring length, for `task=squad` on local files (docs/finetuning.md).
 """
 
 import csv
+import json
 import os
 import random
+import re
 import sysconfig
 
 from absl import app
@@ -51,11 +58,73 @@ def write_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0) -> dic
   return sizes
 
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where train.csv and dev.csv go.")
+PARAGRAPH_SENTENCES = 6
+# Answer words: plain words of 4+ letters (no identifiers, no numbers).
+_ANSWER_WORD = re.compile(r"[A-Za-z]{4,}")
+
+
+def cloze_articles(stdlib_dir: str | None = None, seed: int = 0) -> list[dict]:
+  """SQuAD v1.1 articles: one per module, a paragraph per PARAGRAPH_SENTENCES sentences, a
+  question per sentence that has a word found nowhere else in its paragraph."""
+  stdlib_dir = stdlib_dir or sysconfig.get_paths()["stdlib"]
+  rng = random.Random(seed)
+  articles = []
+  for package in PACKAGES:
+    for number, document in enumerate(corpus.stdlib_documents(os.path.join(stdlib_dir,
+                                                                           package))):
+      paragraphs = []
+      for first in range(0, len(document), PARAGRAPH_SENTENCES):
+        sentences = document[first:first + PARAGRAPH_SENTENCES]
+        context = " ".join(sentences)
+        qas, offset = [], 0
+        for index, sentence in enumerate(sentences):
+          words = sentence.split(" ")
+          unique = [i for i, word in enumerate(words) if _ANSWER_WORD.fullmatch(word)
+                    and len(re.findall(rf"\b{word}\b", context)) == 1]
+          if len(words) >= 5 and unique:
+            i = rng.choice(unique)
+            question = " ".join(words[:i] + ["what"] + words[i + 1:])
+            start = offset + len(" ".join(words[:i])) + (1 if i else 0)
+            assert context[start:start + len(words[i])] == words[i]
+            qas.append({"id": f"{package}-{number}-{first + index}", "question": question,
+                        "answers": [{"text": words[i], "answer_start": start}]})
+          offset += len(sentence) + 1
+        if qas:
+          paragraphs.append({"context": context, "qas": qas})
+      if paragraphs:
+        articles.append({"title": f"{package}-{number}", "paragraphs": paragraphs})
+  return articles
+
+
+def write_squad_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0
+                     ) -> dict[str, int]:
+  """Shuffles the articles (seeded), writes train.json and dev.json; returns their questions."""
+  articles = cloze_articles(seed=seed)
+  random.Random(seed).shuffle(articles)
+  num_dev = int(len(articles) * dev_fraction)
+  os.makedirs(output_dir, exist_ok=True)
+  sizes = {}
+  for name, part in (("dev.json", articles[:num_dev]), ("train.json", articles[num_dev:])):
+    path = os.path.join(output_dir, name)
+    with open(path + ".tmp", "w") as f:
+      json.dump({"version": "1.1", "data": part}, f)
+    os.replace(path + ".tmp", path)
+    sizes[name] = sum(len(p["qas"]) for a in part for p in a["paragraphs"])
+  return sizes
+
+
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the task's files go.")
+_FORMAT = flags.DEFINE_enum("format", "csv", ["csv", "squad"],
+                            "csv: package classification; squad: a cloze SQuAD v1.1 task.")
 
 
 def main(argv: list[str]) -> None:
   del argv
+  if _FORMAT.value == "squad":
+    sizes = write_squad_task(_OUTPUT_DIR.value)
+    print(f"Wrote {sizes['train.json']} training and {sizes['dev.json']} dev questions "
+          f"(SQuAD v1.1 format, {', '.join(PACKAGES)}) to {_OUTPUT_DIR.value}")
+    return
   sizes = write_task(_OUTPUT_DIR.value)
   print(f"Wrote {sizes['train.csv']} training and {sizes['dev.csv']} dev sentences "
         f"({', '.join(PACKAGES)}) to {_OUTPUT_DIR.value}")

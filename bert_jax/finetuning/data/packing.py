@@ -6,7 +6,8 @@ at 128 three quarters. Packed, each example keeps its own [CLS] ... [SEP], its t
 positions that restart at 0; `example_ids` (1, 2, ... within a row, 0 for padding) make the
 attention block-diagonal, so no token attends across examples and every example's outputs
 equal the unpacked model's (tests/test_packing.py). The heads read each example's own [CLS]
-(`cls_positions`) or its own tokens.
+(`cls_positions`) or its own tokens; SQuAD's span softmax runs over each window's own tokens
+(heads.span_loss), so its windows pack too (a window of a short context is mostly padding).
 
 Rows are filled best-fit decreasing: the longest example first, each into the fullest row it
 still fits. The packing is fixed for a data set; training shuffles the rows every epoch.
@@ -25,8 +26,10 @@ import numpy as np
 # A row's example slots: its [CLS] positions, labels and weights have this many columns. Rows
 # hold at most this many examples (3-token examples at length 128 could fill 42).
 MAX_EXAMPLES_PER_ROW = 32
-# The task families whose rows are packed (SQuAD's windows fill their rows: not packed).
-FAMILIES = ("classification", "regression", "token")
+# The task families whose rows are packed.
+FAMILIES = ("classification", "regression", "token", "span")
+# Families whose outputs are per token ([rows, length, ...]), not per example slot.
+_PER_TOKEN = ("token", "span")
 # Features holding one value per token, moved with their tokens.
 _TOKEN_KEYS = ("input_ids", "segment_ids", "label_ids", "label_weights")
 
@@ -97,8 +100,10 @@ def pack(features: dict[str, np.ndarray], family: str) -> Packed:
 
   Args:
     features: input_ids, input_mask, segment_ids [examples, length]; label_ids [examples]
-      (text tasks) or label_ids and label_weights [examples, length] (token tasks), if any.
-    family: 'classification', 'regression' or 'token'; 'text' for unlabelled text (encode).
+      (text tasks), label_ids and label_weights [examples, length] (token tasks) or
+      start_positions and end_positions [examples] (spans), if any.
+    family: 'classification', 'regression', 'token' or 'span'; 'text' for unlabelled text
+      (encode).
 
   Returns:
     The packed rows; `unpack` maps their outputs back to the examples.
@@ -137,6 +142,10 @@ def pack(features: dict[str, np.ndarray], family: str) -> Packed:
     if "label_ids" in features and features["label_ids"].ndim == 1:
       packed["label_ids"] = np.zeros((num_rows, slots), features["label_ids"].dtype)
       packed["label_ids"][row, slot] = features["label_ids"]
+    for key in ("start_positions", "end_positions"):  # Token columns within the row.
+      if key in features:
+        packed[key] = np.zeros((num_rows, slots), np.int32)
+        packed[key][row, slot] = start + features[key]
     packed["weights"] = np.zeros((num_rows, slots), np.float32)
     packed["weights"][row, slot] = 1.0
   return Packed(packed, row, slot, start, length)
@@ -153,11 +162,11 @@ def _token_places(row: np.ndarray, start: np.ndarray, length: np.ndarray
 def unpack(outputs, packed: Packed, family: str):
   """The packed rows' model outputs, one per example again (a pytree of arrays).
 
-  Text tasks: [rows, slots, ...] -> [examples, ...]. Token tasks: [rows, length, ...] ->
-  [examples, length, ...], each example's tokens from column 0, as unpacked outputs are (the
+  Text tasks: [rows, slots, ...] -> [examples, ...]. Token tasks and spans: [rows, length, ...]
+  -> [examples, length, ...], each example's tokens from column 0, as unpacked outputs are (the
   columns past an example's length are zero).
   """
-  if family != "token":
+  if family not in _PER_TOKEN:
     return _map(lambda x: np.asarray(x)[packed.row, packed.slot], outputs)
   token_example, token_within, token_row, token_column = _token_places(
       packed.row, packed.start, packed.length)

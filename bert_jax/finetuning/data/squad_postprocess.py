@@ -161,8 +161,11 @@ def postprocess(examples: Sequence[SquadExample],
         null = _Candidate(feature_index, 0, 0, float(feature_start[0]), float(feature_end[0]))
       token_to_orig = features.token_to_orig_map[feature_index]
       max_context = features.token_is_max_context[feature_index]
+      # Padding is no candidate: its logits (zeros from packed rows) take no n-best place.
+      num_tokens = len(features.tokens[feature_index])
+      feature_start, feature_end = feature_start[:num_tokens], feature_end[:num_tokens]
       for start in _top_indices(feature_start, n_best_size):
-        # Only doc tokens map to words: [CLS], the query, [SEP]s and padding do not.
+        # Only doc tokens map to words: [CLS], the query and [SEP]s do not.
         if start not in token_to_orig or not max_context.get(start, False):
           continue
         for end in _top_indices(feature_end, n_best_size):
