@@ -103,9 +103,9 @@ def span_loss(start_logits: jax.Array, end_logits: jax.Array, start_positions: j
   """The original's SQuAD loss, the mean of the start and end cross-entropies, each softmax over
   the window's own tokens.
 
-  The original's softmax also takes in the padding positions; leaving them out changes nothing a
-  trained model predicts (padding is never an answer) and makes a window's loss independent of
-  what else shares its row, which is what lets packed rows give the unpacked losses.
+  The original's softmax also takes in the padding positions; leaving them out (padding is never
+  an answer) makes a window's loss independent of what else shares its row, which is what lets
+  packed rows give the unpacked losses.
 
   Args:
     start_logits, end_logits: [batch, length].
