@@ -344,24 +344,6 @@ def test_full_sentences_cut_a_long_sentence():
                                                    [_CLS, 7, 8, 9, _SEP]])
 
 
-def test_filled_rows_have_no_padding_and_lose_no_token():
-  documents = [[[i] * (3 + i % 5) for i in range(d * 10, d * 10 + 4 + d % 3)]
-               for d in range(1, 9)]
-  for dupe_factor in (1, 2):
-    made = list(instances.pack_full_sentences([list(d) for d in documents], 16, dupe_factor,
-                                              random.Random(0), _CLS, _SEP, fill_rows=True))
-    # Every row full but each pass's last; a row is [CLS] text [SEP].
-    lengths = [len(i.tokens) for i in made]
-    assert lengths.count(16) >= len(made) - dupe_factor and max(lengths) == 16
-    assert all(i.tokens[0] == _CLS and i.tokens[-1] == _SEP for i in made)
-    # The rows' text, joined, is each pass's documents in some order, [SEP] between two
-    # within a row (a row's end already separates them).
-    text = [t for i in made for t in i.tokens[1:-1]]
-    assert 0 < text.count(_SEP) <= dupe_factor * (len(documents) - 1)
-    words = sorted(t for t in text if t != _SEP)
-    assert words == sorted(t for d in documents for s in d for t in s for _ in range(dupe_factor))
-
-
 def test_encoded_records_parse_like_tf_examples():
   instance = instances.Instance([_CLS, 5, 127, 128, 70_000, 2**40, _SEP, 9, _SEP], 7, True)
   serialized = records.encode_instance(instance, 12, pad_id=300)

@@ -86,15 +86,6 @@ def test_max_seq_length_over_max_position_embeddings():
       "data.max_seq_length=256 is larger than model.max_position_embeddings=128")
 
 
-def test_fill_rows_needs_mlm_only_data():
-  config = tiny.get_config()  # MLM only.
-  config.data.fill_rows = True
-  validation.validate(config)
-  config.data.next_sentence_prediction = True
-  assert _error(validation.validate, config).startswith(
-      "data.fill_rows cuts sentences, so it is for MLM-only pre-training")
-
-
 @pytest.mark.parametrize("predictions", [0, 126, 1000])
 def test_max_predictions_per_seq_out_of_range(predictions):
   config = tiny.get_config()

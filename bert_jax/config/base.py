@@ -117,7 +117,7 @@ def get_config() -> ml_collections.ConfigDict:
   # padding: fine-tuning's classification, regression, token and SQuAD tasks, their eval, and
   # mode='encode'. Exact: each example keeps its own [CLS], token types and positions, and
   # attends only to itself. A step takes enough rows for train.batch_size examples on average.
-  # Pre-training instances are not packed (data.fill_rows fills MLM-only rows instead).
+  # Pre-training instances are not packed (docs/BENCHMARKS.md says why).
   data.packing = True
   # Length the instances are prepared at (0 = data.max_seq_length). With two phases and 0, one
   # prepare makes each phase's instances at its own length from the same documents, as the
@@ -141,11 +141,6 @@ def get_config() -> ml_collections.ConfigDict:
   data.static_masks = False
   # Sentence pairs with the NSP task (BERT); False = RoBERTa's packed full sentences, MLM only.
   data.next_sentence_prediction = True
-  # MLM only (next_sentence_prediction=False): fill every instance to max_seq_length, the
-  # sentence at its end cut and continued in the next (HF run_mlm's grouped texts, Cramming).
-  # No padding, where whole sentences (RoBERTa's FULL-SENTENCES, the default) leave 11-19% of
-  # each row empty on the embedded corpus; the rows then start and end mid-sentence.
-  data.fill_rows = False
   # Probability of a shorter target length, so the model sees short sequences too.
   data.short_seq_prob = 0.1
   # Times each document is turned into instances, with different sentence pairings.

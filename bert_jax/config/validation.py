@@ -197,9 +197,6 @@ def _check_pretraining(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"data.masked_lm_prob={data.masked_lm_prob} must be in (0, 1)")
   if not 0 <= data.short_seq_prob <= 1:
     raise errors.UserError(f"data.short_seq_prob={data.short_seq_prob} must be between 0 and 1")
-  if data.fill_rows and data.next_sentence_prediction:
-    raise errors.UserError("data.fill_rows cuts sentences, so it is for MLM-only pre-training: "
-                           "set data.next_sentence_prediction=false too")
   for field in ("dupe_factor", "documents_per_shard", "shuffle_buffer_size"):
     if data[field] < 1:
       raise errors.UserError(f"data.{field}={data[field]} must be at least 1")

@@ -9,9 +9,7 @@ Two recipes:
     document; create_instances_from_document.
   FULL-SENTENCES (RoBERTa, no NSP): contiguous whole sentences packed up to
     max_seq_length - 2 tokens, crossing document boundaries with an extra [SEP] between
-    documents: [CLS] ... [SEP]; pack_full_sentences. With `fill_rows`, every instance is
-    filled to max_seq_length, the sentence at its end cut and continued in the next one
-    (HF run_mlm's grouped texts, Cramming): no padding, where whole sentences leave 11-19%.
+    documents: [CLS] ... [SEP]; pack_full_sentences.
 """
 
 from collections.abc import Iterator, Sequence
@@ -166,8 +164,7 @@ def create_nsp_instances(documents: list[Document], max_seq_length: int, short_s
 
 
 def pack_full_sentences(documents: list[Document], max_seq_length: int, dupe_factor: int,
-                        rng: random.Random, cls_id: int, sep_id: int,
-                        fill_rows: bool = False) -> Iterator[Instance]:
+                        rng: random.Random, cls_id: int, sep_id: int) -> Iterator[Instance]:
   """RoBERTa's FULL-SENTENCES: whole sentences packed into [CLS] ... [SEP], no pairs.
 
   Sentences are taken in order and packed while they fit in max_seq_length - 2 tokens; an
@@ -183,8 +180,6 @@ def pack_full_sentences(documents: list[Document], max_seq_length: int, dupe_fac
     rng: The random source.
     cls_id: Id of [CLS].
     sep_id: Id of [SEP].
-    fill_rows: Fill every instance to max_seq_length: a sentence that does not fit is cut,
-      its rest starts the next instance (only a pass's last instance is shorter).
 
   Yields:
     Instances with num_segment_a_tokens covering the whole sequence and is_random_next False.
@@ -192,9 +187,6 @@ def pack_full_sentences(documents: list[Document], max_seq_length: int, dupe_fac
   room = max_seq_length - 2
   for _ in range(dupe_factor):
     rng.shuffle(documents)
-    if fill_rows:
-      yield from _filled_rows(documents, room, cls_id, sep_id)
-      continue
     tokens: list[int] = []
     for document in documents:
       # Sentences of a new document follow those of the last one after a [SEP].
@@ -208,24 +200,6 @@ def pack_full_sentences(documents: list[Document], max_seq_length: int, dupe_fac
         separator = []
     if tokens:
       yield _full_sentences_instance(tokens, cls_id, sep_id)
-
-
-def _filled_rows(documents: list[Document], room: int, cls_id: int,
-                 sep_id: int) -> Iterator[Instance]:
-  """The documents' tokens in order, [SEP] between documents, cut every `room` tokens."""
-  tokens: list[int] = []
-  for document in documents:
-    if tokens:
-      tokens.append(sep_id)
-    for sentence in document:
-      tokens += sentence
-    start = 0
-    while len(tokens) - start >= room:
-      yield _full_sentences_instance(tokens[start:start + room], cls_id, sep_id)
-      start += room
-    tokens = tokens[start:]
-  if tokens:
-    yield _full_sentences_instance(tokens, cls_id, sep_id)
 
 
 def _full_sentences_instance(tokens: list[int], cls_id: int, sep_id: int) -> Instance:

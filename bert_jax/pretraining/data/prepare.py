@@ -129,7 +129,6 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
                              seed: int,
                              next_sentence_prediction: bool = True,
                              extra_seq_lengths: Sequence[int] = (),
-                             fill_rows: bool = False,
                              documents_per_shard: int = DEFAULT_DOCUMENTS_PER_SHARD,
                              num_workers: int | None = None,
                              num_hosts: int = 1,
@@ -160,8 +159,6 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
     seed: With a shard's index, seeds everything random in that shard.
     next_sentence_prediction: True: the original's sentence pairs. False: RoBERTa's
       FULL-SENTENCES, packed single segments, next_sentence_labels all 0.
-    fill_rows: Without NSP: every instance filled to its length, sentences cut at its end
-      and continued in the next (no padding).
     extra_seq_lengths: More lengths to write training instances at, from the same documents
       (a second sequence-length phase): each shard's seqL-train-KKKKK.tfrecord holds what a
       prepare at length L alone would write (metadata 'extra_lengths'). Eval is at
@@ -197,8 +194,6 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
                      f" got {dupe_factor}, {num_eval_documents}, {documents_per_shard}")
   if not 0 <= host_index < num_hosts:
     raise ValueError(f"host_index {host_index} not in [0, num_hosts={num_hosts})")
-  if fill_rows and next_sentence_prediction:
-    raise ValueError("fill_rows cuts sentences: it is for MLM-only data (no sentence pairs)")
   if num_workers is None:
     num_workers = os.cpu_count() or 1
   tokenizer = load_tokenizer()
@@ -211,7 +206,6 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
       "next_sentence_prediction": next_sentence_prediction,
       "documents_per_shard": documents_per_shard,
       **({"extra_seq_lengths": list(extra_seq_lengths)} if extra_seq_lengths else {}),
-      **({"fill_rows": True} if fill_rows else {}),
       "vocab_file": getattr(load_tokenizer, "vocab_file",
                             getattr(tokenizer, "model_file", None)),
   }
@@ -223,7 +217,7 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
     tf.io.gfile.remove(stale_path)
 
   settings = shards.Settings(output_dir, max_seq_length, short_seq_prob, dupe_factor, seed,
-                             next_sentence_prediction, extra_seq_lengths, fill_rows)
+                             next_sentence_prediction, extra_seq_lengths)
   counters: collections.Counter = collections.Counter()
   progress = shards.Progress(progress_interval_s, counters,
                        f" (host {host_index} of {num_hosts})" if num_hosts > 1 else "")
@@ -264,7 +258,6 @@ def prepare_pretraining_data(documents: Iterable[Sequence[str]],
                                              if r["file"] != EVAL_FILENAME),
       "max_seq_length": max_seq_length,
       "next_sentence_prediction": next_sentence_prediction,
-      "fill_rows": fill_rows,
       "vocab_size": tokenizer.vocab_size,
       "special_ids": {name: int(getattr(tokenizer, name)) for name in SPECIAL_ID_NAMES},
       "train_files": [r["file"] for r in results if r["file"] != EVAL_FILENAME],

@@ -57,8 +57,6 @@ def _define_flags() -> None:
   flags.DEFINE_integer("random_seed", 12345, "Seed of everything random (with shard indices).")
   flags.DEFINE_boolean("next_sentence_prediction", True, "Sentence pairs with NSP labels (the "
                        "original BERT); false: RoBERTa's FULL-SENTENCES packing.")
-  flags.DEFINE_boolean("fill_rows", False, "With --nonext_sentence_prediction: fill every "
-                       "instance, cutting the sentence at its end (no padding).")
   flags.DEFINE_integer("documents_per_shard", prepare.DEFAULT_DOCUMENTS_PER_SHARD,
                        "Documents of an input shard, and so of a training file.")
   flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Worker processes on this host.")
@@ -78,9 +76,6 @@ def _check_flags(flag_values: flags.FlagValues) -> None:
   if not 0 <= flag_values.short_seq_prob <= 1:
     raise errors.UserError(f"--short_seq_prob={flag_values.short_seq_prob} must be between 0 "
                            "and 1")
-  if flag_values.fill_rows and flag_values.next_sentence_prediction:
-    raise errors.UserError("--fill_rows cuts sentences, so it is for MLM-only data: add "
-                           "--nonext_sentence_prediction")
   for name in ("dupe_factor", "documents_per_shard", "num_workers", "num_hosts"):
     if flag_values[name].value < 1:
       raise errors.UserError(f"--{name}={flag_values[name].value} must be at least 1")
@@ -140,7 +135,6 @@ def main(argv: Sequence[str]) -> None:
         num_eval_documents=num_eval_documents, seed=flag_values.random_seed,
         next_sentence_prediction=flag_values.next_sentence_prediction,
         extra_seq_lengths=[int(length) for length in lengths],
-        fill_rows=flag_values.fill_rows,
         documents_per_shard=flag_values.documents_per_shard,
         num_workers=flag_values.num_workers, num_hosts=flag_values.num_hosts,
         host_index=flag_values.host_index, input_counters=counters, progress_interval_s=5.0)

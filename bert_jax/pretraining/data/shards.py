@@ -41,8 +41,6 @@ class Settings:
   # More lengths to make training instances at, from the same documents (a second
   # sequence-length phase); each its own file per shard, as a prepare at that length makes.
   extra_seq_lengths: tuple[int, ...] = ()
-  # Without NSP: fill every instance, cutting sentences (instances.pack_full_sentences).
-  fill_rows: bool = False
 
 
 class Task(NamedTuple):
@@ -134,8 +132,7 @@ def _write_instances(task: Task, documents: list[instances_lib.Document], settin
         tokenizer.cls_id, tokenizer.sep_id)
   else:
     instances = instances_lib.pack_full_sentences(
-        documents, max_seq_length, dupe_factor, rng, tokenizer.cls_id, tokenizer.sep_id,
-        settings.fill_rows)
+        documents, max_seq_length, dupe_factor, rng, tokenizer.cls_id, tokenizer.sep_id)
   # Kept serialized (~4 bytes a token), not as lists of ints (~36 bytes a token), until the
   # shuffle: a shard's instances are its biggest memory.
   serialized = []

@@ -57,8 +57,6 @@ def _fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
   extra = extra_seq_lengths(config)
   if extra:  # Absent otherwise, as in data prepared before it existed.
     fields["extra_seq_lengths"] = list(extra)
-  if config.data.fill_rows:  # Likewise.
-    fields["fill_rows"] = True
   return fields
 
 
@@ -74,10 +72,6 @@ def _check_same_data(saved: dict[str, Any], config: ml_collections.ConfigDict,
         f"but {data_dir} was prepared at {prepared_length}: use a new --workdir, or prepare "
         f"at the longest length you train with (data.prepare_seq_length)")
   saved = saved.get("config", {})
-  if saved.get("fill_rows", False) != config.data.fill_rows:  # Absent = False (see _fields).
-    raise errors.UserError(
-        f"data.fill_rows={config.data.fill_rows} but {data_dir} was prepared with "
-        f"{saved.get('fill_rows', False)}: use a new --workdir, or the same data config")
   for name, value in _fields(config).items():
     if name in holdout.FIELDS and "eval_fraction" not in saved:
       continue  # Prepared before the hold-out was a fraction: its eval set is what it is.
@@ -128,7 +122,6 @@ def _build(config: ml_collections.ConfigDict, data_dir: str) -> None:
       seed=config.seed,
       next_sentence_prediction=data.next_sentence_prediction,
       extra_seq_lengths=extra_seq_lengths(config),
-      fill_rows=data.fill_rows,
       documents_per_shard=data.documents_per_shard,
       input_counters=counters,
       # A vocabulary trained here is named relative to the data, so the workdir can be moved;
