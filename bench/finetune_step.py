@@ -3,7 +3,7 @@
     python -m bench.finetune_step                          # BERT-Base (L12/H768/A12/I3072)
     python -m bench.finetune_step --preset=small           # L4/H256/A4/I1024, vocab 30522
     [--batch_size=32 --seq_length=128 --num_labels=3 --steps=10 --warmup=2
-     --frameworks=bert_jax,torch,flax --torch_threads=2]
+     --frameworks=bert_jax,torch,flax --torch_threads=2 --profile]
 
 A GLUE-style step (MNLI's 3 labels by default): every framework trains the same model config
 (post-LN BERT, erf GELU, dropout 0.1, float32) with a classifier on the pooled [CLS] output,
@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import harness
+from bench import xla_profile
 from bert_jax.finetuning import finetune_program
 from bert_jax.model import flops
 from bert_jax.model import modeling
@@ -115,10 +116,26 @@ def run_flax(config, batch, args) -> tuple[np.ndarray, str]:
 RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
 
 
+def profile(config, batch, args) -> None:
+  """Time of bert_jax's step per compiled XLA op, summed over the runtime's worker threads."""
+  model = finetune_program.create_model(
+      FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
+  tx = optim.create_optimizer(config.train)
+  state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
+                                    batch=batch))(jax.random.key(0))
+  step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
+                                   family=FAMILY), donate_argnums=(0,))
+  print("bert_jax " + xla_profile.report(
+      step, (state, jax.device_put(batch), train_state.root_key(config)), args.steps,
+      args.warmup))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   harness.add_flags(parser, preset="base", batch_size=32, steps=10, warmup=2)
   parser.add_argument("--num_labels", type=int, default=3, help="classes (2 or more)")
+  parser.add_argument("--profile", action="store_true",
+                      help="bert_jax's time per XLA op (jax.profiler trace) instead")
   args, frameworks = harness.parse(parser)
   if args.num_labels < 2:
     # One label is regression in both bert_jax and HF: a different loss, not this benchmark.
@@ -127,6 +144,9 @@ def main() -> None:
   config = harness.config(args)
   model = config.model
   batch = _batch(args, model.vocab_size)
+  if args.profile:
+    profile(config, batch, args)
+    return
   results = {framework: harness.measure(RUNNERS[framework], framework, config, batch, args)
              for framework in frameworks}
   model_flops = flops.classification_flops_per_step(

@@ -49,7 +49,6 @@ import functools
 import json
 import subprocess
 import sys
-import time
 
 import flax.linen as nn
 import jax
@@ -57,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import harness
+from bench import xla_profile
 from bert_jax.model import flops
 from bert_jax.model import modeling
 from bert_jax.pretraining import train_program
@@ -186,61 +186,15 @@ def breakdown(config, batch, args) -> None:
 
 def profile(config, batch, args) -> None:
   """Time of bert_jax's step per compiled XLA op, summed over the runtime's worker threads."""
-  import collections  # pylint: disable=import-outside-toplevel
-  import glob  # pylint: disable=import-outside-toplevel
-  import re  # pylint: disable=import-outside-toplevel
-  import tempfile  # pylint: disable=import-outside-toplevel
-  from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=import-outside-toplevel
-
   model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
   state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(train_program.train_step, model=model, tx=tx),
                  donate_argnums=(0,))
-  device_batch, rng = jax.device_put(batch), train_state.root_key(config)
-  hlo = step.lower(state, device_batch, rng).compile().as_text()
-  for _ in range(args.warmup):
-    state, _ = jax.block_until_ready(step(state, device_batch, rng))
-  trace_dir = tempfile.mkdtemp(prefix="train_step_trace_")
-  start = time.perf_counter()
-  with jax.profiler.trace(trace_dir):
-    for _ in range(args.steps):
-      state, _ = jax.block_until_ready(step(state, device_batch, rng))
-  wall_ms = 1e3 * (time.perf_counter() - start) / args.steps
-  space = xplane_pb2.XSpace()
-  with open(glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)[0], "rb") as f:
-    space.ParseFromString(f.read())
-  op_ps = collections.Counter()
-  for plane in space.planes:
-    names = {key: meta.name for key, meta in plane.event_metadata.items()}
-    for line in plane.lines:
-      if "XLAEigen" not in line.name:  # The threads that run the compiled program's ops.
-        continue
-      for event in line.events:
-        name = names.get(event.metadata_id, "")
-        if not name.startswith(("ThunkExecutor", "SlinkyThreadPool")):
-          op_ps[name] += event.duration_ps
-  ms = {name: ps / 1e9 / args.steps for name, ps in op_ps.items()}
-  total = sum(ms.values())
-  kinds = collections.Counter()
-  for name, value in ms.items():
-    kinds[re.sub(r"\.\d+$", "", name)] += value
-  print(f"bert_jax step: {wall_ms:,.0f} ms wall under the profiler (it slows the step); "
-        f"XLA ops {total:,.0f} ms summed over threads. ynn_fusion/dot = matmuls; "
-        "dynamic-update-slice/dynamic-slice/wrapped_broadcast = the scan's stacked per-layer "
-        "activations; add_select = optimizer update + NaN guard")
-  print("| op kind | ms/step | share |")
-  print("|---|---|---|")
-  for kind, value in kinds.most_common(15):
-    print(f"| {kind} | {value:,.0f} | {value / total:.0%} |")
-  print()
-  print("| op | ms/step | output | from |")
-  print("|---|---|---|---|")
-  for name, value in sorted(ms.items(), key=lambda item: -item[1])[:20]:
-    found = re.search(r"\n\s*%?" + re.escape(name) + r" = (\S+) .*?op_name=\"([^\"]*)", hlo)
-    shape, source = (found.group(1), found.group(2)[-90:]) if found else ("", "")
-    print(f"| {name} | {value:,.1f} | {shape} | {source} |")
+  print("bert_jax " + xla_profile.report(
+      step, (state, jax.device_put(batch), train_state.root_key(config)), args.steps,
+      args.warmup))
 
 
 def _measure_isolated(framework: str) -> dict:
