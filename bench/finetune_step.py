@@ -58,7 +58,8 @@ def _batch(args, vocab_size: int) -> dict[str, np.ndarray]:
   return batch
 
 
-def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
+def _bert_jax_step(config, batch, args):
+  """(the jitted step, its initial state): what the timing and the profile both run."""
   model = finetune_program.create_model(
       FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
   tx = optim.create_optimizer(config.train)
@@ -66,6 +67,11 @@ def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
                                    family=FAMILY), donate_argnums=(0,))
+  return step, state
+
+
+def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
+  step, state = _bert_jax_step(config, batch, args)
   device_batch = jax.device_put(batch)
   rng = train_state.root_key(config)
 
@@ -118,13 +124,7 @@ RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
 
 def profile(config, batch, args) -> None:
   """Time of bert_jax's step per compiled XLA op, summed over the runtime's worker threads."""
-  model = finetune_program.create_model(
-      FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
-  tx = optim.create_optimizer(config.train)
-  state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
-                                    batch=batch))(jax.random.key(0))
-  step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
-                                   family=FAMILY), donate_argnums=(0,))
+  step, state = _bert_jax_step(config, batch, args)
   print("bert_jax " + xla_profile.report(
       step, (state, jax.device_put(batch), train_state.root_key(config)), args.steps,
       args.warmup))
