@@ -13,6 +13,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), f"bert_jax_tests_xla_cache_{os.getuid()}"))
 
+# transformers beside TensorFlow: its TensorFlow path off, as the export's README tells users
+# (its pipelines would otherwise try TF models under Keras 3). Set before anything imports it.
+os.environ.setdefault("USE_TF", "0")
+
 import pytest
 
 from bert_jax import tfds_datasets

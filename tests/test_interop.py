@@ -287,16 +287,30 @@ def test_cli_round_trip_hf_orbax_hf(hf_dir, tmp_path):
   result = run(f"--input={hf_dir}", f"--output={orbax_dir}", "--format=orbax")
   assert result.returncode == 0, result.stderr
   assert "Wrote" in result.stdout
+  # An HF directory needs its tokenizer: this checkpoint has no vocabulary beside it.
   result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf")
+  assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+      f"bert_jax.interop: error: {orbax_dir} has no vocabulary beside it (vocab.txt, "
+      "vocab.model, or a bert_jax workdir's data/): pass --vocab_file")
+  assert not os.path.exists(hf_out)
+  vocab = tmp_path / "vocab.txt"
+  vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] +
+                             [f"word{i}" for i in range(HF_CONFIG["vocab_size"] - 5)]) + "\n")
+  result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf", f"--vocab_file={vocab}")
   assert result.returncode == 0, result.stderr
   _, original = convert.load_hf(hf_dir)
   _, round_trip = convert.load_hf(hf_out)
   jax.tree_util.tree_map(np.testing.assert_array_equal, round_trip, original)
+  assert (tmp_path / "hf" / "vocab.txt").read_text() == vocab.read_text()
   # A second conversion into the same output is refused unless --overwrite says so.
-  result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf")
+  result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf", f"--vocab_file={vocab}")
   assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
       f"bert_jax.interop: error: --output={hf_out} exists and is not empty: pass --overwrite to "
       "replace it, or name a new directory")
+  result = run(f"--input={orbax_dir}", f"--output={hf_out}", "--format=hf", f"--vocab_file={vocab}",
+               "--overwrite")
+  assert result.returncode == 0, result.stderr
+  assert sorted(os.listdir(tmp_path)) == ["hf", "orbax", "vocab.txt"]  # No temporary left.
   result = run(f"--input={orbax_dir}", f"--output={orbax_dir}", "--format=orbax")
   assert result.stderr.strip().splitlines()[-1] == (
       f"bert_jax.interop: error: --output={orbax_dir} is --input: it would replace the "

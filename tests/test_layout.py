@@ -9,7 +9,7 @@ import os
 
 _PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bert_jax")
 # What each foundation may import besides itself (and errors.py, files.py at the top).
-_ALLOWED = {"model": set(), "tokenizers": set(), "interop": {"model"},
+_ALLOWED = {"model": set(), "tokenizers": set(), "interop": {"model", "tokenizers"},
             "runtime": {"model", "interop"}, "config": {"model", "runtime"}}
 
 

@@ -72,18 +72,43 @@ def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
   return packed, rows_per_step
 
 
-def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any]:
-  """The architecture (the checkpoint's, when there is one) and the pre-trained params."""
+def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any, Any]:
+  """The architecture (the checkpoint's, when there is one), the pre-trained params and their
+  head (interop/hf_heads.Head: pre-training, or a fine-tuned model's task head)."""
   if not config.init_checkpoint:
     report.line("No config.init_checkpoint: fine-tuning from a random init (a smoke test, not "
                 "BERT).")
-    return modeling.BertConfig.from_config(config.model), None
+    return modeling.BertConfig.from_config(config.model), None, None
   from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
-  loaded_config, params = convert.load_params(config.init_checkpoint)
+  loaded_config, params, loaded = convert.load_params(config.init_checkpoint, return_report=True)
   report.line(f"Fine-tuning from {config.init_checkpoint} (its architecture: "
               f"L{loaded_config.num_hidden_layers}/H{loaded_config.hidden_size}/"
               f"A{loaded_config.num_attention_heads})")
-  return loaded_config.with_runtime_of(config.model), params
+  return loaded_config.with_runtime_of(config.model), params, loaded.head
+
+
+def _absolute(path: str) -> str:
+  """A local path as an absolute one (it is read later, from anywhere); gs:// as it is."""
+  return path if "://" in path else os.path.abspath(path)
+
+
+def _checkpoint_head(head: Any, data: finetune_data.TaskData) -> bool:
+  """Whether the checkpoint's task head is this task's: the same family and labels (a
+  checkpoint's generic LABEL_i names match any). Says which way it went."""
+  if head is None or head.family == "pretraining":
+    return False
+  generic = head.label_names is None or all(
+      name == f"LABEL_{i}" for i, name in enumerate(head.label_names))
+  same = (head.family == data.family and head.num_labels == data.num_labels and
+          (generic or not data.label_names or tuple(data.label_names) == head.label_names))
+  names = f" ({', '.join(head.label_names)})" if head.label_names else ""
+  if same:
+    report.line(f"The task head from the checkpoint: {head.architecture}, "
+                f"{head.num_labels} outputs{names}")
+  else:
+    report.line(f"The checkpoint's task head ({head.family}, {head.num_labels} outputs{names}) "
+                f"is not this task's ({data.family}, {data.num_labels}): a fresh head")
+  return same
 
 
 def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -106,7 +131,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
               ) -> dict[str, Any]:
   rules = sharding.logical_axis_rules(config)
   tokenizer = finetune_data.load_tokenizer(config)
-  model_config, pretrained = _model_config(config)
+  model_config, pretrained, pretrained_head = _model_config(config)
   resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
   data = finetune_data.load(config, tokenizer)
   num_examples = len(data.train["input_ids"])
@@ -121,6 +146,13 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   report.line(f"Task {data.name}: {num_examples} training examples, {num_steps} steps of "
               f"{batch_size}; eval on {', '.join(e.split for e in data.evals)}")
   packed, step_rows = _pack(config, data, mesh)
+  keep_head = _checkpoint_head(pretrained_head, data)
+  # What the workdir's checkpoints record of the task, for export (interop/export.py) and
+  # `init_checkpoint`s that start from them.
+  task_meta = {"task": data.name, "family": data.family, "num_labels": data.num_labels,
+               "label_names": data.label_names, "vocab_file": _absolute(finetune_data.vocab_file(config)),
+               "do_lower_case": config.data.do_lower_case,
+               "max_seq_length": config.data.max_seq_length}
 
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
@@ -225,13 +257,13 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
         best = {"step": step, "value": value, "metric": main_metric, "eval": results}
         best_checkpointer.save(step, {"params": state.params}, {
             "step": step, "model": dataclasses.asdict(model_config), "eval": results,
-            "task": data.name, "label_names": data.label_names}, force=True)
+            **task_meta}, force=True)
       return results, ""
 
     def checkpoint_meta(step: int, eval_metrics: dict[str, Any]) -> dict[str, Any]:
       return {"step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-              "best": best, "task": data.name, "num_labels": data.num_labels,
-              "batch_offset": batch_offset, "config": config.to_dict()}
+              "best": best, "batch_offset": batch_offset, "config": config.to_dict(),
+              **task_meta}
 
     def rolled_back(bad_step: int, step: int) -> None:
       nonlocal batch_offset
@@ -254,6 +286,10 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
       bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(params["bert"]),
                                      config.train.reinit_top_layers)
       bert = sharding.place(bert, state_shardings.params["bert"], config.init_checkpoint)
+      if keep_head:  # A fine-tuned model's head, to fine-tune further.
+        group = pretrained_head.param_group
+        return {**params, "bert": bert, group: sharding.place(
+            pretrained[group], state_shardings.params[group], config.init_checkpoint)}
       return {**params, "bert": bert}
 
     state, meta = loop.initial_state(task, latest, model, tx, shapes, init_rng, initial_params)

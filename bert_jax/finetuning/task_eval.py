@@ -29,9 +29,13 @@ def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSe
             for e, p in zip(eval_set.examples, predictions)]
   else:
     predictions = np.argmax(logits, axis=-1)
+    # Softmax in float64: the probabilities a user compares with other tools' scores.
+    shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
+    probabilities = np.exp(shifted) / np.sum(np.exp(shifted), axis=-1, keepdims=True)
     rows = [{"guid": e.guid, "prediction": task.label_names[p],
+             "probabilities": dict(zip(task.label_names, map(float, q))),
              "label": None if e.label is None else task.label_names[e.label]}
-            for e, p in zip(eval_set.examples, predictions)]
+            for e, p, q in zip(eval_set.examples, predictions, probabilities)]
   return task_metrics.glue_metrics(task.metrics, predictions, labels), rows
 
 

@@ -1,6 +1,7 @@
-"""`python -m bert_jax.interop ...`: the conversion command of convert.py, as before the move."""
+"""`python -m bert_jax.interop ...`: the conversion command, cli.py run as the main module (so
+absl's --help lists its flags)."""
 
 import runpy
 
 if __name__ == "__main__":
-  runpy.run_module("bert_jax.interop.convert", run_name="__main__", alter_sys=True)
+  runpy.run_module("bert_jax.interop.cli", run_name="__main__", alter_sys=True)

@@ -1,7 +1,8 @@
 """Checkpoint interop: HF `transformers` BERT directories, Google's TF checkpoints, Orbax params.
 
 `load_params` reads any of them (and a bert_jax training workdir); it is what
-`--config.init_checkpoint` calls. The name and layout map itself is `hf_params.py`.
+`--config.init_checkpoint` calls. The name and layout map itself is `hf_params.py`; a
+fine-tuned model's task head is `hf_heads.py`; `--format=hf` (with the tokenizer) is export.py.
 
     python -m bert_jax.interop --input=PATH --output=DIR --format=orbax|hf [--bert_config=FILE]
 
@@ -11,11 +12,7 @@ No pickle: `pytorch_model.bin` is read with `torch.load(weights_only=True)`.
 import io
 import json
 import os
-import sys
 
-from absl import app
-from absl import flags
-from absl import logging
 from flax import traverse_util
 import jax
 import numpy as np
@@ -25,6 +22,7 @@ import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.interop import config_json
+from bert_jax.interop import hf_heads
 from bert_jax.interop import hf_params
 from bert_jax.model import modeling
 
@@ -92,7 +90,9 @@ def load_hf(path: str, return_report: bool = False, seed: int = 0):
   """Loads an HF BERT directory (config.json + model.safetensors or pytorch_model.bin).
 
   A BertModel checkpoint (no 'bert.' prefix, no heads) loads too: the missing heads are
-  initialised as `BertForPreTraining.init` does and listed in the report.
+  initialised as `BertForPreTraining.init` does and listed in the report. A fine-tuned one
+  (BertForSequenceClassification, ...TokenClassification, ...QuestionAnswering) loads with its
+  head; the report's `head` says which, with config.json's labels.
 
   Args:
     path: the directory `save_pretrained` wrote (local or gs://).
@@ -102,17 +102,21 @@ def load_hf(path: str, return_report: bool = False, seed: int = 0):
   Returns:
     (BertConfig, params), plus the LoadReport when `return_report`.
   """
-  config = _read_config(os.path.join(path, "config.json"))
-  params, report = hf_params.params_from_hf_tensors(_read_hf_tensors(path), config, path, seed)
+  config_path = os.path.join(path, "config.json")
+  config = _read_config(config_path)
+  tensors = _read_hf_tensors(path)
+  head = hf_heads.from_hf_config(config_json.read_values(config_path), tensors, path)
+  params, report = hf_params.params_from_hf_tensors(tensors, config, path, seed, head=head)
   return (config, params, report) if return_report else (config, params)
 
 
-def save_hf(path: str, config: modeling.BertConfig, params: Params) -> None:
-  """Writes config.json + model.safetensors that `transformers.BertForPreTraining` loads."""
+def save_hf(path: str, config: modeling.BertConfig, params: Params,
+            head: hf_heads.Head = hf_heads.Head()) -> None:
+  """Writes config.json + model.safetensors that `transformers`' `head.architecture` loads."""
   _check_new_directory(path)
   tf.io.gfile.makedirs(path)
-  config_json.write(config, os.path.join(path, "config.json"))
-  tensors = hf_params.hf_tensors_from_params(params, config)
+  config_json.write(config, os.path.join(path, "config.json"), head)
+  tensors = hf_params.hf_tensors_from_params(params, config, head)
   data = safetensors.numpy.save(tensors, metadata={"format": "pt"})
   with tf.io.gfile.GFile(os.path.join(path, "model.safetensors"), "wb") as f:
     f.write(data)
@@ -160,11 +164,13 @@ def _check_new_directory(path: str) -> None:
     raise errors.UserError(f"{path} already exists and is not empty; nothing was overwritten")
 
 
-def save_orbax_params(directory: str, config: modeling.BertConfig, params: Params) -> None:
-  """Writes `directory/config.json` and `directory/params` (an Orbax checkpoint)."""
+def save_orbax_params(directory: str, config: modeling.BertConfig, params: Params,
+                      head: hf_heads.Head = hf_heads.Head()) -> None:
+  """Writes `directory/config.json` (with the head's architecture and labels) and
+  `directory/params` (an Orbax checkpoint)."""
   _check_new_directory(directory)
   tf.io.gfile.makedirs(directory)
-  config_json.write(config, os.path.join(directory, "config.json"))
+  config_json.write(config, os.path.join(directory, "config.json"), head)
   params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), jax.device_get(params))
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(_local_or_remote(os.path.join(directory, "params")), params)
@@ -185,9 +191,10 @@ def restore_numpy(path: str, subtree: str | None = None) -> Params:
   return restored[subtree] if subtree is not None else restored
 
 
-def _check_params(params: Params, config: modeling.BertConfig, source: str) -> Params:
+def _check_params(params: Params, config: modeling.BertConfig, source: str,
+                  head: hf_heads.Head) -> Params:
   flat = traverse_util.flatten_dict(params, sep="/")
-  shapes = hf_params.expected_shapes(config)
+  shapes = hf_params.expected_shapes(config, head)
   if set(flat) != set(shapes):
     missing = hf_params.format_names(set(shapes) - set(flat)) or "none"
     unexpected = hf_params.format_names(set(flat) - set(shapes)) or "none"
@@ -216,15 +223,33 @@ def _latest_step_dir(path: str) -> str:
   return os.path.join(path, str(max(steps)))
 
 
-def _load_workdir(path: str) -> tuple[modeling.BertConfig, Params]:
+def _workdir_head(meta: dict, groups) -> hf_heads.Head:
+  """The head of a workdir's params (their top-level `groups`), from its checkpoint's meta."""
+  if "task" not in meta:
+    return hf_heads.Head()
+  labels = meta.get("label_names")
+  family = meta.get("family")
+  if family is None:  # Saved before the meta recorded it: what the params and labels show.
+    tags = labels and labels[0] == "O" and all(
+        name[:2] in ("B-", "I-", "E-", "S-") for name in labels[1:])  # IOB tags: NER.
+    family = ("span" if "qa_outputs" in groups else "regression" if not labels else
+              "token" if tags else "classification")
+  num_labels = meta.get("num_labels") or {"span": 2, "regression": 1}.get(family) or len(labels)
+  return hf_heads.Head(family, num_labels, tuple(labels) if labels else None)
+
+
+def _load_workdir(path: str) -> tuple[modeling.BertConfig, Params, hf_heads.Head, dict]:
   if os.path.basename(path.rstrip("/")) == "state":
     path = os.path.dirname(path.rstrip("/"))
+  if tf.io.gfile.isdir(os.path.join(path, "best")):
+    path = os.path.join(path, "best")  # A fine-tuning workdir: the params of its best eval.
   step_dir = _latest_step_dir(path)
   meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(
       _local_or_remote(os.path.join(step_dir, "meta")))
   config = modeling.BertConfig.from_dict(dict(meta["model"]))
   params = restore_numpy(os.path.join(step_dir, "state"), subtree="params")
-  return config, _check_params(params, config, step_dir)
+  head = _workdir_head(meta, params)
+  return config, _check_params(params, config, step_dir, head), head, dict(meta)
 
 
 def load_params(path: str, bert_config_json: str | None = None, return_report: bool = False):
@@ -234,7 +259,8 @@ def load_params(path: str, bert_config_json: str | None = None, return_report: b
     path: one of: a directory written by `save_orbax_params`; an HF directory (config.json +
       model.safetensors or pytorch_model.bin); a TF checkpoint prefix (`prefix.index` exists) or
       a directory holding one; a bert_jax workdir, its checkpoints dir or one step dir (the
-      train state's params are restored, nothing else).
+      train state's params are restored, nothing else; a fine-tuning workdir's best params,
+      from WORKDIR/best).
     bert_config_json: the config of a TF checkpoint; default: bert_config.json next to it.
     return_report: also return a LoadReport.
 
@@ -252,17 +278,21 @@ def load_params(path: str, bert_config_json: str | None = None, return_report: b
     # A directory holding one TF checkpoint, as Google's downloads are.
     path = os.path.join(path, indexes[0][:-len(".index")])
   if tf.io.gfile.exists(path + ".index"):
-    config_json = bert_config_json or os.path.join(os.path.dirname(path), "bert_config.json")
-    config, params, report = load_tf_checkpoint(path, config_json, return_report=True)
+    config_file = bert_config_json or os.path.join(os.path.dirname(path), "bert_config.json")
+    config, params, report = load_tf_checkpoint(path, config_file, return_report=True)
   elif {"config.json", "params"} <= entries:
     config = _read_config(os.path.join(path, "config.json"))
-    params = _check_params(restore_numpy(os.path.join(path, "params")), config, path)
+    params = restore_numpy(os.path.join(path, "params"))
+    report.head = hf_heads.from_hf_config(
+        config_json.read_values(os.path.join(path, "config.json")),
+        [f"{group}.weight" for group in params], path)
+    params = _check_params(params, config, path, report.head)
     report.format = "orbax"
   elif "config.json" in entries:
     config, params, report = load_hf(path, return_report=True)
   elif entries & {"checkpoints", "state"} or any(e.isdigit() for e in entries) or (
       os.path.basename(path) == "state" and tf.io.gfile.isdir(path)):
-    config, params = _load_workdir(path)
+    config, params, report.head, report.meta = _load_workdir(path)
     report.format = "workdir"
   elif tf.io.gfile.exists(path):
     raise errors.UserError(
@@ -271,55 +301,3 @@ def load_params(path: str, bert_config_json: str | None = None, return_report: b
   else:
     raise errors.UserError(f"{path} does not exist (neither it nor {path}.index)")
   return (config, params, report) if return_report else (config, params)
-
-
-def _main(argv: list[str]) -> None:
-  """The CLI: converts `--input` to an Orbax params dir or an HF dir at `--output`."""
-  del argv
-  values = flags.FLAGS
-  if not values["verbosity"].present:
-    # Orbax logs every step of a save or restore at INFO; the summary below is what matters.
-    logging.set_verbosity(logging.WARNING)
-  try:
-    output = values.output.rstrip("/")
-    if os.path.abspath(output) == os.path.abspath(values.input.rstrip("/")):
-      raise errors.UserError(f"--output={values.output} is --input: it would replace the "
-                             "checkpoint it reads")
-    if tf.io.gfile.exists(output) and (not tf.io.gfile.isdir(output)
-                                       or tf.io.gfile.listdir(output)) and not values.overwrite:
-      raise errors.UserError(f"--output={values.output} exists and is not empty: pass "
-                             "--overwrite to replace it, or name a new directory")
-    config, params, report = load_params(values.input, values.bert_config, return_report=True)
-    count = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
-    print(f"Read {values.input} ({report.format}): {count / 1e6:.2f}M params, "
-          f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-          f"vocab {config.vocab_size}")
-    if report.initialized:
-      print(f"Not in the checkpoint, initialised: {', '.join(report.initialized)}")
-    if report.ignored:
-      print(f"Skipped: {hf_params.format_names(report.ignored)}")
-    if values.format == "hf":
-      save_hf(values.output, config, params)
-      print(f"Wrote {values.output}/config.json and model.safetensors "
-            "(transformers.BertForPreTraining.from_pretrained reads it)")
-    else:
-      save_orbax_params(values.output, config, params)
-      print(f"Wrote {values.output}/config.json and {values.output}/params (Orbax); "
-            f"use it as --config.init_checkpoint={values.output}")
-  except errors.UserError as e:
-    sys.exit(f"bert_jax.interop: error: {e}")
-
-
-if __name__ == "__main__":
-  # Flags only when run as a program: importing this module defines none.
-  flags.DEFINE_string("input", None, "HF directory, TF checkpoint prefix, Orbax params dir or "
-                      "bert_jax workdir.")
-  flags.DEFINE_string("output", None, "New directory to write.")
-  flags.DEFINE_enum("format", "orbax", ["orbax", "hf"], "What to write: an Orbax params dir, or "
-                    "an HF directory (config.json + model.safetensors).")
-  flags.DEFINE_string("bert_config", None, "bert_config.json of a TF checkpoint, if it is not "
-                      "next to the checkpoint.")
-  flags.DEFINE_boolean("overwrite", False, "Write into an --output that exists and is not "
-                       "empty (without it, the command stops before reading anything).")
-  flags.mark_flags_as_required(["input", "output"])
-  app.run(_main, flags_parser=errors.flags_parser("bert_jax.interop"))

@@ -2,7 +2,8 @@
 
 Every import goes through `_LEAVES`, which names each of our params' HF tensor and layout; a TF
 checkpoint is first renamed to HF names (`hf_name_from_tf`), so all imports share the same shape
-checks, missing-head initialisation and unexpected-name errors. File I/O is in `interop.py`.
+checks, missing-head initialisation and unexpected-name errors. File I/O is in `convert.py`.
+A fine-tuned model's task head ('classifier', 'qa_outputs'; hf_heads.py) maps the same way.
 """
 
 import dataclasses
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import errors
+from bert_jax.interop import hf_heads
 from bert_jax.model import modeling
 
 Params = dict[str, Any]
@@ -72,6 +74,17 @@ _LEAVES = (
 # A checkpoint may lack these whole (a BertModel has no cls heads, some have no pooler); they are
 # then initialised as our model would and reported. Anything else missing is an error.
 _HEADS = ("bert/pooler", "cls/predictions", "cls/seq_relationship")
+Head = hf_heads.Head
+
+
+def _leaves(head: Head) -> tuple[tuple[str, str, str], ...]:
+  """`_LEAVES` of the model with `head`: the encoder, then its heads."""
+  if head.family == "pretraining":
+    return _LEAVES
+  group = head.param_group
+  encoder = tuple(leaf for leaf in _LEAVES if leaf[0].startswith("bert/"))
+  return encoder + ((f"{group}/kernel", f"{group}.weight", "linear"),
+                    (f"{group}/bias", f"{group}.bias", "copy"))
 # HF's tied copies: the decoder is the word embeddings, its bias is cls.predictions.bias.
 _TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
          "cls.predictions.decoder.bias": "cls.predictions.bias"}
@@ -88,11 +101,15 @@ class LoadReport:
     initialized: our param paths ('cls/seq_relationship/kernel', ...) that the checkpoint lacked
       and that were initialised as `BertForPreTraining.init` does.
     ignored: checkpoint names skipped on purpose (optimizer slots, buffers, tied copies).
+    head: the model's head: pre-training, or a fine-tuned model's task head and labels.
+    meta: a workdir's checkpoint meta (its run's config, task, ...); empty for other formats.
   """
   source: str
   format: str
   initialized: list[str] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)
+  head: hf_heads.Head = hf_heads.Head()
+  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _hf_shape(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -130,24 +147,23 @@ def _to_hf_layout(array: np.ndarray, layout: str) -> np.ndarray:
   return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _dummy_inputs() -> tuple[jax.Array, ...]:
-  ids = jnp.zeros((1, 1), jnp.int32)
-  return ids, ids, ids, ids  # input_ids, segment_ids, input_mask, masked_lm_positions
+def _init(config: modeling.BertConfig, head: Head, rng: jax.Array) -> Params:
+  inputs = hf_heads.dummy_inputs(head, jnp.zeros((1, 1), jnp.int32))
+  return nn.meta.unbox(hf_heads.model_for(config, head).init(rng, *inputs)["params"])
 
 
-def expected_shapes(config: modeling.BertConfig) -> dict[str, tuple[int, ...]]:
-  model = modeling.BertForPreTraining(config)
-  abstract = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.key(0),
-                                                             *_dummy_inputs())["params"]))
+def expected_shapes(config: modeling.BertConfig, head: Head = Head()
+                    ) -> dict[str, tuple[int, ...]]:
+  abstract = jax.eval_shape(lambda: _init(config, head, jax.random.key(0)))
   return {path: leaf.shape for path, leaf in traverse_util.flatten_dict(abstract, sep="/").items()}
 
 
-def _initial_params(config: modeling.BertConfig, paths: list[str], seed: int) -> dict[str, Any]:
+def _initial_params(config: modeling.BertConfig, paths: list[str], seed: int, head: Head
+                    ) -> dict[str, Any]:
   """Our model's own init of `paths` only (jit drops the work for every other param)."""
-  model = modeling.BertForPreTraining(config)
 
   def init(rng):
-    params = nn.meta.unbox(model.init(rng, *_dummy_inputs())["params"])
+    params = _init(config, head, rng)
     flat = traverse_util.flatten_dict(params, sep="/")
     return {path: flat[path] for path in paths}
 
@@ -164,8 +180,8 @@ def format_names(names) -> str:
 
 
 def params_from_hf_tensors(tensors: dict[str, np.ndarray], config: modeling.BertConfig,
-                           source: str, seed: int = 0, names: dict[str, str] | None = None
-                           ) -> tuple[Params, LoadReport]:
+                           source: str, seed: int = 0, names: dict[str, str] | None = None,
+                           head: Head = Head()) -> tuple[Params, LoadReport]:
   """Our params from a flat dict of HF-named tensors (a state dict).
 
   Args:
@@ -175,22 +191,25 @@ def params_from_hf_tensors(tensors: dict[str, np.ndarray], config: modeling.Bert
     source: the file or directory, named in errors and in the report.
     seed: PRNG seed for initialising missing heads.
     names: for errors, the checkpoint's own name of each HF name (TF variable names).
+    head: the model's head (hf_heads.from_hf_config); a fine-tuned model's head tensors
+      ('classifier.*', 'qa_outputs.*') are then read, and no pre-training head is expected.
 
   Returns:
     (params as a nested dict of float32 numpy arrays, LoadReport with format 'hf').
   """
-  report = LoadReport(source=source, format="hf")
+  report = LoadReport(source=source, format="hf", head=head)
   tensors = {re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", k)): v
              for k, v in tensors.items()}
   if not any(k.startswith("bert.") for k in tensors):  # A BertModel: no 'bert.' prefix.
-    tensors = {k if k.startswith("cls.") else "bert." + k: v for k, v in tensors.items()}
+    tops = ("cls.", "classifier.", "qa_outputs.")
+    tensors = {k if k.startswith(tops) else "bert." + k: v for k, v in tensors.items()}
   if "cls.predictions.bias" not in tensors and "cls.predictions.decoder.bias" in tensors:
     tensors["cls.predictions.bias"] = tensors["cls.predictions.decoder.bias"]
   names = names or {}
-  shapes = expected_shapes(config)
+  shapes = expected_shapes(config, head)
   layers = range(config.num_hidden_layers)
   flat, missing, used = {}, {}, set()
-  for path, hf_name, layout in _LEAVES:
+  for path, hf_name, layout in _leaves(head):
     per_layer = "{layer}" in hf_name
     hf_names = [hf_name.format(layer=i) for i in layers] if per_layer else [hf_name]
     shape = shapes[path][1:] if per_layer else shapes[path]
@@ -218,7 +237,7 @@ def params_from_hf_tensors(tensors: dict[str, np.ndarray], config: modeling.Bert
     raise errors.UserError(f"{source}: missing {format_names(absent)}")
   if missing:
     report.initialized = sorted(missing)
-    flat.update(_initial_params(config, report.initialized, seed))
+    flat.update(_initial_params(config, report.initialized, seed, head))
     logging.warning("%s has no %s: initialised them", source, ", ".join(
         sorted({_head_of(p) for p in missing})))
 
@@ -237,15 +256,19 @@ def params_from_hf_tensors(tensors: dict[str, np.ndarray], config: modeling.Bert
   return traverse_util.unflatten_dict(flat, sep="/"), report
 
 
-def hf_tensors_from_params(params: Params, config: modeling.BertConfig) -> dict[str, np.ndarray]:
-  """HF BertForPreTraining's state dict (float32, contiguous) from our params.
+def hf_tensors_from_params(params: Params, config: modeling.BertConfig, head: Head = Head()
+                           ) -> dict[str, np.ndarray]:
+  """The state dict (float32, contiguous) of `head.architecture` from our params.
 
   The tied decoder keys are left out, as HF's own `save_pretrained` does with safetensors;
-  `from_pretrained` re-ties them and reports nothing missing.
+  `from_pretrained` re-ties them and reports nothing missing. The pooler is left out of the
+  architectures HF builds without one (token classification, question answering).
   """
   flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
   tensors = {}
-  for path, hf_name, layout in _LEAVES:
+  for path, hf_name, layout in _leaves(head):
+    if head.family in hf_heads.WITHOUT_POOLER and path.startswith("bert/pooler/"):
+      continue
     value = np.asarray(flat[path], np.float32)
     if "{layer}" in hf_name:
       for layer in range(config.num_hidden_layers):

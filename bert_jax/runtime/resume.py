@@ -42,7 +42,11 @@ def check_fits(model_config: modeling.BertConfig, max_seq_length: int,
 def initial_params(path: str, model_config: modeling.BertConfig, shardings: Any) -> Any:
   """Params of another checkpoint (ours, HF's or Google's), placed with our shardings."""
   from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
-  loaded_config, params = convert.load_params(path)
+  loaded_config, params, loaded = convert.load_params(path, return_report=True)
+  if loaded.head.family != "pretraining":
+    raise errors.UserError(f"config.init_checkpoint={path} is a fine-tuned model "
+                           f"({loaded.head.architecture}), without the MLM/NSP heads that "
+                           "pre-training continues: start from a pre-training checkpoint")
   check_same_model(dataclasses.asdict(loaded_config), model_config, path)
   params = sharding.place(params, shardings, path)
   report.line(f"Initialised the params from {path}")

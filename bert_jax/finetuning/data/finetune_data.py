@@ -7,21 +7,18 @@ SQuAD windows, NER word alignment) rides along in the EvalSet.
 """
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import squad
 from bert_jax.finetuning.data import squad_windows
 from bert_jax.finetuning.data import tasks
-from bert_jax.pretraining.data import prepare
 from bert_jax.tokenizers import tokenization
+from bert_jax.tokenizers import vocab_location
 
 SQUAD_TASKS = {"squad": "squad/v1.1", "squad_v1.1": "squad/v1.1", "squad_v2.0": "squad/v2.0"}
 # The model inputs of each family, beside input_ids, input_mask and segment_ids.
@@ -81,24 +78,15 @@ def vocab_file(config: ml_collections.ConfigDict, checkpoint: str | None = None)
   """
   if config.data.vocab_file:
     return config.data.vocab_file
-  path = (config.init_checkpoint if checkpoint is None else checkpoint).rstrip("/")
-  candidates = [os.path.join(path, "vocab.txt"), os.path.join(os.path.dirname(path), "vocab.txt"),
-                os.path.join(path, "data", "metadata.json")]
-  if os.path.basename(os.path.dirname(path)) == "checkpoints":  # WORKDIR/checkpoints/<step>
-    candidates.append(os.path.join(os.path.dirname(os.path.dirname(path)), "data",
-                                   "metadata.json"))
-  for candidate in candidates:
-    if path and tf.io.gfile.exists(candidate):
-      if candidate.endswith("metadata.json"):  # A bert_jax pre-training workdir.
-        with tf.io.gfile.GFile(candidate) as f:
-          metadata = json.load(f)
-        return prepare.with_full_paths(metadata, os.path.dirname(candidate))["vocab_file"]
-      return candidate
+  found = vocab_location.beside_checkpoint(
+      config.init_checkpoint if checkpoint is None else checkpoint)
+  if found:
+    return found
   source = (f"config.init_checkpoint ({config.init_checkpoint or 'empty'})"
             if checkpoint is None else checkpoint)
   raise errors.UserError(
-      f"data.vocab_file is empty and {source} has no vocabulary beside it (vocab.txt, or a "
-      "bert_jax workdir's data/): set --config.data.vocab_file")
+      f"data.vocab_file is empty and {source} has no vocabulary beside it (vocab.txt, "
+      "vocab.model, or a bert_jax workdir's data/): set --config.data.vocab_file")
 
 
 def load_tokenizer(config: ml_collections.ConfigDict) -> tokenization.Tokenizer:
