@@ -36,6 +36,7 @@ from bert_jax.tokenizers import tokenization
 from bert_jax.tokenizers import wordpiece
 from conftest import synthetic_documents
 from test_finetune import _config as finetune_config
+from test_finetune import write_reviews
 from test_train import REPO, small_config, write_corpus
 
 TOLERANCE = 1e-5
@@ -231,14 +232,7 @@ def test_pretrain_finetune_export_and_pipelines_match_bert_jax(tmp_path, capsys)
   corpus = write_corpus(str(tmp_path))
   pretrain_dir = str(tmp_path / "pretrain")
   train.train_and_evaluate(small_config(corpus, num_train_steps=2), pretrain_dir)
-  rng = np.random.default_rng(0)
-  words = "alpha beta gamma delta river stone light water green small".split()
-  for name, count in (("train.csv", 24), ("dev.csv", 12)):
-    with open(tmp_path / name, "w") as f:
-      f.write("review,stars\n")
-      for _ in range(count):
-        sentence = list(rng.choice(words, 6))
-        f.write(f"{' '.join(sentence)},{'good' if 'alpha' in sentence else 'bad'}\n")
+  write_reviews(tmp_path, 24, 12)
   config = finetune_config("classification", "", train_file=str(tmp_path / "train.csv"),
                            eval_file=str(tmp_path / "dev.csv"), text_a_key="review",
                            label_key="stars", max_examples=0)

@@ -133,20 +133,26 @@ def test_squad_end_to_end(tmp_path, sentencepiece_model, version_2):
     assert "validation_null_odds.json" in files
 
 
-def test_pretrain_then_finetune_a_local_csv_and_resume(tmp_path, capsys):
-  """The README's path: pre-train, then classify a small labelled file from that checkpoint."""
-  pretrain_dir = str(tmp_path / "pretrain")
-  corpus = write_corpus(str(tmp_path))
-  train.train_and_evaluate(small_config(corpus, num_train_steps=2), pretrain_dir)
+def write_reviews(directory, num_train: int, num_dev: int) -> None:
+  """directory/train.csv and dev.csv: 'review,stars' rows, 'good' exactly when 'alpha' is in
+  the review (a rule a few steps can learn)."""
   rng = np.random.default_rng(0)
   words = "alpha beta gamma delta river stone light water green small".split()
-  for name, count in (("train.csv", 48), ("dev.csv", 16)):
-    with open(tmp_path / name, "w") as f:
+  for name, count in (("train.csv", num_train), ("dev.csv", num_dev)):
+    with open(directory / name, "w") as f:
       f.write("review,stars\n")
       for _ in range(count):
         sentence = list(rng.choice(words, 6))
         label = "good" if "alpha" in sentence else "bad"
         f.write(f"{' '.join(sentence)},{label}\n")
+
+
+def test_pretrain_then_finetune_a_local_csv_and_resume(tmp_path, capsys):
+  """The README's path: pre-train, then classify a small labelled file from that checkpoint."""
+  pretrain_dir = str(tmp_path / "pretrain")
+  corpus = write_corpus(str(tmp_path))
+  train.train_and_evaluate(small_config(corpus, num_train_steps=2), pretrain_dir)
+  write_reviews(tmp_path, 48, 16)
   config = _config("classification", "", train_file=str(tmp_path / "train.csv"),
                    eval_file=str(tmp_path / "dev.csv"), text_a_key="review", label_key="stars",
                    max_examples=0)
