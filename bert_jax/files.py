@@ -1,6 +1,7 @@
 """Comma-separated globs -> files, local or gs://, with errors that name the field."""
 
 from collections.abc import Sequence
+import os
 
 import tensorflow as tf
 
@@ -32,3 +33,36 @@ def match_files(patterns: Sequence[str] | str, field: str) -> list[str]:
         raise errors.UserError(f"{field}: {path!r} (matched by {pattern!r}) is a directory")
     files.extend(matches)
   return files
+
+
+def output_file(section: str, named: str, input_file: str, overwrite: bool, default: str) -> str:
+  """Where a mode writes its result: `named`, else `default`.
+
+  A named file is never the input, and no file that exists is replaced unless `overwrite`
+  (config `<section>.overwrite`): the run stops with one line before computing anything.
+
+  Args:
+    section: The config section, for errors ('encode', 'predict').
+    named: `<section>.output_file`; '' = `default`.
+    input_file: `<section>.input_file`.
+    overwrite: `<section>.overwrite`.
+    default: The path in the workdir.
+  """
+  path = named or default
+  if input_file and os.path.abspath(path) == os.path.abspath(input_file):
+    raise errors.UserError(f"{section}.output_file={path} is {section}.input_file: it would "
+                           "replace the input")
+  if named and tf.io.gfile.exists(path) and not overwrite:
+    raise errors.UserError(f"{section}.output_file={path} exists: set "
+                           f"--config.{section}.overwrite=true to replace it")
+  return path
+
+
+def write_whole(path: str, data: bytes) -> None:
+  """Writes `data` to `path` (local or gs://) under a temporary name, renamed when whole: an
+  interrupted write leaves the old file."""
+  tf.io.gfile.makedirs(os.path.dirname(path) or ".")
+  partial = f"{path}.partial-{os.getpid()}"
+  with tf.io.gfile.GFile(partial, "wb") as f:
+    f.write(data)
+  tf.io.gfile.rename(partial, path, overwrite=True)

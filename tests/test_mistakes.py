@@ -65,7 +65,7 @@ def test_encode_never_replaces_its_input_nor_an_existing_output_unasked(tmp_path
   config.mode = "encode"
   config.encode.update(input_file=str(text), output_file=str(text))
   assert _error(encode.encode_file, config, str(tmp_path)) == (
-      f"encode.output_file={text} is encode.input_file: it would replace the text")
+      f"encode.output_file={text} is encode.input_file: it would replace the input")
   output = tmp_path / "old.npz"
   output.write_bytes(b"earlier embeddings")
   config.encode.output_file = str(output)

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files
 from bert_jax.config import validation
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import finetune_data
@@ -162,21 +163,6 @@ def _load_encoder(config: ml_collections.ConfigDict, source: str
   return loaded_config.with_runtime_of(config.model), params, vocab
 
 
-def _output_file(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Where the embeddings go; a named file is never the input, nor replaced unless asked."""
-  named = config.encode.output_file
-  if not named:
-    return os.path.join(workdir, "embeddings.npz")
-  input_file = config.encode.input_file
-  if input_file and os.path.abspath(named) == os.path.abspath(input_file):
-    raise errors.UserError(f"encode.output_file={named} is encode.input_file: it would replace "
-                           "the text")
-  if tf.io.gfile.exists(named) and not config.encode.overwrite:
-    raise errors.UserError(f"encode.output_file={named} exists: set "
-                           "--config.encode.overwrite=true to replace it")
-  return named
-
-
 def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the [CLS], pooled and mean embeddings of every line of config.encode.input_file.
 
@@ -191,7 +177,9 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   """
   mesh = sharding.create_mesh(config.mesh)
   validation.validate(config, mesh)
-  output_file = _output_file(config, workdir)
+  output_file = files.output_file("encode", config.encode.output_file, config.encode.input_file,
+                                  config.encode.overwrite,
+                                  os.path.join(workdir, "embeddings.npz"))
   lines = read_lines(config.encode.input_file)
   rules = sharding.logical_axis_rules(config)
   source, _ = resume.params_source(config, workdir)
@@ -221,15 +209,10 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     embeddings = packing.unpack(embeddings, packed, "text")
 
   if jax.process_index() == 0:
-    tf.io.gfile.makedirs(os.path.dirname(output_file) or ".")
     # Built in memory: a zip needs a seekable file, and a GFile being written is not one.
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.asarray(v, np.float32) for k, v in embeddings.items()})
-    # Under a temporary name, renamed when whole: an interrupted write leaves the old file.
-    partial = f"{output_file}.partial-{os.getpid()}"
-    with tf.io.gfile.GFile(partial, "wb") as f:
-      f.write(buffer.getvalue())
-    tf.io.gfile.rename(partial, output_file, overwrite=True)
+    files.write_whole(output_file, buffer.getvalue())
   report.line(f"Encoded {len(lines)} lines of {config.encode.input_file} into {output_file}: "
               f"'cls', 'pooled' and 'mean', float32 [{len(lines)}, {model_config.hidden_size}] "
               f"each")
