@@ -58,6 +58,9 @@ def main(argv: list[str]) -> None:
     elif config.mode == "encode":
       from bert_jax.finetuning import encode  # pylint: disable=g-import-not-at-top
       encode.encode_file(config, _WORKDIR.value)
+    elif config.mode == "predict":
+      from bert_jax.finetuning import predict  # pylint: disable=g-import-not-at-top
+      predict.predict_file(config, _WORKDIR.value)
     elif config.mode == "finetune":
       from bert_jax.finetuning import finetune  # pylint: disable=g-import-not-at-top
       finetune.finetune(config, _WORKDIR.value)

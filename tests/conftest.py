@@ -64,3 +64,25 @@ def tfds_mock_hosts(monkeypatch):
   hosts count as reachable (this machine is offline; the real probe is tested in
   test_mistakes)."""
   monkeypatch.setattr(tfds_datasets, "reachable", lambda host, port=443: True)
+
+
+@pytest.fixture(scope="session")
+def review_classifier(tmp_path_factory):
+  """A small model pre-trained for 2 steps, and a classifier fine-tuned from it for 3 steps on
+  review CSVs: (the data directory, the pre-training workdir, the fine-tuning workdir)."""
+  # pylint: disable=g-import-not-at-top
+  from bert_jax.finetuning import finetune
+  from bert_jax.pretraining import train
+  from test_finetune import _config, write_reviews
+  from test_train import small_config, write_corpus
+  directory = tmp_path_factory.mktemp("reviews")
+  pretrain_dir, workdir = str(directory / "pretrain"), str(directory / "cls")
+  train.train_and_evaluate(small_config(write_corpus(str(directory)), num_train_steps=2),
+                           pretrain_dir)
+  write_reviews(directory, 24, 12)
+  config = _config("classification", "", train_file=str(directory / "train.csv"),
+                   eval_file=str(directory / "dev.csv"), text_a_key="review", label_key="stars",
+                   max_examples=0)
+  config.init_checkpoint = pretrain_dir
+  finetune.finetune(config, workdir)
+  return directory, pretrain_dir, workdir

@@ -30,14 +30,12 @@ from bert_jax.interop import export
 from bert_jax.interop import hf_heads
 from bert_jax.interop import hf_tokenizer
 from bert_jax.model import modeling
-from bert_jax.pretraining import train
 from bert_jax.runtime import resume
 from bert_jax.tokenizers import tokenization
 from bert_jax.tokenizers import wordpiece
 from conftest import synthetic_documents
 from test_finetune import _config as finetune_config
-from test_finetune import write_reviews
-from test_train import REPO, small_config, write_corpus
+from test_train import REPO
 
 TOLERANCE = 1e-5
 # Every dimension differs, so a wrong transpose or head split fails.
@@ -47,7 +45,15 @@ LABELS = ("bad", "good", "neutral")
 TAGS = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
 HF_CLASSES = {"classification": "BertForSequenceClassification",
               "regression": "BertForSequenceClassification",
-              "token": "BertForTokenClassification", "span": "BertForQuestionAnswering"}
+              "token": "BertForTokenClassification", "span": "BertForQuestionAnswering",
+              "multiple_choice": "BertForMultipleChoice"}
+FAMILIES = list(HF_CLASSES)
+NUM_LABELS = {"classification": 3, "regression": 1, "token": 5, "span": 2, "multiple_choice": 1}
+
+
+def _as_choices(family, inputs):
+  """Multiple choice reads [questions, choices, length]: the two rows as two choices of one."""
+  return tuple(x[None] for x in inputs) if family == "multiple_choice" else inputs
 
 
 def _hf_model(family: str):
@@ -91,18 +97,17 @@ def _jax_logits(config, head, params, *inputs):
   return np.stack(out, -1) if isinstance(out, tuple) else np.asarray(out)
 
 
-@pytest.mark.parametrize("family", ["classification", "regression", "token", "span"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_hf_fine_tuned_models_load_with_their_head(family, tmp_path):
   model = _hf_model(family)
   model.save_pretrained(tmp_path / "hf")
   config, params, report = convert.load_params(str(tmp_path / "hf"), return_report=True)
   labels = {"classification": LABELS, "token": TAGS}.get(family)
-  num_labels = {"classification": 3, "regression": 1, "token": 5, "span": 2}[family]
-  assert report.head == hf_heads.Head(family, num_labels, labels)
+  assert report.head == hf_heads.Head(family, NUM_LABELS[family], labels)
   # HF builds token and span models without a pooler: ours is initialised, and unused.
   assert report.initialized == (["bert/pooler/bias", "bert/pooler/kernel"]
                                 if family in ("token", "span") else [])
-  inputs = _inputs()
+  inputs = _as_choices(family, _inputs())
   difference = np.max(np.abs(_jax_logits(config, report.head, params, *inputs) -
                              _hf_logits(model, *inputs)))
   assert difference < TOLERANCE, difference
@@ -113,8 +118,7 @@ def _export(family, sentencepiece_model, tmp_path):
   holding its vocabulary."""
   config = modeling.BertConfig(**HF_CONFIG)
   labels = {"classification": LABELS, "token": TAGS}.get(family)
-  num_labels = {"classification": 3, "regression": 1, "token": 5, "span": 2}[family]
-  head = hf_heads.Head(family, num_labels, labels)
+  head = hf_heads.Head(family, NUM_LABELS[family], labels)
   ids = np.zeros((1, 1), np.int32)
   params = nn.meta.unbox(hf_heads.model_for(config, head).init(
       jax.random.key(1), *hf_heads.dummy_inputs(head, ids))["params"])
@@ -127,13 +131,14 @@ def _export(family, sentencepiece_model, tmp_path):
   return config, head, params, out
 
 
-@pytest.mark.parametrize("family", ["classification", "regression", "token", "span"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_exports_load_in_transformers_and_its_pipelines_agree(family, sentencepiece_model,
                                                               tmp_path):
   config, head, params, out = _export(family, sentencepiece_model, tmp_path)
   auto = {"classification": "AutoModelForSequenceClassification",
           "regression": "AutoModelForSequenceClassification",
-          "token": "AutoModelForTokenClassification", "span": "AutoModelForQuestionAnswering"}
+          "token": "AutoModelForTokenClassification", "span": "AutoModelForQuestionAnswering",
+          "multiple_choice": "AutoModelForMultipleChoice"}
   model = getattr(transformers, auto[family]).from_pretrained(out).eval()
   assert type(model).__name__ == HF_CLASSES[family]
   hf_tokenizer_ = transformers.AutoTokenizer.from_pretrained(out)
@@ -149,10 +154,12 @@ def test_exports_load_in_transformers_and_its_pipelines_agree(family, sentencepi
   np.testing.assert_array_equal(theirs["input_ids"], ours["input_ids"])
   np.testing.assert_array_equal(theirs["token_type_ids"], ours["segment_ids"])
   np.testing.assert_array_equal(theirs["attention_mask"], ours["input_mask"])
-  inputs = (ours["input_ids"], ours["segment_ids"], ours["input_mask"])
+  inputs = _as_choices(family, (ours["input_ids"], ours["segment_ids"], ours["input_mask"]))
   logits = _jax_logits(config, head, params, *inputs)
   difference = np.max(np.abs(logits - _hf_logits(model, *inputs)))
   assert difference < TOLERANCE, difference
+  if family == "multiple_choice":
+    return  # transformers has no multiple-choice pipeline.
 
   pipe_task = export._PIPELINES[family][0]  # pylint: disable=protected-access
   pipe = transformers.pipeline(pipe_task, model=out, device="cpu")
@@ -226,20 +233,10 @@ def test_wordpiece_vocab_exports_with_its_casing(do_lower_case, tmp_path):
     assert theirs(text, add_special_tokens=False)["input_ids"] == ours.encode(text), text
 
 
-def test_pretrain_finetune_export_and_pipelines_match_bert_jax(tmp_path, capsys):
+def test_pretrain_finetune_export_and_pipelines_match_bert_jax(review_classifier, tmp_path):
   """The user's path: pre-train, fine-tune, export both (the CLI), and transformers' pipelines
   give bert_jax's own eval predictions and MLM probabilities."""
-  corpus = write_corpus(str(tmp_path))
-  pretrain_dir = str(tmp_path / "pretrain")
-  train.train_and_evaluate(small_config(corpus, num_train_steps=2), pretrain_dir)
-  write_reviews(tmp_path, 24, 12)
-  config = finetune_config("classification", "", train_file=str(tmp_path / "train.csv"),
-                           eval_file=str(tmp_path / "dev.csv"), text_a_key="review",
-                           label_key="stars", max_examples=0)
-  config.init_checkpoint = pretrain_dir
-  workdir = str(tmp_path / "cls")
-  finetune.finetune(config, workdir)
-  capsys.readouterr()
+  data_dir, pretrain_dir, workdir = review_classifier
 
   def run(*args):
     result = subprocess.run([sys.executable, "-m", "bert_jax.interop", *args, "--format=hf"],
@@ -252,7 +249,7 @@ def test_pretrain_finetune_export_and_pipelines_match_bert_jax(tmp_path, capsys)
   assert "BertForSequenceClassification (bad, good)" in out
   rows = [json.loads(line) for line in open(os.path.join(workdir, "predictions", "step_3",
                                                          "validation.jsonl"))]
-  texts = [r["review"] for r in csv.DictReader(open(tmp_path / "dev.csv"))]
+  texts = [r["review"] for r in csv.DictReader(open(data_dir / "dev.csv"))]
   pipe = transformers.pipeline("text-classification", model=str(tmp_path / "cls_hf"),
                                device="cpu")
   for row, scores in zip(rows, pipe(texts, top_k=None, truncation=True)):

@@ -138,7 +138,7 @@ def test_missing_field_and_unknown_mode():
   config = tiny.get_config()
   config.mode = "distill"
   assert _error(validation.check_fields, config) == (
-      "config.mode='distill' is not 'pretrain', 'eval', 'encode' or 'finetune'")
+      "config.mode='distill' is not 'pretrain', 'eval', 'encode', 'finetune' or 'predict'")
 
 
 def test_unknown_override_names_the_whole_path():

@@ -16,7 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # What main runs: 'pretrain' (MLM + NSP); 'eval' (the held-out MLM/NSP metrics of the
   # workdir's latest checkpoint, or of init_checkpoint); 'encode' (embeddings of the lines of
-  # encode.input_file). configs/finetune.py and the task configs set 'finetune'.
+  # encode.input_file); 'predict' (a model's labels, spans, tags or [MASK] fillers for
+  # predict.input_file). configs/finetune.py and the task configs set 'finetune'.
   config.mode = "pretrain"
   # Seed of everything random: init, data order, masks, dropout.
   config.seed = 0
@@ -238,6 +239,21 @@ def get_config() -> ml_collections.ConfigDict:
   encode.overwrite = False
   # Rows per forward pass, global (packed rows, data.packing, hold several sequences each).
   encode.batch_size = 64
+
+  # mode='predict': a model's predictions for new inputs, one JSON line each
+  # (bert_jax/finetuning/predict.py says what each kind of model reads and writes).
+  predict = config.predict = ml_collections.ConfigDict()
+  # Inputs: text lines (.txt; fill-mask: lines holding [MASK]), a table with the task's text
+  # columns (.csv/.tsv/.jsonl), or SQuAD JSON (.json) for a question-answering model.
+  predict.input_file = ""
+  # Where to write the JSON lines; '' = WORKDIR/predictions.jsonl.
+  predict.output_file = ""
+  # Replace a predict.output_file that exists (without it, the run stops before anything runs).
+  predict.overwrite = False
+  # Rows per forward pass, global.
+  predict.batch_size = 64
+  # Fill-mask: how many tokens to list for each [MASK], most probable first.
+  predict.top_k = 5
 
   # The device mesh: size of each axis, -1 = all devices left. Mesh axes: 'data' (data
   # parallel), 'fsdp' (params sharded, data parallel), 'tensor' (model parallel).

@@ -67,6 +67,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Labels of a local classification/NER file in id order, comma-separated ('' = the sorted
   # distinct labels of the training file).
   config.data.label_names = ""
+  # Multiple choice: the columns of the endings, comma-separated ('' = SWAG's ending0..ending3).
+  # The context is data.text_a_key ('' = 'sent1'), the start of every ending data.text_b_key
+  # ('' = 'sent2'; '-' = none), the right ending's index data.label_key ('' = 'label').
+  config.data.choice_keys = ""
   # Read at most this many examples per split (0 = all): quick runs.
   config.data.max_examples = 0
   # SQuAD: window stride over long contexts, in tokens.

@@ -22,9 +22,10 @@ RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
 _SOURCES = ("embedded", "text", "tfds", "tfrecord")
 # The config every config of a mode starts from: what decides which fields exist.
 _REFERENCE_CONFIGS = {"pretrain": "bert_jax.config.base", "eval": "bert_jax.config.base",
-                      "encode": "bert_jax.config.base", "finetune": "bert_jax.config.finetune"}
+                      "encode": "bert_jax.config.base", "finetune": "bert_jax.config.finetune",
+                      "predict": "bert_jax.config.base"}
 _MODE_NAMES = [repr(mode) for mode in _REFERENCE_CONFIGS]
-# For messages: "'pretrain', 'eval', 'encode' or 'finetune'".
+# For messages: "'pretrain', 'eval', 'encode', 'finetune' or 'predict'".
 MODES = ", ".join(_MODE_NAMES[:-1]) + " or " + _MODE_NAMES[-1]
 
 
@@ -66,7 +67,10 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
     raise errors.UserError(f"config.mode is missing: {MODES}")
   if config.mode not in _REFERENCE_CONFIGS:
     raise errors.UserError(f"config.mode={config.mode!r} is not {MODES}")
-  reference = _reference_fields(config.mode)
+  # predict runs with a pre-training config (fill-mask) or a fine-tuning one (the task's
+  # columns and lengths): the one the config's fields show.
+  mode = "finetune" if config.mode == "predict" and "task" in config else config.mode
+  reference = _reference_fields(mode)
   if reference is None:
     return
   module_name, known = reference
@@ -137,8 +141,10 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
                            "range of steps ('20-25', first <= last)")
   if config.mode == "finetune":
     _check_finetuning(config, mesh)
-  elif config.mode == "encode":
-    _check_batch_size(config.encode, "encode.batch_size", mesh)
+  elif config.mode in ("encode", "predict"):
+    _check_batch_size(config[config.mode], f"{config.mode}.batch_size", mesh)
+    if config.mode == "predict" and config.predict.top_k < 1:
+      raise errors.UserError(f"predict.top_k={config.predict.top_k} must be at least 1")
   else:  # 'pretrain' and 'eval': the pre-training data and eval.
     _check_pretraining(config)
     validate_batch_sizes(config, mesh)

@@ -199,7 +199,9 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
         out_shardings=(state_shardings, replicated), donate_argnums=(0,))
     p_predict = jax.jit(functools.partial(finetune_program.predict_step, model=model),
                         in_shardings=(state_shardings.params, batch_sharding))
-    seq_length = data.train["input_ids"].shape[1]
+    # [examples, length], or [examples, choices, length]: a choice is a sequence of its own.
+    seq_length = data.train["input_ids"].shape[-1]
+    sequences_per_row = math.prod(data.train["input_ids"].shape[1:-1])
     main_metric = data.metrics[0]
     best = {"step": 0, "value": -math.inf}
     # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
@@ -219,8 +221,9 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
                         for k, v in train_features.items()}
       compiled = p_step.lower(state, abstract_batch, dropout_rng).compile()
       # The work done: step_rows rows of seq_length (packed, they hold batch_size examples).
-      flops_per_step = flops.finetuning_flops_per_step(model_config, step_rows, seq_length,
-                                                       data.family, data.num_labels)
+      flops_per_step = flops.finetuning_flops_per_step(
+          model_config, step_rows * sequences_per_row, seq_length,
+          "classification" if data.family == "multiple_choice" else data.family, data.num_labels)
       reporter = progress.Progress(step - 1, num_steps, batch_size, seq_length, flops_per_step,
                                    peak[0] * 1e12 * jax.device_count())
       return loop.Segment(1, num_steps, compiled, next_batch, reporter, flops_per_step,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bert_jax.interop import hf_heads
 from bert_jax.model import heads
 from bert_jax.model import modeling
 from bert_jax.runtime import nan_guard
@@ -20,11 +21,8 @@ from bert_jax.runtime import train_state
 
 
 def create_model(family: str, model_config: modeling.BertConfig, num_labels: int) -> nn.Module:
-  if family == "span":
-    return heads.BertForQuestionAnswering(model_config)
-  if family == "token":
-    return heads.BertForTokenClassification(model_config, num_labels)
-  return heads.BertForSequenceClassification(model_config, num_labels)
+  """The task family's model (interop/hf_heads.py: the one HF architecture each maps to)."""
+  return hf_heads.model_for(model_config, hf_heads.Head(family, num_labels))
 
 
 def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Array:
@@ -38,6 +36,7 @@ def task_loss(family: str, outputs: Any, batch: dict[str, jax.Array]) -> jax.Arr
                             batch["label_weights"] * weights[:, None])
   if family == "regression":
     return heads.regression_loss(outputs, batch["label_ids"], weights)
+  # Classification, and multiple choice: its logits [batch, choices] are a choice's scores.
   return heads.classification_loss(outputs, batch["label_ids"], weights)
 
 

@@ -20,6 +20,12 @@ from bert_jax.finetuning.data import finetune_data
 from bert_jax.finetuning.data import squad_postprocess
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+  """In float64: the probabilities a user compares with other tools' scores."""
+  shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
+  return np.exp(shifted) / np.sum(np.exp(shifted), axis=-1, keepdims=True)
+
+
 def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet,
                     logits: np.ndarray) -> tuple[dict[str, float], Any]:
   labels = eval_set.features["label_ids"]
@@ -29,14 +35,23 @@ def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSe
             for e, p in zip(eval_set.examples, predictions)]
   else:
     predictions = np.argmax(logits, axis=-1)
-    # Softmax in float64: the probabilities a user compares with other tools' scores.
-    shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
-    probabilities = np.exp(shifted) / np.sum(np.exp(shifted), axis=-1, keepdims=True)
+    probabilities = _softmax(logits)
     rows = [{"guid": e.guid, "prediction": task.label_names[p],
              "probabilities": dict(zip(task.label_names, map(float, q))),
              "label": None if e.label is None else task.label_names[e.label]}
             for e, p, q in zip(eval_set.examples, predictions, probabilities)]
   return task_metrics.glue_metrics(task.metrics, predictions, labels), rows
+
+
+def _choice(eval_set: finetune_data.EvalSet, logits: np.ndarray
+            ) -> tuple[dict[str, float], Any]:
+  """Accuracy of the best-scoring ending; a row per question with every ending's probability."""
+  probabilities = _softmax(logits)
+  predictions = np.argmax(logits, axis=-1)
+  rows = [{"guid": e.guid, "prediction": int(p), "probabilities": [float(x) for x in q],
+           "label": e.label} for e, p, q in zip(eval_set.examples, predictions, probabilities)]
+  return task_metrics.glue_metrics(("accuracy",), predictions,
+                                   eval_set.features["label_ids"]), rows
 
 
 def _token(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet,
@@ -77,6 +92,8 @@ def score(task: finetune_data.TaskData, eval_set: finetune_data.EvalSet, outputs
     return _span(task, eval_set, outputs, config, tokenizer)
   if task.family == "token":
     return _token(task, eval_set, outputs)
+  if task.family == "multiple_choice":
+    return _choice(eval_set, outputs)
   return _classification(task, eval_set, outputs)
 
 

@@ -42,7 +42,7 @@ class Exported:
   files: list[str]
 
 
-def _vocabulary(path: str, report: convert.LoadReport, vocab_file: str | None,
+def vocabulary(path: str, report: convert.LoadReport, vocab_file: str | None,
                 do_lower_case: bool | None) -> tuple[str, bool]:
   """The vocabulary the model was trained with, and its casing: the flags, else what the
   checkpoint records or keeps beside it."""
@@ -65,10 +65,18 @@ def _vocabulary(path: str, report: convert.LoadReport, vocab_file: str | None,
 
 
 def _readme(head: hf_heads.Head, config: modeling.BertConfig, source: str, output: str) -> str:
-  task, example = _PIPELINES[head.family]
   labels = f" Labels: {', '.join(head.label_names)}." if head.label_names else ""
-  # Longer inputs are cut as bert_jax cuts them (tokenizer_config's model_max_length).
-  truncation = ", truncation=True" if head.family in ("classification", "regression") else ""
+  if head.family in _PIPELINES:
+    task, example = _PIPELINES[head.family]
+    # Longer inputs are cut as bert_jax cuts them (tokenizer_config's model_max_length).
+    truncation = ", truncation=True" if head.family in ("classification", "regression") else ""
+    use = (f'    pipe = transformers.pipeline("{task}", model="{output}")\n'
+           f"    print(pipe({example}{truncation}))\n")
+  else:  # Multiple choice has no pipeline: each (context, ending) pair, scored together.
+    use = ('    encoded = tokenizer(["a context"] * 2, ["one ending", "another ending"],\n'
+           '                        truncation=True, padding=True, return_tensors="pt")\n'
+           "    scores = model(**{k: v[None] for k, v in encoded.items()}).logits  "
+           "# [1, choices]\n")
   return f"""# BERT exported by bert_jax
 
 {head.architecture}, L{config.num_hidden_layers}/H{config.hidden_size}/\
@@ -81,11 +89,9 @@ TensorFlow path off: set USE_TF=0 before transformers is imported.
     os.environ["USE_TF"] = "0"
     import transformers
 
-    pipe = transformers.pipeline("{task}", model="{output}")
-    print(pipe({example}{truncation}))
     model = transformers.{head.architecture}.from_pretrained("{output}")
     tokenizer = transformers.AutoTokenizer.from_pretrained("{output}")
-"""
+{use}"""
 
 
 def _in_place(output: str, overwrite: bool, write) -> None:
@@ -136,7 +142,7 @@ def export_hf(path: str, output: str, *, vocab_file: str | None = None,
     What was read and written.
   """
   config, params, report = convert.load_params(path, bert_config, return_report=True)
-  vocab_file, do_lower_case = _vocabulary(path, report, vocab_file, do_lower_case)
+  vocab_file, do_lower_case = vocabulary(path, report, vocab_file, do_lower_case)
   # Read before anything is written: a vocabulary that is missing or not bert_jax's is a
   # one-line error, and one larger than the embeddings a mismatch.
   from bert_jax.tokenizers import tokenization  # pylint: disable=g-import-not-at-top
@@ -166,10 +172,10 @@ def export_orbax(path: str, output: str, *, vocab_file: str | None = None,
   the vocabulary (as vocab.txt or vocab.model) when one is given or found."""
   config, params, report = convert.load_params(path, bert_config, return_report=True)
   if vocab_file:
-    vocab_file, _ = _vocabulary(path, report, vocab_file, None)
+    vocab_file, _ = vocabulary(path, report, vocab_file, None)
   else:
     try:
-      vocab_file, _ = _vocabulary(path, report, None, None)
+      vocab_file, _ = vocabulary(path, report, None, None)
     except errors.UserError:
       vocab_file = ""  # Weights only: fine-tuning from it then names its data.vocab_file.
     if vocab_file and not tf.io.gfile.exists(vocab_file):

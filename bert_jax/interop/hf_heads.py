@@ -8,6 +8,7 @@ with its labels. Each maps to one `transformers` architecture:
   regression       BertForSequenceClassification   'classifier' [hidden, 1], problem_type regression
   token            BertForTokenClassification      'classifier' on every token (no pooler in HF)
   span             BertForQuestionAnswering        'qa_outputs' (start, end) (no pooler in HF)
+  multiple_choice  BertForMultipleChoice           'classifier' [hidden, 1]: a score per choice
 
 The params of a fine-tuned model are `{'bert': ..., <head>: {'kernel', 'bias'}}`, as
 model/heads.py builds them; a pre-training model's are `{'bert': ..., 'cls': ...}`.
@@ -22,17 +23,18 @@ from bert_jax import errors
 from bert_jax.model import heads
 from bert_jax.model import modeling
 
-FAMILIES = ("pretraining", "classification", "regression", "token", "span")
+FAMILIES = ("pretraining", "classification", "regression", "token", "span", "multiple_choice")
 ARCHITECTURES = {
     "pretraining": "BertForPreTraining",
     "classification": "BertForSequenceClassification",
     "regression": "BertForSequenceClassification",
     "token": "BertForTokenClassification",
     "span": "BertForQuestionAnswering",
+    "multiple_choice": "BertForMultipleChoice",
 }
 # Our head's param group; HF names the same module the same way.
 HEAD_PARAMS = {"classification": "classifier", "regression": "classifier",
-               "token": "classifier", "span": "qa_outputs"}
+               "token": "classifier", "span": "qa_outputs", "multiple_choice": "classifier"}
 # HF builds these architectures' BertModel with add_pooling_layer=False: no pooler weights.
 WITHOUT_POOLER = ("token", "span")
 
@@ -43,8 +45,8 @@ class Head:
 
   Attributes:
     family: One of FAMILIES.
-    num_labels: Outputs per example (classification, token) or 1 (regression); 2 for span
-      (start, end); 0 for pre-training.
+    num_labels: Outputs per example (classification, token) or 1 (regression, and multiple
+      choice: one score per choice); 2 for span (start, end); 0 for pre-training.
     label_names: Label names in id order (classification, token); None where there are none.
   """
   family: str = "pretraining"
@@ -95,10 +97,13 @@ def from_hf_config(values: dict[str, Any], tensor_names, source: str) -> Head:
   num_labels = len(labels) if labels else int(values.get("num_labels", 2))
   if architecture == "BertForTokenClassification":
     return Head("token", num_labels, labels)
+  if architecture == "BertForMultipleChoice":
+    return Head("multiple_choice", 1)
   if architecture != "BertForSequenceClassification":
     raise errors.UserError(
         f"{source}: has a 'classifier' but config.json names architectures={architecture or None!r}"
-        "; set it to BertForSequenceClassification or BertForTokenClassification")
+        "; set it to BertForSequenceClassification, BertForTokenClassification or "
+        "BertForMultipleChoice")
   if values.get("problem_type") == "regression" or num_labels == 1:
     return Head("regression", 1)
   if values.get("problem_type") == "multi_label_classification":
@@ -115,10 +120,14 @@ def model_for(config: modeling.BertConfig, head: Head) -> nn.Module:
     return heads.BertForQuestionAnswering(config)
   if head.family == "token":
     return heads.BertForTokenClassification(config, head.num_labels)
+  if head.family == "multiple_choice":
+    return heads.BertForMultipleChoice(config)
   return heads.BertForSequenceClassification(config, head.num_labels)
 
 
 def dummy_inputs(head: Head, ids) -> tuple[Any, ...]:
   """The positional inputs `model_for(...).init` takes, all `ids` (a [1, 1] int array)."""
+  if head.family == "multiple_choice":
+    ids = ids[:, None]  # [batch, choices, length]
   # input_ids, segment_ids, input_mask (+ masked_lm_positions for pre-training).
   return (ids,) * (4 if head.family == "pretraining" else 3)

@@ -8,8 +8,11 @@ the task head is initialised as the original does (truncated normal, zero bias).
   classification, and regression (STS-B) with one output.
 - BertForQuestionAnswering: every token -> 'qa_outputs' (start, end); SQuAD.
 - BertForTokenClassification: every token -> dropout -> 'classifier'; NER.
+- BertForMultipleChoice: each (context, ending) pair's [CLS] -> pooler -> dropout ->
+  'classifier' (one score), softmax over the choices; SWAG.
 
-Each takes packed rows too (`**packing`: modeling.PACKING_INPUTS, finetuning/data/packing.py).
+Each but multiple choice takes packed rows too (`**packing`: modeling.PACKING_INPUTS,
+finetuning/data/packing.py).
 
 `reinit_top_layers` gives a head's encoder a fresh top (train.reinit_top_layers).
 """
@@ -75,6 +78,24 @@ class BertForTokenClassification(nn.Module):
     sequence_output = nn.Dropout(self.config.hidden_dropout_prob)(
         sequence_output, deterministic=deterministic)
     return _output_layer(self.config, self.num_labels, "classifier")(sequence_output)
+
+
+class BertForMultipleChoice(nn.Module):
+  """`logits [batch, choices]`: one score per (context, ending) pair from its pooled [CLS], the
+  choices then compared by a softmax (SWAG). Inputs are [batch, choices, length]."""
+  config: modeling.BertConfig
+
+  @nn.compact
+  def __call__(self, input_ids: jax.Array, segment_ids: jax.Array, input_mask: jax.Array,
+               deterministic: bool = True) -> jax.Array:
+    batch, choices, length = input_ids.shape
+    # [batch, choices, length] -> [batch * choices, length]: every pair is its own sequence.
+    flat = [x.reshape(batch * choices, length) for x in (input_ids, segment_ids, input_mask)]
+    _, pooled_output = modeling.BertModel(self.config, name="bert")(*flat, deterministic)
+    pooled_output = nn.Dropout(self.config.hidden_dropout_prob)(
+        pooled_output, deterministic=deterministic)
+    logits = _output_layer(self.config, 1, "classifier")(pooled_output)  # [batch * choices, 1]
+    return logits.reshape(batch, choices)
 
 
 def _weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:

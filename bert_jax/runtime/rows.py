@@ -22,7 +22,9 @@ def host_rows(global_batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # The model's inputs: unpacked rows have the first three, packed rows all of them.
-_INPUT_KEYS = ("input_ids", "input_mask", "segment_ids", *modeling.PACKING_INPUTS)
+# What a prediction reads of a row (the MLM's positions: fill-mask, finetuning/predict.py).
+_INPUT_KEYS = ("input_ids", "input_mask", "segment_ids", *modeling.PACKING_INPUTS,
+               "masked_lm_positions")
 
 
 def predict_rows(p_predict, params, features: dict[str, np.ndarray], batch_size: int,

@@ -1,6 +1,6 @@
 """Small tasks made from the embedded corpus, to try fine-tuning end to end with no download.
 
-    python -m bert_jax.data.example_task --output_dir=DIR [--format=squad]
+    python -m bert_jax.data.example_task --output_dir=DIR [--format=squad|swag]
 
 Default: DIR/train.csv and DIR/dev.csv (columns `sentence,label`; labels asyncio, email,
 unittest, xml): which package a docstring sentence of this Python's standard library is from,
@@ -10,6 +10,10 @@ a real classification task (README, "Fine-tuning").
 same packages' docstrings: the context is a run of up to PARAGRAPH_SENTENCES sentences, the
 question one of them with a word replaced by "what", the answer that word in the context.
 Contexts of real docstring length, for `task=squad` on local files (docs/finetuning.md).
+
+`--format=swag`: DIR/train.csv and DIR/dev.csv in SWAG's CSV layout (sent1, sent2,
+ending0..ending3, label): a docstring sentence, the first SWAG_START_WORDS words of the
+sentence after it, and four endings of which one is the rest of that sentence; `task=swag`.
 """
 
 import csv
@@ -113,9 +117,55 @@ def write_squad_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0
   return sizes
 
 
+# The words of the next sentence given as the start of every ending (SWAG's sent2).
+SWAG_START_WORDS = 3
+
+
+def swag_rows(stdlib_dir: str | None = None, seed: int = 0) -> list[list]:
+  """SWAG's CSV rows [sent1, sent2, ending0..ending3, label]: a docstring sentence, the first
+  words of the sentence after it, and four endings, one the rest of that sentence and three
+  the rests of other sentences of the same package (so the topic alone does not tell)."""
+  stdlib_dir = stdlib_dir or sysconfig.get_paths()["stdlib"]
+  rng = random.Random(seed)
+  rows = []
+  for package in PACKAGES:
+    pairs = [(first, second.split(" "))
+             for document in corpus.stdlib_documents(os.path.join(stdlib_dir, package))
+             for first, second in zip(document, document[1:])
+             if len(second.split(" ")) > SWAG_START_WORDS + 2]
+    rests = [" ".join(words[SWAG_START_WORDS:]) for _, words in pairs]
+    for index, (first, words) in enumerate(pairs):
+      right = " ".join(words[SWAG_START_WORDS:])
+      wrong = rng.sample([r for r in rests[:index] + rests[index + 1:] if r != right], 3)
+      label = rng.randrange(4)
+      endings = wrong[:label] + [right] + wrong[label:]
+      rows.append([first, " ".join(words[:SWAG_START_WORDS]), *endings, label])
+  return rows
+
+
+def write_swag_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0
+                    ) -> dict[str, int]:
+  """Shuffles the rows (seeded), writes train.csv and dev.csv; returns their sizes."""
+  rows = swag_rows(seed=seed)
+  random.Random(seed).shuffle(rows)
+  num_dev = int(len(rows) * dev_fraction)
+  os.makedirs(output_dir, exist_ok=True)
+  sizes = {}
+  for name, part in (("dev.csv", rows[:num_dev]), ("train.csv", rows[num_dev:])):
+    path = os.path.join(output_dir, name)
+    with open(path + ".tmp", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["sent1", "sent2", "ending0", "ending1", "ending2", "ending3", "label"])
+      writer.writerows(part)
+    os.replace(path + ".tmp", path)
+    sizes[name] = len(part)
+  return sizes
+
+
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the task's files go.")
-_FORMAT = flags.DEFINE_enum("format", "csv", ["csv", "squad"],
-                            "csv: package classification; squad: a cloze SQuAD v1.1 task.")
+_FORMAT = flags.DEFINE_enum("format", "csv", ["csv", "squad", "swag"],
+                            "csv: package classification; squad: a cloze SQuAD v1.1 task; "
+                            "swag: which ending continues a sentence (SWAG's CSV layout).")
 
 
 def main(argv: list[str]) -> None:
@@ -124,6 +174,11 @@ def main(argv: list[str]) -> None:
     sizes = write_squad_task(_OUTPUT_DIR.value)
     print(f"Wrote {sizes['train.json']} training and {sizes['dev.json']} dev questions "
           f"(SQuAD v1.1 format, {', '.join(PACKAGES)}) to {_OUTPUT_DIR.value}")
+    return
+  if _FORMAT.value == "swag":
+    sizes = write_swag_task(_OUTPUT_DIR.value)
+    print(f"Wrote {sizes['train.csv']} training and {sizes['dev.csv']} dev questions (SWAG's CSV "
+          f"layout, {', '.join(PACKAGES)}) to {_OUTPUT_DIR.value}")
     return
   sizes = write_task(_OUTPUT_DIR.value)
   print(f"Wrote {sizes['train.csv']} training and {sizes['dev.csv']} dev sentences "

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from bert_jax import errors
+from bert_jax.finetuning.data import choices
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import squad
 from bert_jax.finetuning.data import squad_windows
@@ -25,6 +26,7 @@ SQUAD_TASKS = {"squad": "squad/v1.1", "squad_v1.1": "squad/v1.1", "squad_v2.0": 
 LABEL_FEATURES = {
     "classification": ("label_ids",), "regression": ("label_ids",),
     "token": ("label_ids", "label_weights"), "span": ("start_positions", "end_positions"),
+    "multiple_choice": ("label_ids",),
 }
 
 
@@ -40,8 +42,9 @@ class EvalSet:
 @dataclasses.dataclass
 class TaskData:
   """Attributes:
-    family: 'classification', 'regression', 'token' or 'span'.
-    num_labels: Outputs of the head (1 for regression; 2, start/end, for spans).
+    family: 'classification', 'regression', 'token', 'span' or 'multiple_choice'.
+    num_labels: Outputs of the head (1 for regression and for multiple choice, a score per
+      choice; 2, start/end, for spans).
     label_names: Class or tag names in id order (None for regression and spans).
     metrics: The task's metric names (task_metrics), the first one decides the best checkpoint.
   """
@@ -140,12 +143,30 @@ def _span_arrays(features, with_positions: bool) -> dict[str, np.ndarray]:
   return arrays
 
 
+def _multiple_choice(task: tasks.TaskSpec, data: ml_collections.ConfigDict,
+                     tokenizer) -> TaskData:
+  for field in ("train_file", "eval_file"):
+    if not data[field]:
+      raise errors.UserError(f"task {task.name!r} reads your own files (TFDS has no SWAG): set "
+                             f"data.{field} (SWAG's CSV: sent1, sent2, ending0..ending3, label)")
+  train = choices.read(data.train_file, "data.train_file", "train", data)
+  evals = choices.read(data.eval_file, "data.eval_file", "validation", data)
+  _check_read(train, "train", data.train_file, "data.train_file")
+  _check_read(evals, "validation", data.eval_file, "data.eval_file")
+  return TaskData(name=task.name, family=task.family, num_labels=1, label_names=None,
+                  metrics=task.metrics, train=choices.encode(train, tokenizer, data.max_seq_length),
+                  evals=[EvalSet("validation", choices.encode(evals, tokenizer,
+                                                              data.max_seq_length), evals)])
+
+
 def load(config: ml_collections.ConfigDict, tokenizer) -> TaskData:
   """The task's training features and its eval sets, tokenized for max_seq_length."""
   if config.task in SQUAD_TASKS:
     return _squad(config, tokenizer)
   task = tasks.get_task(config.task)
   data = config.data
+  if task.family == "multiple_choice":
+    return _multiple_choice(task, data, tokenizer)
   train_examples, label_names = tasks.load_examples(task, "train", data)
   _check_read(train_examples, task.train_split, data.train_file, "data.train_file")
 

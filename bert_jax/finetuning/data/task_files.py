@@ -133,6 +133,45 @@ def read_text_examples(patterns: str, field: str, split: str, text_a_key: str,
   return examples, None if label_names is None else tuple(label_names)
 
 
+def read_text_columns(patterns: str, field: str, keys: Sequence[str], label_key: str = "",
+                      max_examples: int = 0) -> list[tuple[str, tuple[str, ...], int | None]]:
+  """(where, the texts of `keys`, the label as an integer id or None) of every row of CSV, TSV
+  or JSON-lines files; no label is read without `label_key` (mode=predict's inputs).
+
+  Raises:
+    errors.UserError: If a file is missing or unreadable, or a row lacks one of the columns or
+      has a label that is not an integer.
+  """
+  rows = []
+  for path in files_lib.match_files(patterns, field):
+    for line, row in _table_rows(path):
+      where = f"{path}:{line}"
+      label = None
+      if label_key:
+        label = _as_int(_value(row, label_key, where))
+        if label is None:
+          raise errors.UserError(f"{where}: column {label_key!r} must be an integer label, not "
+                                 f"{row[label_key]!r}")
+      rows.append((where, tuple(_text_value(row, key, where) for key in keys), label))
+      if max_examples and len(rows) >= max_examples:
+        return rows
+  return rows
+
+
+def read_word_lists(patterns: str, field: str, words_key: str) -> list[tuple[str, list[str]]]:
+  """(where, words) of every row of JSON-lines files whose `words_key` is a list of words."""
+  sentences = []
+  for path in files_lib.match_files(patterns, field):
+    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+      if line.strip():
+        where = f"{path}:{line_number}"
+        words = _value(_json_object(line, path, line_number), words_key, where)
+        if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+          raise errors.UserError(f"{where}: column {words_key!r} must be a list of words")
+        sentences.append((where, words))
+  return sentences
+
+
 def read_token_examples(patterns: str, field: str, split: str, words_key: str, tags_key: str,
                         label_names: Sequence[str] | None,
                         max_examples: int) -> tuple[list[TokenExample], tuple[str, ...]]:

@@ -44,7 +44,7 @@ from bert_jax.finetuning.data import task_files
 TextExample = task_files.TextExample
 TokenExample = task_files.TokenExample
 
-FAMILIES = ("classification", "regression", "token")
+FAMILIES = ("classification", "regression", "token", "multiple_choice")
 METRICS = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman", "entity_f1")
 # The tag of a word outside every entity (IOB). Token tasks keep it at id 0: the label of
 # padding, and the prediction for words cut off by truncation.
@@ -127,6 +127,12 @@ TASKS: dict[str, TaskSpec] = {task.name: task for task in (
     TaskSpec(name="ner", family="token", tfds_name="", text_keys=("tokens",), label_key="ner",
              num_labels=0, label_names=None, train_split="train", eval_splits=("validation",),
              metrics=("entity_f1",)),
+    # Multiple choice (data/choices.py): SWAG's CSV layout on local files; TFDS has no SWAG.
+    # 'multiple_choice' is the same on files with other columns (data.choice_keys).
+    *(TaskSpec(name=name, family="multiple_choice", tfds_name="", text_keys=("sent1", "sent2"),
+               label_key="label", num_labels=1, label_names=None, train_split="train",
+               eval_splits=("validation",), metrics=("accuracy",))
+      for name in ("swag", "multiple_choice")),
 )}
 
 
@@ -171,17 +177,17 @@ def load_examples(task: TaskSpec, split: str, data_config: ml_collections.Config
   is_train = split.split("[")[0] == task.train_split
   field = "data.train_file" if is_train else "data.eval_file"
   patterns = data_config.train_file if is_train else data_config.eval_file
-  text_keys, label_key = _keys(task, data_config)
+  keys, label_key = text_keys(task, data_config)
   if patterns:
-    return _load_local(task, split, patterns, field, text_keys, label_key, data_config,
+    return _load_local(task, split, patterns, field, keys, label_key, data_config,
                        label_names, max_examples)
   if not task.tfds_name:
     raise errors.UserError(f"task {task.name!r} reads your own files: set {field}")
-  return _load_tfds(task, split, data_config.tfds_data_dir, text_keys, label_key,
-                    max_examples)
+  return _load_tfds(task, split, data_config.tfds_data_dir, keys, label_key, max_examples)
 
 
-def _keys(task: TaskSpec, data_config: ml_collections.ConfigDict) -> tuple[tuple[str, ...], str]:
+def text_keys(task: TaskSpec, data_config: ml_collections.ConfigDict
+              ) -> tuple[tuple[str, ...], str]:
   """The text and label columns: the config's where it names them, else the task's."""
   text_a_key = data_config.text_a_key or task.text_keys[0]
   text_b_key = data_config.text_b_key or (
