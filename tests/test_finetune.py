@@ -19,11 +19,13 @@ import tensorflow_datasets as tfds
 from bert_jax import errors
 from bert_jax.finetuning import finetune
 from bert_jax.finetuning import finetune_program
+from bert_jax.finetuning.data import choices
 from bert_jax.finetuning.data import example_task
 from bert_jax.finetuning.data import squad
 from bert_jax.model import heads
 from bert_jax.model import modeling
 from bert_jax.pretraining import train
+from bert_jax.pretraining.data import corpus
 from configs import finetune as finetune_config
 from test_train import REPO, small_config, write_corpus
 
@@ -193,6 +195,19 @@ def test_example_squad_task_reads_as_squad(tmp_path):
     answer = " ".join(example.doc_tokens[example.start_position:example.end_position + 1])
     assert answer == example.orig_answer_text
     assert " what " in f" {example.question_text} " and answer not in example.question_text
+
+
+def test_example_swag_task_reads_as_swag(tmp_path):
+  sizes = example_task.write_swag_task(str(tmp_path))
+  assert sizes["train.csv"] > 1000 and sizes["dev.csv"] > 200
+  data = finetune_config.get_config().data
+  examples = choices.read(str(tmp_path / "dev.csv"), "data.eval_file", "validation", data)
+  assert len(examples) == sizes["dev.csv"]
+  assert {e.label for e in examples} == {0, 1, 2, 3}  # The right ending is anywhere.
+  sentences = {s for d in corpus.stdlib_documents() for s in d}
+  for e in examples[:50]:
+    assert len(set(e.endings)) == 4 and e.context in sentences
+    assert f"{e.start} {e.endings[e.label]}" in sentences  # The sentence after the context.
 
 
 def test_cli_bad_task_is_one_line_before_anything_loads(tmp_path):

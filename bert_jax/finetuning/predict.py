@@ -128,7 +128,9 @@ def _span(config, path, tokenizer, head, max_seq_length) -> Prepared:
         max_answer_length=data.get("max_answer_length", 30),
         version_2_with_negative=data.get("version_2_with_negative", False),
         null_score_diff_threshold=data.get("null_score_diff_threshold", 0.0),
-        do_lower_case=data.do_lower_case, tokenizer=tokenizer)
+        # The casing the model was trained with (a WordPiece tokenizer carries it).
+        do_lower_case=getattr(tokenizer, "do_lower_case", data.do_lower_case),
+        tokenizer=tokenizer)
     return [{"id": e.qas_id, "question": e.question_text, "answer": predictions[e.qas_id],
              "probability": next((n["probability"] for n in nbest[e.qas_id]
                                   if n["text"] == predictions[e.qas_id]), 0.0)}

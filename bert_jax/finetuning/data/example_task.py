@@ -46,20 +46,36 @@ def labelled_sentences(stdlib_dir: str | None = None,
   return rows
 
 
-def write_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0) -> dict[str, int]:
-  """Shuffles the sentences (seeded) and writes train.csv and dev.csv; returns their sizes."""
-  rows = labelled_sentences()
-  random.Random(seed).shuffle(rows)
-  num_dev = int(len(rows) * dev_fraction)
+def _write_splits(output_dir: str, items: list, dev_fraction: float, seed: int,
+                  names: tuple[str, str], write, size=len) -> dict[str, int]:
+  """Shuffles `items` (seeded), writes the first dev_fraction of them to names[0] (dev) and
+  the rest to names[1] (train), each under a temporary name renamed when complete; returns
+  each file's `size`."""
+  random.Random(seed).shuffle(items)
+  num_dev = int(len(items) * dev_fraction)
   os.makedirs(output_dir, exist_ok=True)
   sizes = {}
-  for name, part in (("dev.csv", rows[:num_dev]), ("train.csv", rows[num_dev:])):
-    with open(os.path.join(output_dir, name), "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["sentence", "label"])
-      writer.writerows(part)
-    sizes[name] = len(part)
+  for name, part in ((names[0], items[:num_dev]), (names[1], items[num_dev:])):
+    path = os.path.join(output_dir, name)
+    with open(path + ".tmp", "w", newline="") as f:
+      write(f, part)
+    os.replace(path + ".tmp", path)
+    sizes[name] = size(part)
   return sizes
+
+
+def _csv_writer(header: list[str]):
+  def write(f, rows):
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(rows)
+  return write
+
+
+def write_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0) -> dict[str, int]:
+  """Shuffles the sentences (seeded) and writes train.csv and dev.csv; returns their sizes."""
+  return _write_splits(output_dir, labelled_sentences(), dev_fraction, seed,
+                       ("dev.csv", "train.csv"), _csv_writer(["sentence", "label"]))
 
 
 PARAGRAPH_SENTENCES = 6
@@ -103,18 +119,10 @@ def cloze_articles(stdlib_dir: str | None = None, seed: int = 0) -> list[dict]:
 def write_squad_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0
                      ) -> dict[str, int]:
   """Shuffles the articles (seeded), writes train.json and dev.json; returns their questions."""
-  articles = cloze_articles(seed=seed)
-  random.Random(seed).shuffle(articles)
-  num_dev = int(len(articles) * dev_fraction)
-  os.makedirs(output_dir, exist_ok=True)
-  sizes = {}
-  for name, part in (("dev.json", articles[:num_dev]), ("train.json", articles[num_dev:])):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w") as f:
-      json.dump({"version": "1.1", "data": part}, f)
-    os.replace(path + ".tmp", path)
-    sizes[name] = sum(len(p["qas"]) for a in part for p in a["paragraphs"])
-  return sizes
+  return _write_splits(
+      output_dir, cloze_articles(seed=seed), dev_fraction, seed, ("dev.json", "train.json"),
+      lambda f, part: json.dump({"version": "1.1", "data": part}, f),
+      lambda part: sum(len(p["qas"]) for a in part for p in a["paragraphs"]))
 
 
 # The words of the next sentence given as the start of every ending (SWAG's sent2).
@@ -133,10 +141,11 @@ def swag_rows(stdlib_dir: str | None = None, seed: int = 0) -> list[list]:
              for document in corpus.stdlib_documents(os.path.join(stdlib_dir, package))
              for first, second in zip(document, document[1:])
              if len(second.split(" ")) > SWAG_START_WORDS + 2]
-    rests = [" ".join(words[SWAG_START_WORDS:]) for _, words in pairs]
-    for index, (first, words) in enumerate(pairs):
+    # Sorted: the same sample from the same seed (a set's order varies between processes).
+    rests = sorted({" ".join(words[SWAG_START_WORDS:]) for _, words in pairs})
+    for first, words in pairs:
       right = " ".join(words[SWAG_START_WORDS:])
-      wrong = rng.sample([r for r in rests[:index] + rests[index + 1:] if r != right], 3)
+      wrong = rng.sample([r for r in rests if r != right], 3)  # Three distinct wrong endings.
       label = rng.randrange(4)
       endings = wrong[:label] + [right] + wrong[label:]
       rows.append([first, " ".join(words[:SWAG_START_WORDS]), *endings, label])
@@ -146,20 +155,10 @@ def swag_rows(stdlib_dir: str | None = None, seed: int = 0) -> list[list]:
 def write_swag_task(output_dir: str, dev_fraction: float = 0.2, seed: int = 0
                     ) -> dict[str, int]:
   """Shuffles the rows (seeded), writes train.csv and dev.csv; returns their sizes."""
-  rows = swag_rows(seed=seed)
-  random.Random(seed).shuffle(rows)
-  num_dev = int(len(rows) * dev_fraction)
-  os.makedirs(output_dir, exist_ok=True)
-  sizes = {}
-  for name, part in (("dev.csv", rows[:num_dev]), ("train.csv", rows[num_dev:])):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(["sent1", "sent2", "ending0", "ending1", "ending2", "ending3", "label"])
-      writer.writerows(part)
-    os.replace(path + ".tmp", path)
-    sizes[name] = len(part)
-  return sizes
+  return _write_splits(output_dir, swag_rows(seed=seed), dev_fraction, seed,
+                       ("dev.csv", "train.csv"), _csv_writer(
+                           ["sent1", "sent2", "ending0", "ending1", "ending2", "ending3",
+                            "label"]))
 
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the task's files go.")
