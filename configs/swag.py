@@ -4,9 +4,9 @@
         --config.data.train_file=train.csv --config.data.eval_file=val.csv --workdir=DIR
 
 SWAG's own CSV files (columns sent1, sent2, ending0..ending3, label; TFDS has no SWAG
-builder). Other files: task=multiple_choice, naming the columns in data.text_a_key,
-data.text_b_key, data.choice_keys and data.label_key. The BERT paper: batch 16, lr 2e-5,
-3 epochs.
+builder); --config.task=hellaswag reads HellaSwag from TFDS. Other files:
+task=multiple_choice, naming the columns in data.text_a_key, data.text_b_key,
+data.choice_keys and data.label_key. The BERT paper: batch 16, lr 2e-5, 3 epochs.
 """
 
 import ml_collections

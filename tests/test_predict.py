@@ -237,3 +237,29 @@ def test_predict_from_an_exported_model_with_an_empty_workdir(review_classifier,
   assert [p["label"] for p in predicted] == [e["prediction"] for e in evaluated]
   for p, e in zip(predicted, evaluated):
     assert abs(p["probabilities"]["good"] - e["probabilities"]["good"]) < 1e-6
+
+
+def test_hellaswag_from_tfds(sentencepiece_model, tmp_path, tfds_mock_hosts):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  del tfds_mock_hosts
+  words = "alpha beta gamma delta river stone light water".split()
+  rng = np.random.default_rng(0)
+  records = [{"context": " ".join(rng.choice(words, 6)), "activity_label": "a",
+              "endings": [" ".join(rng.choice(words, 3)) for _ in range(4)],
+              "label": int(rng.integers(4)), "split_type": "indomain", "source_id": "s"}
+             for _ in range(16)]
+  text = tf.TensorSpec([], tf.string)
+  signature = {"context": text, "activity_label": text, "endings": tf.TensorSpec([None], tf.string),
+               "label": tf.TensorSpec([], tf.int32), "split_type": text, "source_id": text}
+
+  def as_dataset(self, split, **kwargs):
+    del self, split, kwargs
+    return tf.data.Dataset.from_generator(lambda: iter(records), output_signature=signature)
+
+  config = finetune_config("hellaswag", sentencepiece_model, max_examples=0)
+  with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+    results = finetune.finetune(config, str(tmp_path))
+  assert 0.0 <= results["validation"]["accuracy"] <= 1.0
+  evaluated = _rows(tmp_path / "predictions" / "step_3" / "validation.jsonl")
+  assert [e["label"] for e in evaluated] == [r["label"] for r in records]

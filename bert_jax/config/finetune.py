@@ -7,8 +7,9 @@ and ner.py build on.
         --config.data.text_a_key=review --config.data.label_key=stars
 
 task: 'classification', 'regression' or 'ner' on local files (CSV/TSV with a header, or JSON
-lines), a GLUE task on TFDS ('sst2', 'mnli', ...; configs/glue.py), 'conll2003' NER, or
-'squad_v1.1' / 'squad_v2.0' (configs/squad.py).
+lines), a GLUE task on TFDS ('sst2', 'mnli', ...; configs/glue.py), 'conll2003' NER,
+'squad_v1.1' / 'squad_v2.0' (configs/squad.py), or multiple choice: 'swag' /
+'multiple_choice' on local files, 'hellaswag' on TFDS (configs/swag.py).
 """
 
 import ml_collections
@@ -35,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
   # What main runs.
   config.mode = "finetune"
   # The task: a GLUE name (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), conll2003,
-  # squad_v1.1, squad_v2.0, or classification / regression / ner on data.train_file/eval_file.
+  # squad_v1.1, squad_v2.0, hellaswag, or classification / regression / ner / swag /
+  # multiple_choice on data.train_file/eval_file.
   config.task = "classification"
   # The pre-trained model: a bert_jax workdir, an Orbax params dir, an HF BERT dir or a Google
   # TF checkpoint. Its architecture is used (config.model only sets dtype, scan_layers and

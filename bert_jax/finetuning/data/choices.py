@@ -1,6 +1,7 @@
 """Multiple choice (SWAG): a context, the start of its continuation, and candidate endings.
 
-SWAG's own CSV layout is the default: `sent1` (the context), `sent2` (the start of the
+HellaSwag, SWAG's successor, comes from TFDS (`tfds_examples`). SWAG's own CSV layout is
+the default for files: `sent1` (the context), `sent2` (the start of the
 ending), `ending0`..`ending3`, `label` (the right ending's index). Other files name their
 columns in data.text_a_key (context), data.text_b_key (start; '-' for a file without one),
 data.choice_keys (the endings, comma-separated) and data.label_key.
@@ -73,6 +74,31 @@ def read(patterns: str, field: str, split: str, data: ml_collections.ConfigDict,
     start = texts[1] if start_key else ""
     guid = f"{split}-{index}" if labelled else where
     examples.append(ChoiceExample(guid, texts[0], start, tuple(texts[-len(ending_keys):]), label))
+  return examples
+
+
+def tfds_examples(name: str, split: str, data: ml_collections.ConfigDict) -> list[ChoiceExample]:
+  """HellaSwag from TFDS ('hellaswag': `context`, its `endings`, `label`); TFDS has no SWAG.
+
+  A record whose endings are not the same number as the first record's is an error: the
+  model scores a fixed number of choices.
+  """
+  # Imported here: importing TFDS takes seconds, and only this reader needs it.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from bert_jax import tfds_datasets  # pylint: disable=g-import-not-at-top
+  dataset = tfds_datasets.prepared_builder(name, data.tfds_data_dir or None).as_dataset(
+      split=split)
+  if data.max_examples:
+    dataset = dataset.take(data.max_examples)
+  examples = []
+  for index, record in enumerate(tfds.as_numpy(dataset)):
+    endings = tuple(e.decode("utf-8") for e in record["endings"])
+    if examples and len(endings) != len(examples[0].endings):
+      raise errors.UserError(f"TFDS {name} {split}: record {index} has {len(endings)} endings, "
+                             f"the first had {len(examples[0].endings)}")
+    label = int(record["label"])
+    examples.append(ChoiceExample(f"{split}-{index}", record["context"].decode("utf-8"), "",
+                                  endings, label if 0 <= label < len(endings) else None))
   return examples
 
 

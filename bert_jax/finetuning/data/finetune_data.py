@@ -145,12 +145,16 @@ def _span_arrays(features, with_positions: bool) -> dict[str, np.ndarray]:
 
 def _multiple_choice(task: tasks.TaskSpec, data: ml_collections.ConfigDict,
                      tokenizer) -> TaskData:
-  for field in ("train_file", "eval_file"):
-    if not data[field]:
+  def read(split: str, field: str):
+    if data[field]:
+      return choices.read(data[field], f"data.{field}", split, data)
+    if not task.tfds_name:
       raise errors.UserError(f"task {task.name!r} reads your own files (TFDS has no SWAG): set "
                              f"data.{field} (SWAG's CSV: sent1, sent2, ending0..ending3, label)")
-  train = choices.read(data.train_file, "data.train_file", "train", data)
-  evals = choices.read(data.eval_file, "data.eval_file", "validation", data)
+    return choices.tfds_examples(task.tfds_name, split, data)
+
+  train = read("train", "train_file")
+  evals = read("validation", "eval_file")
   _check_read(train, "train", data.train_file, "data.train_file")
   _check_read(evals, "validation", data.eval_file, "data.eval_file")
   return TaskData(name=task.name, family=task.family, num_labels=1, label_names=None,

@@ -127,12 +127,15 @@ TASKS: dict[str, TaskSpec] = {task.name: task for task in (
     TaskSpec(name="ner", family="token", tfds_name="", text_keys=("tokens",), label_key="ner",
              num_labels=0, label_names=None, train_split="train", eval_splits=("validation",),
              metrics=("entity_f1",)),
-    # Multiple choice (data/choices.py): SWAG's CSV layout on local files; TFDS has no SWAG.
-    # 'multiple_choice' is the same on files with other columns (data.choice_keys).
-    *(TaskSpec(name=name, family="multiple_choice", tfds_name="", text_keys=("sent1", "sent2"),
+    # Multiple choice (data/choices.py): SWAG's CSV layout on local files (TFDS has no SWAG);
+    # 'multiple_choice' is the same on files with other columns (data.choice_keys);
+    # HellaSwag from TFDS (or files in SWAG's layout).
+    *(TaskSpec(name=name, family="multiple_choice", tfds_name=tfds_name, text_keys=keys,
                label_key="label", num_labels=1, label_names=None, train_split="train",
                eval_splits=("validation",), metrics=("accuracy",))
-      for name in ("swag", "multiple_choice")),
+      for name, tfds_name, keys in (("swag", "", ("sent1", "sent2")),
+                                    ("multiple_choice", "", ("sent1", "sent2")),
+                                    ("hellaswag", "hellaswag", ("context", "endings")))),
 )}
 
 
