@@ -162,6 +162,7 @@ def _fill_mask(config, path, tokenizer, head, max_seq_length) -> Prepared:
   mask = "[MASK]"
   lines = encode.read_lines(path)
   input_ids = np.full((len(lines), max_seq_length), tokenizer.pad_id, np.int32)
+  input_mask = np.zeros_like(input_ids)
   positions = []
   for number, line in enumerate(lines, start=1):
     parts = line.split(mask)
@@ -178,13 +179,13 @@ def _fill_mask(config, path, tokenizer, head, max_seq_length) -> Prepared:
       raise errors.UserError(f"predict.input_file={path}: line {number} is {len(ids)} tokens, "
                              f"more than max_seq_length={max_seq_length}")
     input_ids[number - 1, :len(ids)] = ids
+    input_mask[number - 1, :len(ids)] = 1
     positions.append([i for i, token in enumerate(ids) if token == tokenizer.mask_id])
   width = max(map(len, positions))
-  features = {"input_ids": input_ids, "input_mask": (input_ids != tokenizer.pad_id).astype(
-      np.int32), "segment_ids": np.zeros_like(input_ids),
-              "masked_lm_positions": np.array([p + [0] * (width - len(p)) for p in positions],
-                                              np.int32)}
-  features["input_mask"][:, 0] = 1
+  # [lines, masks]: a line with fewer masks than the most points its spare ones at [CLS].
+  masked_lm_positions = np.array([p + [0] * (width - len(p)) for p in positions], np.int32)
+  features = {"input_ids": input_ids, "input_mask": input_mask,
+              "segment_ids": np.zeros_like(input_ids), "masked_lm_positions": masked_lm_positions}
 
   def decode(outputs):
     log_probabilities, ids = (np.asarray(x) for x in outputs)  # [lines, masks, top_k] each
@@ -228,7 +229,8 @@ def _apply(params, batch: dict[str, jax.Array], *, model, head: hf_heads.Head, t
   mlm_logits, _ = model.apply({"params": params}, batch["input_ids"], batch["segment_ids"],
                               batch["input_mask"], batch["masked_lm_positions"])
   # [batch, masks, top_k] each: the best tokens and their log-probabilities.
-  return jax.lax.top_k(jax.nn.log_softmax(mlm_logits.astype(jnp.float32)), top_k)
+  return jax.lax.top_k(jax.nn.log_softmax(mlm_logits.astype(jnp.float32)),
+                       min(top_k, mlm_logits.shape[-1]))
 
 
 def predict_file(config: ml_collections.ConfigDict, workdir: str) -> str:

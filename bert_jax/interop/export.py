@@ -5,7 +5,8 @@
 `export_hf` writes config.json (the head's architecture, id2label/label2id, problem_type),
 model.safetensors, the tokenizer (hf_tokenizer.py) and a README.md with the lines that load it.
 A pre-training workdir exports as BertForPreTraining (fill-mask works); a fine-tuning workdir
-exports the params of its best eval with their head (hf_heads.py). `export_orbax` writes an
+exports the params of its best eval with their head (hf_heads.py: sequence or token
+classification, question answering, multiple choice). `export_orbax` writes an
 Orbax params dir instead. Both write a temporary directory beside the output and rename it
 into place when complete, so a failed or interrupted export leaves what was there before.
 """
@@ -22,7 +23,8 @@ from bert_jax.interop import hf_tokenizer
 from bert_jax.model import modeling
 from bert_jax.tokenizers import vocab_location
 
-# What to run on each head's export: transformers' pipeline task and an example input.
+# What to run on each head's export: transformers' pipeline task and an example input
+# (multiple choice has no pipeline: its README shows the model called directly).
 _PIPELINES = {
     "pretraining": ("fill-mask", '"Paris is the [MASK] of France."'),
     "classification": ("text-classification", '"a sentence to classify"'),

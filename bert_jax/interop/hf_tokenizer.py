@@ -8,7 +8,10 @@
   that reproduces it: the model's pieces and scores, its own normaliser (the precompiled NFKC
   map, then the whitespace SentencePiece collapses), '▁' before each word, and
   [CLS] a [SEP] b [SEP] around the text. `write` encodes CHECK_TEXTS both ways and refuses a
-  model whose ids would differ.
+  model whose ids would differ. Where they can still differ: HF's unigram breaks exact ties
+  (one repeated character split in two orders, the same score) the other way, and its
+  normaliser drops a combining mark right after a character NFKC expands
+  (docs/converting.md has the counts).
 
 The special tokens are added as special tokens: in text given to the HF tokenizer, the literal
 string "[MASK]" is the mask token (what fill-mask pipelines need), while bert_jax's own
