@@ -149,18 +149,15 @@ def _load_encoder(config: ml_collections.ConfigDict, source: str
   # The vocabulary first: a missing one is an error before any array is read.
   if "task" in meta:
     # A fine-tuning workdir: its vocabulary is the one it was fine-tuned with, found from its
-    # own saved config. Its state holds a task head where convert.load_params expects the
-    # pre-training heads; only the encoder is read.
+    # own saved config; its params are those of its latest step (not of its best eval).
     vocab = config.data.vocab_file or finetune_data.vocab_file(
         ml_collections.ConfigDict(meta["config"]))
-    loaded_config = modeling.BertConfig.from_dict(dict(meta["model"]))
-    state_dir = os.path.join(directory, str(step), "state")
-    params = convert.restore_numpy(state_dir, subtree="params")["bert"]
+    source = os.path.join(directory, str(step))
   else:
     vocab = finetune_data.vocab_file(config, checkpoint=source)
-    loaded_config, params = convert.load_params(source)
-    params = params["bert"]  # The pre-training heads ('cls') are not used.
-  return loaded_config.with_runtime_of(config.model), params, vocab
+  loaded_config, params = convert.load_params(source)
+  # Only the encoder: the heads (pre-training 'cls', or a task's) are not used.
+  return loaded_config.with_runtime_of(config.model), params["bert"], vocab
 
 
 def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:

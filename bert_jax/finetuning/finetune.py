@@ -97,10 +97,9 @@ def _checkpoint_head(head: Any, data: finetune_data.TaskData) -> bool:
   checkpoint's generic LABEL_i names match any). Says which way it went."""
   if head is None or head.family == "pretraining":
     return False
-  generic = head.label_names is None or all(
-      name == f"LABEL_{i}" for i, name in enumerate(head.label_names))
   same = (head.family == data.family and head.num_labels == data.num_labels and
-          (generic or not data.label_names or tuple(data.label_names) == head.label_names))
+          (head.generic_labels or not data.label_names or
+           tuple(data.label_names) == head.label_names))
   names = f" ({', '.join(head.label_names)})" if head.label_names else ""
   if same:
     report.line(f"The task head from the checkpoint: {head.architecture}, "

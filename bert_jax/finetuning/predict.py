@@ -39,6 +39,7 @@ from bert_jax import files
 from bert_jax.config import validation
 from bert_jax.finetuning import encode
 from bert_jax.finetuning import finetune_program
+from bert_jax.finetuning import task_eval
 from bert_jax.finetuning.data import choices
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import squad
@@ -79,13 +80,12 @@ def _text(config, path, tokenizer, head, max_seq_length) -> Prepared:
 
   def decode(logits):
     out = []
-    for example, row in zip(examples, np.asarray(logits, np.float64)):
+    for example, row, probabilities in zip(examples, logits, task_eval.softmax(logits)):
       line = {"text": example.text_a, **({"text_b": example.text_b} if example.text_b else {})}
       if head.family == "regression":
         out.append({**line, "score": float(row[0])})
         continue
-      probabilities = np.exp(row - row.max()) / np.sum(np.exp(row - row.max()))
-      names = head.label_names or tuple(f"LABEL_{i}" for i in range(len(row)))
+      names = head.labels
       out.append({**line, "label": names[int(np.argmax(row))],
                   "probabilities": dict(zip(names, map(float, probabilities)))})
     return out
@@ -146,9 +146,8 @@ def _choice(config, path, tokenizer, head, max_seq_length) -> Prepared:
 
   def decode(logits):
     out = []
-    for example, row in zip(examples, np.asarray(logits, np.float64)):
-      probabilities = np.exp(row - row.max()) / np.sum(np.exp(row - row.max()))
-      best = int(np.argmax(row))
+    for example, probabilities in zip(examples, task_eval.softmax(np.asarray(logits))):
+      best = int(np.argmax(probabilities))
       out.append({"context": example.context, "start": example.start, "label": best,
                   "ending": example.endings[best], "probabilities": probabilities.tolist()})
     return out

@@ -20,7 +20,7 @@ from bert_jax.finetuning.data import finetune_data
 from bert_jax.finetuning.data import squad_postprocess
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
   """In float64: the probabilities a user compares with other tools' scores."""
   shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
   return np.exp(shifted) / np.sum(np.exp(shifted), axis=-1, keepdims=True)
@@ -35,7 +35,7 @@ def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSe
             for e, p in zip(eval_set.examples, predictions)]
   else:
     predictions = np.argmax(logits, axis=-1)
-    probabilities = _softmax(logits)
+    probabilities = softmax(logits)
     rows = [{"guid": e.guid, "prediction": task.label_names[p],
              "probabilities": dict(zip(task.label_names, map(float, q))),
              "label": None if e.label is None else task.label_names[e.label]}
@@ -46,7 +46,7 @@ def _classification(task: finetune_data.TaskData, eval_set: finetune_data.EvalSe
 def _choice(eval_set: finetune_data.EvalSet, logits: np.ndarray
             ) -> tuple[dict[str, float], Any]:
   """Accuracy of the best-scoring ending; a row per question with every ending's probability."""
-  probabilities = _softmax(logits)
+  probabilities = softmax(logits)
   predictions = np.argmax(logits, axis=-1)
   rows = [{"guid": e.guid, "prediction": int(p), "probabilities": [float(x) for x in q],
            "label": e.label} for e, p, q in zip(eval_set.examples, predictions, probabilities)]

@@ -66,13 +66,22 @@ class Head:
     """The head's param group ('classifier', 'qa_outputs'), None for pre-training."""
     return HEAD_PARAMS.get(self.family)
 
+  @property
+  def labels(self) -> tuple[str, ...]:
+    """The label names, or HF's generic LABEL_i where there are none."""
+    return self.label_names or tuple(f"LABEL_{i}" for i in range(self.num_labels))
+
+  @property
+  def generic_labels(self) -> bool:
+    """Whether the labels have no names of their own (HF's LABEL_i, or none at all)."""
+    return self.labels == tuple(f"LABEL_{i}" for i in range(self.num_labels))
+
   def hf_config(self) -> dict[str, Any]:
     """The fields of HF's config.json that say which head this is and what its labels mean."""
     values: dict[str, Any] = {"architectures": [self.architecture]}
     if self.family in ("classification", "token"):
-      names = self.label_names or tuple(f"LABEL_{i}" for i in range(self.num_labels))
-      values["id2label"] = {str(i): name for i, name in enumerate(names)}
-      values["label2id"] = {name: i for i, name in enumerate(names)}
+      values["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
+      values["label2id"] = {name: i for i, name in enumerate(self.labels)}
     if self.family == "classification":
       values["problem_type"] = "single_label_classification"
     elif self.family == "regression":

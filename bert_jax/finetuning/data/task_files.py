@@ -165,10 +165,7 @@ def read_word_lists(patterns: str, field: str, words_key: str) -> list[tuple[str
     for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
       if line.strip():
         where = f"{path}:{line_number}"
-        words = _value(_json_object(line, path, line_number), words_key, where)
-        if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
-          raise errors.UserError(f"{where}: column {words_key!r} must be a list of words")
-        sentences.append((where, words))
+        sentences.append((where, _words(_json_object(line, path, line_number), words_key, where)))
   return sentences
 
 
@@ -343,6 +340,13 @@ def _score(value, where: str, column: str) -> float:
   return score
 
 
+def _words(row: dict, key: str, where: str) -> list[str]:
+  words = _value(row, key, where)
+  if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+    raise errors.UserError(f"{where}: column {key!r} must be a list of words")
+  return words
+
+
 def _json_sentences(path: str, words_key: str,
                     tags_key: str) -> Iterator[tuple[str, list[str], list]]:
   for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
@@ -350,9 +354,7 @@ def _json_sentences(path: str, words_key: str,
       continue
     where = f"{path}:{line_number}"
     row = _json_object(line, path, line_number)
-    words, tags = _value(row, words_key, where), _value(row, tags_key, where)
-    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
-      raise errors.UserError(f"{where}: column {words_key!r} must be a list of words")
+    words, tags = _words(row, words_key, where), _value(row, tags_key, where)
     if not isinstance(tags, list) or len(tags) != len(words):
       raise errors.UserError(f"{where}: column {tags_key!r} must be a list of {len(words)} "
                              f"tags, one per word")
