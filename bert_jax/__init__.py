@@ -14,3 +14,13 @@ main.py is the entry point. The old module paths of the documented commands (ber
 bert_jax.estimate, bert_jax.config_doc, bert_jax.tokenization, bert_jax.data.prepare,
 bert_jax.data.example_task) forward to the modules here.
 """
+
+import platform
+import sys
+
+# jax 0.11 and later need Python 3.12: on an older Python the first jax import would fail deep in
+# a traceback (or an old jax would be found), so say it in one line, before anything is imported.
+if sys.version_info < (3, 12):
+  raise SystemExit(f"bert_jax needs Python 3.12 or newer (jax 0.11 and later do); this is Python "
+                   f"{platform.python_version()} ({sys.executable}): make the venv with "
+                   "python3.12 -m venv .venv")

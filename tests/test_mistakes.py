@@ -6,6 +6,7 @@ real processes where it is about processes (two runs on one workdir, the command
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -298,3 +299,29 @@ def test_a_step_directory_as_init_checkpoint_finds_its_workdirs_vocabulary(tmp_p
   config = finetune_config("classification", "")
   config.init_checkpoint = str(tmp_path / "run" / "checkpoints" / "10")
   assert finetune_data.vocab_file(config) == str(tmp_path / "run" / "data" / "vocab.model")
+
+
+def test_a_python_older_than_3_12_is_one_line():
+  # setup.py's python_requires stops pip on such a Python; this is the line for a checkout run
+  # without installing (python3.11 -m bert_jax.main), before jax or anything else is imported.
+  old_python = next((path for path in map(shutil.which, ("python3.11", "python3.10")) if path), None)
+  if old_python is None:
+    pytest.skip("no python3.11 or python3.10 on PATH")
+  result = subprocess.run([old_python, "-m", "bert_jax.main", "--help"], capture_output=True,
+                          text=True, cwd=REPO, check=False, env={**os.environ, "PYTHONPATH": ""})
+  assert result.returncode == 1
+  assert result.stdout == ""
+  lines = result.stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("bert_jax needs Python 3.12 or newer"), lines
+
+
+def test_pip_on_a_python_older_than_3_12_says_so(tmp_path):
+  # pip resolves the pins before python_requires; setup.py's own line comes first.
+  old_python = next((path for path in map(shutil.which, ("python3.11", "python3.10")) if path), None)
+  if old_python is None:
+    pytest.skip("no python3.11 or python3.10 on PATH")
+  subprocess.run([old_python, "-m", "venv", str(tmp_path / "venv")], check=True)
+  result = subprocess.run([str(tmp_path / "venv/bin/pip"), "install", "-q", "-e", REPO],
+                          capture_output=True, text=True, check=False)
+  assert result.returncode == 1
+  assert "bert_jax needs Python 3.12 or newer" in result.stdout + result.stderr
