@@ -16,7 +16,7 @@ first N with --gpus=N, through CUDA_VISIBLE_DEVICES):
 a data-parallel mesh over those GPUs with bf16 compute (flags after -- come last
 and win, e.g. --config.mesh.data=1 --config.mesh.fsdp=-1 for FSDP). Run it
 again with the same workdir to resume. Needs jax with CUDA
-(pip install 'jax[cuda12]==0.10.2').
+(pip install 'jax[cuda12]==0.12.0.1').
 
 Several GPU hosts: run bert_jax.main on every host with the same workdir (shared
 by all) and --coordinator_address=HOST0:PORT --num_processes=N --process_id=I

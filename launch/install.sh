@@ -10,7 +10,8 @@ Usage: launch/install.sh --name=NAME --zone=ZONE [--project=PROJECT]
            [--repo=URL | --wheel=gs://BUCKET/bert_jax-*.whl] [--ref=REF] [--dry-run]
 
 On every worker (gcloud compute tpus tpu-vm ssh --worker=all): installs Python
-3.11 if the image's python3 is older (Ubuntu 22.04's is 3.10), makes a venv ~/bert_jax_venv, puts the code
+3.12 if the image's python3 is older (Ubuntu 22.04's is 3.10 and has no 3.12 package: it comes
+from the deadsnakes archive), makes a venv ~/bert_jax_venv, puts the code
 in ~/bert_jax (replacing what was there) and pip-installs it with the 'tpu'
 extra (the libtpu that jax expects). run.sh runs from there.
 
@@ -68,8 +69,10 @@ pip='~/bert_jax_venv/bin/pip'
 steps=(
   "$STOP_IF_RUNNING"
   "set -e"
-  # bert_jax needs Python 3.11+; Ubuntu 22.04 (most TPU VM images) has 3.10, and 3.11 beside it.
-  "if python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then python=python3; packages=python3-venv; else python=python3.11; packages='python3.11 python3.11-venv'; fi"
+  # bert_jax needs Python 3.12+ (jax 0.11 and later do). Ubuntu 24.04 images have it; 22.04 (most
+  # TPU VM images) has 3.10 and no 3.12 package, so 3.12 comes from the deadsnakes archive, the
+  # usual apt source of newer Pythons for Ubuntu (-n: apt-get update below, which waits for the lock).
+  "if python3 -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then python=python3; packages=python3-venv; else python=python3.12; packages='python3.12 python3.12-venv'; sudo add-apt-repository -y -n ppa:deadsnakes/ppa; fi"
   # apt waits for the image's own updates, which hold the lock just after the slice starts.
   "sudo apt-get -q -o DPkg::Lock::Timeout=600 update"
   "sudo apt-get -q -y -o DPkg::Lock::Timeout=600 install \$packages git"

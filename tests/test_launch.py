@@ -181,9 +181,9 @@ _STOP_IF_RUNNING = (
     'echo "$(hostname): bert_jax is running (pid $(cat ~/train.pid)); stop it first" >&2; '
     "exit 1; fi; ")
 _INSTALL_START = _STOP_IF_RUNNING + (
-    "set -e; if python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then "
-    "python=python3; packages=python3-venv; else python=python3.11; "
-    "packages='python3.11 python3.11-venv'; fi; "
+    "set -e; if python3 -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then "
+    "python=python3; packages=python3-venv; else python=python3.12; "
+    "packages='python3.12 python3.12-venv'; sudo add-apt-repository -y -n ppa:deadsnakes/ppa; fi; "
     "sudo apt-get -q -o DPkg::Lock::Timeout=600 update; "
     "sudo apt-get -q -y -o DPkg::Lock::Timeout=600 install $packages git; "
     "test -x ~/bert_jax_venv/bin/python || $python -m venv ~/bert_jax_venv; rm -rf ~/bert_jax; ")
