@@ -2,7 +2,13 @@
 
 import os
 import random
+import sys
 import tempfile
+
+# torch's Linux wheel on PyPI (the CUDA build) brings triton, which torch imports as soon as
+# transformers loads a model. Loaded after TensorFlow (whose LLVM symbols are global), triton's own
+# LLVM crashes the process in its static initialisers. It compiles GPU kernels only: left out here.
+sys.modules.setdefault("triton", None)
 
 # Tests run on the CPU. The test extra installs libtpu (for test_aot's TPU compiler), and without
 # this every process would probe for a TPU, take libtpu's lock file and print its warnings;
