@@ -14,8 +14,9 @@ sentence of the embedded corpus and on --random_strings random Unicode strings; 
 differ on the corpus, whether it is an exact tie (the same pieces' total score).
 --workdir/--export: a classification task's text-classification pipeline (truncation=True)
 against WORKDIR's last eval predictions, label for label and probability for probability; or
-a SQuAD task's question-answering pipeline (the workdir's lengths, align_to_words=False),
-answer for answer, in all and where the question and context fit in one window; or a
+a SQuAD task's exported model called as its README calls it (transformers 5 has no
+question-answering pipeline), answer for answer, where the question and context fit in one
+window; or a
 multiple-choice task's BertForMultipleChoice on bert_jax's token ids against the eval
 probabilities, and how many questions transformers' own truncation tokenizes otherwise.
 """
@@ -80,27 +81,35 @@ def classification_agreement(workdir: str, export: str, eval_file: str, text_key
 
 
 def squad_agreement(workdir: str, export: str, eval_file: str) -> None:
+  import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
   predictions = json.load(open(os.path.join(_last_predictions(workdir),
                                             "validation_predictions.json")))
-  lengths = convert.load_params(workdir, return_report=True)[2].meta
-  max_seq_length = lengths["max_seq_length"]
-  qa = transformers.pipeline("question-answering", model=export, device="cpu")
+  max_seq_length = convert.load_params(workdir, return_report=True)[2].meta["max_seq_length"]
+  # transformers 5 has no question-answering pipeline (4.x's windowed the long contexts): the
+  # model is called as the export's README calls it, on the questions that fit in one window.
+  model = transformers.AutoModelForQuestionAnswering.from_pretrained(export).eval()
+  tokenizer = transformers.AutoTokenizer.from_pretrained(export)
   questions = [(q["id"], q["question"], p["context"]) for a in json.load(open(eval_file))["data"]
                for p in a["paragraphs"] for q in p["qas"]]
-  same = one_window = same_in_one = 0
+  same = one_window = 0
   for qid, question, context in questions:
-    # doc_stride 8: what these long questions leave room for in transformers' windows.
-    answer = qa(question=question, context=context, max_seq_len=max_seq_length, doc_stride=8,
-                max_question_len=48, max_answer_len=30, align_to_words=False)["answer"]
-    agrees = answer == predictions[qid]
-    same += agrees
-    if len(qa.tokenizer(question, context)["input_ids"]) <= max_seq_length:
-      one_window += 1
-      same_in_one += agrees
-  print(f"question-answering: the same answer for {same} of {len(questions)}; "
-        f"{same_in_one} of the {one_window} that fit in one window")
+    encoded = tokenizer(question, context, return_tensors="pt", return_offsets_mapping=True)
+    offsets = encoded.pop("offset_mapping")[0].numpy()  # [length, 2]
+    if len(offsets) > max_seq_length:
+      continue
+    one_window += 1
+    with torch.no_grad():
+      output = model(**encoded)
+    context_tokens = np.flatnonzero((encoded["token_type_ids"][0].numpy() == 1) &
+                                    (offsets[:, 1] > 0))
+    start_logits, end_logits = output.start_logits[0].numpy(), output.end_logits[0].numpy()
+    start, end = max(((s, e) for s in context_tokens for e in context_tokens if 0 <= e - s < 30),
+                     key=lambda span: start_logits[span[0]] + end_logits[span[1]])
+    same += context[offsets[start][0]:offsets[end][1]] == predictions[qid]
+  print(f"question answering (the model as its README calls it): the same answer for {same} of "
+        f"the {one_window} questions that fit in one window (of {len(questions)})")
 
 
 def choice_agreement(workdir: str, export: str, eval_file: str, questions: int) -> None:

@@ -21,7 +21,8 @@ to 1.0:
             and `next_sentence_label`, `torch.optim.AdamW`, torch.set_num_threads(--torch_threads,
             2 by default = the cores here). As users run it, HF's MLM head (transform + the
             [hidden, vocab] decoder) runs on every token, not only the masked ones.
-  flax      transformers' `FlaxBertForPreTraining` (the last release with Flax models is 4.57.6),
+  flax      transformers' `FlaxBertForPreTraining` (4.57.6 was the last release with Flax models;
+            transformers 5, which the test extra installs, has none, so it is skipped there),
             jitted as its run_mlm_flax.py example does (`train=True`, a dropout rng), optax
             clip + adamw; it too has the MLM head on every token. Skipped with the reason if it
             does not import or run.

@@ -42,6 +42,10 @@ def hf_model():
       # Random LayerNorm weights and biases everywhere: a swapped or dropped param shows.
       if "LayerNorm" in name or name.endswith("bias"):
         param.copy_(torch.randn_like(param) * 0.5 + (1.0 if name.endswith("weight") else 0.0))
+      # Queries and keys 10x their init (std 0.2): attention far from uniform, so a wrong head
+      # split changes the outputs by much more than the tolerance, whatever the seed's draws.
+      elif name.endswith(("query.weight", "key.weight")):
+        param.mul_(10.0)
   return model
 
 
@@ -126,8 +130,8 @@ def test_save_hf_loads_in_transformers_with_nothing_missing(hf_dir, reference, t
   out = str(tmp_path / "exported")
   convert.save_hf(out, config, params)
   model, info = transformers.BertForPreTraining.from_pretrained(out, output_loading_info=True)
-  assert info["missing_keys"] == [] and info["unexpected_keys"] == []
-  assert info["mismatched_keys"] == []
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert not info["mismatched_keys"], info
   inputs, expected = reference
   differences = _max_differences(expected, _hf_outputs(model.eval(), inputs))
   assert max(differences.values()) < TOLERANCE, differences
@@ -160,9 +164,11 @@ def test_bert_model_checkpoint_initialises_and_reports_heads(hf_model, reference
 
 
 def test_pytorch_model_bin_loads_without_pickle_code(hf_model, hf_dir, tmp_path):
+  # A checkpoint as transformers 4 and earlier saved it (save_pretrained(safe_serialization=False));
+  # transformers 5 writes safetensors only, but such files are still what many hub models hold.
   path = str(tmp_path / "bin")
-  hf_model.save_pretrained(path, safe_serialization=False)
-  assert os.listdir(path) and "pytorch_model.bin" in os.listdir(path)
+  hf_model.config.save_pretrained(path)
+  torch.save(hf_model.state_dict(), os.path.join(path, "pytorch_model.bin"))
   _, from_bin = convert.load_hf(path)
   _, from_safetensors = convert.load_hf(hf_dir)
   jax.tree_util.tree_map(np.testing.assert_array_equal, from_bin, from_safetensors)

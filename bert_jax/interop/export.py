@@ -24,15 +24,33 @@ from bert_jax.model import modeling
 from bert_jax.tokenizers import vocab_location
 
 # What to run on each head's export: transformers' pipeline task and an example input
-# (multiple choice has no pipeline: its README shows the model called directly).
+# (multiple choice has no pipeline, and transformers 5 removed question answering's: their
+# READMEs show the model called directly).
 _PIPELINES = {
     "pretraining": ("fill-mask", '"Paris is the [MASK] of France."'),
     "classification": ("text-classification", '"a sentence to classify"'),
     "regression": ("text-classification", '"a sentence to score"'),
     "token": ("token-classification", '"Ada Lovelace worked in London."'),
-    "span": ("question-answering",
-             'question="Where did she work?", context="Ada Lovelace worked in London."'),
 }
+# A span head's answer as bert_jax's n-best takes it: the best start + end logit over the
+# context's own tokens, end not before start, at most 30 tokens (data.max_answer_length).
+_SPAN_USE = """\
+    import torch
+
+    question, context = "Where did she work?", "Ada Lovelace worked in London."
+    encoded = tokenizer(question, context, truncation="only_second", return_tensors="pt",
+                        return_offsets_mapping=True)
+    offsets = encoded.pop("offset_mapping")[0]  # [length, 2]: each token's characters
+    with torch.no_grad():
+        output = model(**encoded)
+    in_context = (encoded["token_type_ids"][0] == 1) & (offsets[:, 1] > 0)  # [length]
+    position = torch.arange(len(offsets))
+    span_length = position[None, :] - position[:, None] + 1  # [start, end]
+    allowed = in_context[:, None] & in_context[None, :] & (span_length >= 1) & (span_length <= 30)
+    scores = output.start_logits[0][:, None] + output.end_logits[0][None, :]  # [start, end]
+    start, end = divmod(int(scores.masked_fill(~allowed, -float("inf")).argmax()), len(offsets))
+    print(context[offsets[start][0]:offsets[end][1]])
+"""
 
 
 @dataclasses.dataclass
@@ -74,6 +92,8 @@ def _readme(head: hf_heads.Head, config: modeling.BertConfig, source: str, outpu
     truncation = ", truncation=True" if head.family in ("classification", "regression") else ""
     use = (f'    pipe = transformers.pipeline("{task}", model="{output}")\n'
            f"    print(pipe({example}{truncation}))\n")
+  elif head.family == "span":
+    use = _SPAN_USE
   else:  # Multiple choice has no pipeline: each (context, ending) pair, scored together.
     use = ('    encoded = tokenizer(["a context"] * 2, ["one ending", "another ending"],\n'
            '                        truncation=True, padding=True, return_tensors="pt")\n'
