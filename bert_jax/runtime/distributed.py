@@ -32,14 +32,16 @@ def _on_cloud_tpu_vm() -> bool:
 def detect_cluster() -> str | None:
   """Names the multi-process environment jax can configure itself, or None.
 
-  Mirrors jax 0.10's cluster detection (jax/_src/clusters/) without its network queries. A
+  Mirrors jax 0.12's cluster detection (jax/_src/clusters/) without its network queries. A
   Cloud TPU VM counts even when it is a single host: jax then finds a slice of one process,
   which costs nothing. SLURM and Open MPI count only with more than one task, so a plain
   `srun python ...` or `mpirun -n 1` stays a single process. Kubernetes other than GKE TPUs and
   mpi4py are left to the explicit flags: detecting them needs extra packages.
   """
   if _on_cloud_tpu_vm():
-    gke = "TPU_PROCESS_ADDRESSES" in os.environ or "TPU_WORKER_HOSTNAMES" in os.environ
+    # jax 0.12 also reads the addresses from a file named by TPU_PROCESS_ADDRESSES_PATH.
+    gke = any(name in os.environ for name in ("TPU_PROCESS_ADDRESSES_PATH",
+                                              "TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES"))
     # Without GKE's variables jax asks the GCE metadata server, which TPU_SKIP_MDS_QUERY turns
     # off; then jax finds no cluster and neither do we.
     if gke or "TPU_SKIP_MDS_QUERY" not in os.environ:
@@ -47,6 +49,7 @@ def detect_cluster() -> str | None:
   if all(name in os.environ for name in _SLURM_VARIABLES):
     if _task_count("SLURM_NTASKS") > 1:
       return "SLURM"
+  # ORTE-based Open MPI (< 5) only: jax 0.12 sends Open MPI 5 jobs to mpi4py, as we do (flags).
   if "OMPI_MCA_orte_hnp_uri" in os.environ and _task_count("OMPI_COMM_WORLD_SIZE") > 1:
     return "Open MPI"
   return None
