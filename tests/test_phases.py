@@ -154,7 +154,9 @@ def test_each_phase_reads_pairs_made_at_its_own_length(tmp_path, sentencepiece_m
   cut = data_recipe.pair_statistics(direct_512["train_files"], 128, masking_config)
   assert cut["a_longer"] > phase1["a_longer"] + 0.1
   assert cut["instances"] < phase1["instances"] / 2
-  assert 0.4 < phase1["a_longer"] < 0.65 and 0.4 < phase1["random_next"] < 0.6
+  # Random next: half of the pairs, plus every chunk of one sentence (the original forces those),
+  # whose share depends on the Python's docstrings (0.63 on 3.12's first 120 documents).
+  assert 0.4 < phase1["a_longer"] < 0.65 and 0.4 < phase1["random_next"] < 0.7
   # Records made beforehand (source 'tfrecord'): phase 2 reads data.phase2_input_files.
   config = _config("")
   config.data.update(source="tfrecord", input_files=f"{tmp_path}/both/train-*.tfrecord",
