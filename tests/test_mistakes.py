@@ -301,12 +301,18 @@ def test_a_step_directory_as_init_checkpoint_finds_its_workdirs_vocabulary(tmp_p
   assert finetune_data.vocab_file(config) == str(tmp_path / "run" / "data" / "vocab.model")
 
 
+def _older_python() -> str:
+  """A Python older than 3.12 on PATH (this machine kind has 3.11), else the test skips."""
+  path = next((path for path in map(shutil.which, ("python3.11", "python3.10")) if path), None)
+  if path is None:
+    pytest.skip("no python3.11 or python3.10 on PATH")
+  return path
+
+
 def test_a_python_older_than_3_12_is_one_line():
   # setup.py's python_requires stops pip on such a Python; this is the line for a checkout run
   # without installing (python3.11 -m bert_jax.main), before jax or anything else is imported.
-  old_python = next((path for path in map(shutil.which, ("python3.11", "python3.10")) if path), None)
-  if old_python is None:
-    pytest.skip("no python3.11 or python3.10 on PATH")
+  old_python = _older_python()
   result = subprocess.run([old_python, "-m", "bert_jax.main", "--help"], capture_output=True,
                           text=True, cwd=REPO, check=False, env={**os.environ, "PYTHONPATH": ""})
   assert result.returncode == 1
@@ -317,9 +323,7 @@ def test_a_python_older_than_3_12_is_one_line():
 
 def test_pip_on_a_python_older_than_3_12_says_so(tmp_path):
   # pip resolves the pins before python_requires; setup.py's own line comes first.
-  old_python = next((path for path in map(shutil.which, ("python3.11", "python3.10")) if path), None)
-  if old_python is None:
-    pytest.skip("no python3.11 or python3.10 on PATH")
+  old_python = _older_python()
   subprocess.run([old_python, "-m", "venv", str(tmp_path / "venv")], check=True)
   result = subprocess.run([str(tmp_path / "venv/bin/pip"), "install", "-q", "-e", REPO],
                           capture_output=True, text=True, check=False)
