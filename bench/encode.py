@@ -51,7 +51,7 @@ EMBEDDINGS = ("cls", "pooled", "mean")
 
 
 
-def _pretraining_params(model_config: modeling.BertConfig) -> dict:
+def pretraining_params(model_config: modeling.BertConfig) -> dict:
   """A freshly initialised BertForPreTraining's params (host float32): the whole tree, so that
   hf_params can convert it; the encoder is its 'bert' subtree."""
   ids = jnp.zeros((1, 1), jnp.int32)
@@ -78,7 +78,7 @@ def _torch_model(config: ml_collections.ConfigDict, params: dict, device: str):
   return model.to(device).eval()
 
 
-def _torch_embed(model, inputs: dict) -> dict[str, np.ndarray]:
+def torch_embed(model, inputs: dict) -> dict[str, np.ndarray]:
   """encode.embed's three embeddings from HF's outputs, as float32 numpy (the host sync)."""
   import torch  # pylint: disable=import-outside-toplevel
   with torch.inference_mode():
@@ -94,7 +94,7 @@ def check_same_embeddings(config, params: dict, batch: dict[str, np.ndarray]) ->
   """Largest |bert_jax - torch| of each float32 embedding, both running `params`."""
   model_config = modeling.BertConfig.from_dict({**config.model.to_dict(), "dtype": "float32"})
   ours = jax.device_get(_jax_embed_fn(model_config)(params["bert"], batch))
-  theirs = _torch_embed(_torch_model(config, params, "cpu"), harness.torch_inputs(batch, "cpu"))
+  theirs = torch_embed(_torch_model(config, params, "cpu"), harness.torch_inputs(batch, "cpu"))
   return {name: float(np.max(np.abs(ours[name] - theirs[name]))) for name in EMBEDDINGS}
 
 
@@ -124,7 +124,7 @@ def run_torch(config, params, batch, args) -> tuple[np.ndarray, str]:
 
   def one_call():
     with precision:
-      _torch_embed(model, inputs)
+      torch_embed(model, inputs)
 
   return harness.time_calls(one_call, args.warmup, args.steps), (
       f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, "
@@ -174,7 +174,7 @@ def main() -> None:
   model = config.model
   batch = synthetic.random_batch(args.batch_size, args.seq_length, 1, model.vocab_size,
                                  first_id=1000)
-  params = _pretraining_params(modeling.BertConfig.from_dict(model.to_dict()))
+  params = pretraining_params(modeling.BertConfig.from_dict(model.to_dict()))
   difference = None
   if {"bert_jax", "torch"} <= set(frameworks):
     difference = check_same_embeddings(config, params, batch)

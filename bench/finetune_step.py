@@ -58,7 +58,7 @@ def _batch(args, vocab_size: int) -> dict[str, np.ndarray]:
   return batch
 
 
-def _bert_jax_step(config, batch, args):
+def bert_jax_step(config, batch, args):
   """(the jitted step, its initial state): what the timing and the profile both run."""
   model = finetune_program.create_model(
       FAMILY, modeling.BertConfig.from_config(config.model), args.num_labels)
@@ -71,7 +71,7 @@ def _bert_jax_step(config, batch, args):
 
 
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
-  step, state = _bert_jax_step(config, batch, args)
+  step, state = bert_jax_step(config, batch, args)
   device_batch = jax.device_put(batch)
   rng = train_state.root_key(config)
 
@@ -124,7 +124,7 @@ RUNNERS = {"bert_jax": run_bert_jax, "torch": run_torch, "flax": run_flax}
 
 def profile(config, batch, args) -> None:
   """Time of bert_jax's step per compiled XLA op, summed over the runtime's worker threads."""
-  step, state = _bert_jax_step(config, batch, args)
+  step, state = bert_jax_step(config, batch, args)
   print("bert_jax " + xla_profile.report(
       step, (state, jax.device_put(batch), train_state.root_key(config)), args.steps,
       args.warmup))

@@ -265,7 +265,7 @@ def embeddings(args, config, params, features) -> dict[str, dict]:
                  else features["input_ids"].shape[1])
       rows = {k: features[k][indices, :longest] for k in ("input_ids", "segment_ids",
                                                           "input_mask")}
-      outputs.append(encode_bench._torch_embed(  # pylint: disable=protected-access
+      outputs.append(encode_bench.torch_embed(
           torch_model, harness.torch_inputs(rows, "cpu")))
     result = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
     if not dynamic:
@@ -308,7 +308,7 @@ def main() -> None:
     params = jax.device_get(params)
     source = args.init_checkpoint
   else:
-    params = encode_bench._pretraining_params(  # pylint: disable=protected-access
+    params = encode_bench.pretraining_params(
         modeling.BertConfig.from_config(config.model))
     source = f"preset {args.preset}, random init"
   print(f"Model: L{config.model.num_hidden_layers}/H{config.model.hidden_size} ({source}), the "

@@ -68,7 +68,7 @@ from bert_jax.runtime import train_state
 MASK_ID = 103  # [MASK] in Google's uncased vocabulary; any id works for timing.
 
 
-def _bert_jax_step(config, batch):
+def bert_jax_step(config, batch):
   """(the jitted step, its initial state): what the timing and the profile both run."""
   model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
   tx = optim.create_optimizer(config.train)
@@ -80,7 +80,7 @@ def _bert_jax_step(config, batch):
 
 
 def run_bert_jax(config, batch, args) -> tuple[np.ndarray, str]:
-  step, state = _bert_jax_step(config, batch)
+  step, state = bert_jax_step(config, batch)
   device_batch = jax.device_put(batch)
   rng = train_state.root_key(config)
 
@@ -193,7 +193,7 @@ def breakdown(config, batch, args) -> None:
 
 def profile(config, batch, args) -> None:
   """Time of bert_jax's step per compiled XLA op, summed over the runtime's worker threads."""
-  step, state = _bert_jax_step(config, batch)
+  step, state = bert_jax_step(config, batch)
   print("bert_jax " + xla_profile.report(
       step, (state, jax.device_put(batch), train_state.root_key(config)), args.steps,
       args.warmup))

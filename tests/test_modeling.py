@@ -143,3 +143,31 @@ def test_config_errors_name_the_field():
     modeling.BertConfig(hidden_size=30, num_attention_heads=4)
   with pytest.raises(errors.UserError, match="model.hidden_actt"):
     modeling.BertConfig.from_dict({"hidden_actt": "gelu"})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_matmul_and_its_gradients_are_the_einsums(dtype):
+  """modeling.matmul's hand-written gradients are autodiff's of the einsum it replaces:
+  float32 to rounding, bfloat16 within its precision (float32 accumulation in both)."""
+  keys = jax.random.split(jax.random.key(0), 4)
+  x = jax.random.normal(keys[0], (3, 5, 8)).astype(dtype)  # [batch, length, in]
+  kernel = jax.random.normal(keys[1], (8, 6))  # float32 params
+  bias = jax.random.normal(keys[2], (6,))
+  weights = jax.random.normal(keys[3], (3, 5, 6))
+
+  def reference(x, kernel, bias):
+    output = jnp.einsum("bli,io->blo", x.astype(jnp.float32), kernel) + bias
+    return jnp.sum(output.astype(x.dtype).astype(jnp.float32) * weights)
+
+  def ours(x, kernel, bias):
+    return jnp.sum(modeling.matmul(x, kernel, bias).astype(jnp.float32) * weights)
+
+  tolerance = 1e-5 if dtype == "float32" else 2e-2
+  expected = jax.grad(reference, argnums=(0, 1, 2))(x, kernel, bias)
+  got = jax.grad(ours, argnums=(0, 1, 2))(x, kernel, bias)
+  assert modeling.matmul(x, kernel, bias).dtype == jnp.dtype(dtype)
+  assert [g.dtype for g in got] == [jnp.dtype(dtype), jnp.float32, jnp.float32]
+  for name, e, g in zip(("x", "kernel", "bias"), expected, got):
+    e, g = np.asarray(e, np.float32), np.asarray(g, np.float32)
+    np.testing.assert_allclose(g, e, rtol=tolerance, atol=tolerance * np.abs(e).max(),
+                               err_msg=name)

@@ -29,11 +29,11 @@ from bert_jax import errors
 from bert_jax.model import modeling
 
 
-def _output_layer(config: modeling.BertConfig, features: int, name: str) -> nn.Dense:
+def _output_layer(config: modeling.BertConfig, features: int, name: str) -> modeling.Dense:
   # Logits in float32 whatever the compute dtype: they feed a softmax or a regression loss.
-  return nn.Dense(features, dtype=jnp.float32, name=name,
-                  kernel_init=modeling.weight_init(config, ("embed", None)),
-                  bias_init=modeling.zeros_init((None,)))
+  return modeling.Dense(features, dtype=jnp.float32, name=name,
+                        kernel_init=modeling.weight_init(config, ("embed", None)),
+                        bias_init=modeling.zeros_init((None,)))
 
 
 class BertForSequenceClassification(nn.Module):

@@ -141,10 +141,71 @@ def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
       bias_init=zeros_init(("embed",)))
 
 
+def matmul(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+  """x [..., in] times kernel [in, out] (+ bias [out]), as one 2-D matmul [rows, in] x [in, out].
+
+  The kernel and bias are params (float32), x is in the compute dtype. The products are those
+  of an einsum over the last axis, accumulated in float32 with the bias added in float32, then
+  rounded once to x's dtype (as torch.autocast's linear layers); the gradients are the same
+  products again, each a plain 2-D matmul in x's dtype, with the kernel's and bias's gradients
+  accumulated in float32. Why written out: XLA:CPU runs a bfloat16 dot that contracts over two
+  axes (a kernel's gradient over batch and length), or mixes float32 and bfloat16 operands,
+  without the CPU's matrix units, and sums a bfloat16 bias gradient by a slow windowed
+  reduction; so autodiff of the einsum made bfloat16 training 2x slower than float32 there
+  (docs/BENCHMARKS.md, "bfloat16 on the CPU's matrix units"). In float32 nothing changes.
+  Merging leading axes is free on every backend and keeps their sharding.
+  """
+  rows = x.reshape(-1, x.shape[-1])  # [batch * length, in]
+  output = _matmul_2d(rows, kernel, bias)  # [batch * length, out]
+  return output.reshape(*x.shape[:-1], kernel.shape[-1])  # [..., out]
+
+
+@jax.custom_vjp
+def _matmul_2d(rows: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+  # [rows, in] x [in, out] -> [rows, out]
+  output = jnp.dot(rows, kernel.astype(rows.dtype), preferred_element_type=jnp.float32)
+  if bias is not None:
+    output = output + bias.astype(jnp.float32)
+  return output.astype(rows.dtype)
+
+
+def _matmul_2d_forward(rows, kernel, bias):
+  return _matmul_2d(rows, kernel, bias), (rows, kernel, bias)
+
+
+def _matmul_2d_backward(residuals, d_output):
+  rows, kernel, bias = residuals
+  # [rows, out] x [in, out] -> [rows, in]
+  d_rows = jax.lax.dot_general(d_output, kernel.astype(rows.dtype), (((1,), (1,)), ((), ())),
+                               preferred_element_type=jnp.float32).astype(rows.dtype)
+  # [in, rows] x [rows, out] -> [in, out]
+  d_kernel = jnp.dot(rows.T, d_output, preferred_element_type=jnp.float32).astype(kernel.dtype)
+  d_bias = (None if bias is None
+            else jnp.sum(d_output.astype(jnp.float32), axis=0).astype(bias.dtype))  # [out]
+  return d_rows, d_kernel, d_bias
+
+
+_matmul_2d.defvjp(_matmul_2d_forward, _matmul_2d_backward)
+
+
+class Dense(nn.Module):
+  """nn.Dense's params ('kernel' [in, out], 'bias' [out]) computed by `matmul` in `dtype`."""
+  features: int
+  dtype: Any
+  kernel_init: Any
+  bias_init: Any
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+    bias = self.param("bias", self.bias_init, (self.features,))
+    return matmul(x.astype(self.dtype), kernel, bias)
+
+
 def _dense(config: BertConfig, features: int, names: tuple[str | None, str | None],
-           name: str) -> nn.Dense:
-  return nn.Dense(features, dtype=config.compute_dtype, name=name,
-                  kernel_init=weight_init(config, names), bias_init=zeros_init(names[1:]))
+           name: str) -> Dense:
+  return Dense(features, dtype=config.compute_dtype, name=name,
+               kernel_init=weight_init(config, names), bias_init=zeros_init(names[1:]))
 
 
 class BertEmbeddings(nn.Module):
@@ -200,9 +261,11 @@ class BertSelfAttention(nn.Module):
                           (config.hidden_size, heads, head_dim))
       bias = self.param(f"{name}_bias", zeros_init(("heads", "kv")), (heads, head_dim))
       dtype = config.compute_dtype
-      # [batch, length, embed] x [embed, heads, head_dim] -> [batch, length, heads, head_dim]
-      return (jnp.einsum("ble,ehd->blhd", hidden.astype(dtype), kernel.astype(dtype))
-              + bias.astype(dtype))
+      # [batch, length, embed] x [embed, heads * head_dim] -> [batch, length, heads, head_dim]
+      projected = matmul(hidden.astype(dtype),
+                         kernel.reshape(config.hidden_size, heads * head_dim),
+                         bias.reshape(heads * head_dim))
+      return projected.reshape(*hidden.shape[:2], heads, head_dim)
 
     query = projection("query")
     key = projection("key")
@@ -238,9 +301,9 @@ class BertSelfAttention(nn.Module):
     kernel = self.param("output_kernel", weight_init(config, ("heads", "kv", "embed")),
                         (heads, head_dim, config.hidden_size))
     bias = self.param("output_bias", zeros_init(("embed",)), (config.hidden_size,))
-    # [batch, length, heads, head_dim] x [heads, head_dim, embed] -> [batch, length, embed]
-    output = jnp.einsum("blhd,hde->ble", context, kernel.astype(context.dtype)) + bias.astype(
-        context.dtype)
+    # [batch, length, heads * head_dim] x [heads * head_dim, embed] -> [batch, length, embed]
+    output = matmul(context.reshape(*context.shape[:2], heads * head_dim),
+                    kernel.reshape(heads * head_dim, config.hidden_size), bias)
     output = nn.Dropout(config.hidden_dropout_prob)(output, deterministic=self.deterministic)
     return _layer_norm(config, "LayerNorm")(output + hidden)
 
@@ -376,7 +439,8 @@ class _Predictions(nn.Module):
     hidden = _dense(config, config.hidden_size, ("embed", None), "transform_dense")(hidden)
     hidden = _ACTIVATIONS[config.hidden_act](hidden)
     hidden = _layer_norm(config, "transform_LayerNorm")(hidden)
-    logits = word_embeddings.attend(hidden)  # [batch, predictions, vocab], tied decoder
+    # Tied decoder: [batch, predictions, embed] x [embed, vocab] -> [batch, predictions, vocab]
+    logits = matmul(hidden, word_embeddings.embedding.T)
     output_bias = self.param("output_bias", zeros_init(("vocab",)), (config.vocab_size,))
     return logits.astype(jnp.float32) + output_bias
 
