@@ -26,6 +26,7 @@ from configs import large
 
 def _config(layers: int, seq_length: int, **model_overrides):
   config = large.get_config()
+  config.model.dtype = "float32"  # As measured since issue 5 (not the host's 'auto').
   config.model.num_hidden_layers = layers
   config.model.update(model_overrides)
   config.data.max_seq_length = seq_length

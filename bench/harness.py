@@ -65,6 +65,7 @@ def config(args: argparse.Namespace, predictions: int = 0) -> ml_collections.Con
   result = base.get_config()
   result.model.update(vocab_size=30522, scan_layers=args.scan_layers == "true",
                       **PRESETS[args.preset])
+  result.model.dtype = "float32"  # Each bench says its precision; never the machine's 'auto'.
   result.rng_impl = args.rng_impl
   result.data.update(max_seq_length=args.seq_length, max_predictions_per_seq=predictions)
   result.train.update(batch_size=args.batch_size, num_warmup_steps=10, num_train_steps=10_000)

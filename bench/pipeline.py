@@ -24,6 +24,7 @@ from bert_jax.model import modeling  # pylint: disable=g-import-not-at-top
 from bert_jax.pretraining import train_program
 from bert_jax.pretraining.data import inputs
 from bert_jax.runtime import optim
+from bert_jax.runtime import precision
 from bert_jax.runtime import train_state
 from ml_collections import config_flags
 
@@ -61,6 +62,7 @@ def time_train_step(config, batch, num_steps: int) -> float:
 def main(argv):
   del argv
   config = _CONFIG.value
+  why = precision.resolve_dtype(config)  # The step a run of this config would compile.
   data = inputs.resolve(config, _WORKDIR.value)
   pipeline_rate = time_pipeline(config, data, _BATCHES.value)
   batch = next(inputs.train_dataset(config, data, start_index=0).as_numpy_iterator())
@@ -68,7 +70,7 @@ def main(argv):
                               _STEPS.value)
   print(f"config: batch {config.train.batch_size}, seq {config.data.max_seq_length}, "
         f"predictions {config.data.max_predictions_per_seq}, "
-        f"whole_word_masking={config.data.whole_word_masking}")
+        f"whole_word_masking={config.data.whole_word_masking}; {config.model.dtype} ({why})")
   cores = len(os.sched_getaffinity(0))
   print(f"pipeline ({cores} core(s)): {pipeline_rate:,.0f} sequences/s")
   print(f"train step ({jax.devices()[0].platform}, {jax.device_count()} device(s)): "

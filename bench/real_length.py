@@ -53,6 +53,7 @@ from bert_jax.interop import convert
 from bert_jax.interop import hf_params
 from bert_jax.model import modeling
 from bert_jax.runtime import optim
+from bert_jax.runtime import precision
 from bert_jax.runtime import train_state
 from bert_jax.tokenizers import tokenization
 
@@ -74,6 +75,9 @@ def _flags() -> argparse.Namespace:
   parser.add_argument("--learning_rate", type=float, default=5e-5)
   parser.add_argument("--rounds", type=int, default=4)
   parser.add_argument("--torch_threads", type=int, default=2)
+  parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="float32",
+                      help="bert_jax's model.dtype ('auto': what a run on this machine picks); "
+                      "transformers stays float32, its default")
   return parser.parse_args()
 
 
@@ -99,6 +103,8 @@ def _config(args, vocab_size: int, num_steps: int) -> ml_collections.ConfigDict:
   config.model.update(vocab_size=vocab_size, max_position_embeddings=max(args.max_seq_length, 64))
   config.train.update(learning_rate=args.learning_rate, num_train_steps=num_steps,
                       num_warmup_steps=int(0.1 * num_steps), max_grad_norm=1.0)
+  config.model.dtype = args.dtype
+  precision.resolve_dtype(config)
   return config
 
 
@@ -312,7 +318,8 @@ def main() -> None:
         modeling.BertConfig.from_config(config.model))
     source = f"preset {args.preset}, random init"
   print(f"Model: L{config.model.num_hidden_layers}/H{config.model.hidden_size} ({source}), the "
-        f"same weights in each framework; {harness.device_line()}")
+        f"same weights in each framework; bert_jax computes in {config.model.dtype}, "
+        f"transformers in float32; {harness.device_line()}")
   tuned = finetuning(args, config, params, train, dev, len(label_names))
   print(f"\nFine-tuning: {args.epochs} epoch(s) of {num_steps // args.epochs} steps of "
         f"{args.batch_size} sentences, lr {args.learning_rate}, in {args.rounds} alternating "

@@ -4,6 +4,7 @@ Only wires flags to library calls, so everything it runs can be imported from a 
 notebook. Run the same command on every host of a multi-host job.
 """
 
+import os
 import sys
 
 from absl import app
@@ -29,6 +30,19 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0 to num_processes - 1.")
 
 
+def _use_compilation_cache(workdir: str) -> None:
+  """Compiled programs kept in WORKDIR/compile_cache: a second command on the same workdir (a
+  resume, predict or encode after fine-tuning) loads them instead of compiling again. Local
+  workdirs only: on gs:// every host would read and write the bucket at start-up."""
+  if "://" in workdir:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "compile_cache"))
+  # jax's default keeps only compiles over 1 s; a CPU run's encode or predict takes less, and
+  # is the command whose start-up a user waits for.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -39,7 +53,9 @@ def main(argv: list[str]) -> None:
   # Imported here so that --help and flag errors are instant (no TF/JAX import).
   from bert_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   from bert_jax import errors  # pylint: disable=g-import-not-at-top
-  from bert_jax.pretraining import train  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import precision  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import report  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   try:
@@ -49,8 +65,20 @@ def main(argv: list[str]) -> None:
     from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
     # Before anything touches the JAX backend. Each mode then validates the whole config
     # (validation.validate) before it reads, writes or compiles anything.
+    single_process = (_NUM_PROCESSES.value in (None, 1)
+                      and distributed.detect_cluster() is None)
+    cpu_devices = precision.set_cpu_devices(config, single_process)
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    # model.dtype='auto' becomes a dtype here, once, for everything the mode builds; the line
+    # that says so comes after the config's checks, so that a mistake gets its one line only.
+    why = precision.resolve_dtype(config)
+    validation.validate(config)
+    on_cpu = jax.devices()[0].platform == "cpu"
+    report.line(f"Compute: {config.model.dtype} ({why})"
+                + (f"; {cpu_devices}" if cpu_devices and on_cpu else ""))
+    _use_compilation_cache(_WORKDIR.value)
     if config.mode == "pretrain":
+      from bert_jax.pretraining import train  # pylint: disable=g-import-not-at-top
       train.train_and_evaluate(config, _WORKDIR.value)
     elif config.mode == "eval":
       from bert_jax.pretraining import evaluation  # pylint: disable=g-import-not-at-top

@@ -56,9 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.type_vocab_size = 2
   # Stddev of the truncated normal used for every weight.
   model.initializer_range = 0.02
-  # Compute dtype of activations and matmuls: 'float32', or 'bfloat16' (or 'float16') on
-  # TPU/GPU. Params, softmax, LayerNorm statistics and losses stay float32.
-  model.dtype = "float32"
+  # Compute dtype of activations and matmuls: 'auto' (bfloat16 on TPUs, GPUs and CPUs with
+  # AMX-BF16, float32 on other CPUs; the startup line says which and why), 'float32',
+  # 'bfloat16' or 'float16'. Params, softmax, LayerNorm statistics and losses stay float32.
+  model.dtype = "auto"
   # Run the layers as one scanned body (compile time flat in depth) rather than unrolled.
   model.scan_layers = True
   # What each layer recomputes in the backward pass instead of keeping: 'none', 'full',
@@ -264,6 +265,11 @@ def get_config() -> ml_collections.ConfigDict:
   mesh.fsdp = 1
   # Tensor parallel: heads, mlp and vocab split over this axis.
   mesh.tensor = 1
+  # On a CPU, single process: how many jax devices this host's cores become (data parallel,
+  # the same numbers). 0 = auto: one per core for finetune, encode and predict when their batch
+  # sizes divide by it, else 1; pre-training and eval keep 1 (docs/BENCHMARKS.md). Ignored
+  # where XLA_FLAGS sets --xla_force_host_platform_device_count, and off a CPU.
+  mesh.cpu_devices = 0
   # Logical axis -> mesh axes (None = replicated); model code names only logical axes.
   config.logical_axis_rules = [
       ("batch", ("data", "fsdp")),

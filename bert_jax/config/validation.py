@@ -16,6 +16,7 @@ from bert_jax.model import attention
 from bert_jax.model import modeling
 from bert_jax.runtime import nan_guard
 from bert_jax.runtime import optim
+from bert_jax.runtime import precision
 from bert_jax.runtime import sharding
 
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")  # jax.random.key(..., impl=)
@@ -112,7 +113,8 @@ def check_rng_impl(config: ml_collections.ConfigDict) -> None:
 
 def validate(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
              platform: str | None = None) -> None:
-  """Every check of a config that can run before data is read or anything is built.
+  """Every check of a config that can run before data is read or anything is built; it also
+  turns model.dtype='auto' into the platform's dtype (runtime/precision.py).
 
   The one entry of a run's config into validation: each mode calls it first; the checks of
   what only data or a checkpoint can tell (the vocabulary's size, a loaded model's shape) are
@@ -132,6 +134,9 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
   if mesh is None:
     mesh = sharding.create_mesh(config.mesh)
   check_rng_impl(config)
+  # model.dtype='auto' becomes the platform's dtype here (main.py has done it already, to say
+  # why on its startup line); every mode, and aot for a TPU, builds its model after this.
+  precision.resolve_dtype(config, platform or jax.default_backend())
   modeling.BertConfig.from_config(config.model)  # Its own checks (heads, act, dtype).
   attention.check_platform(config.model.attention, platform or jax.default_backend())
   nan_guard.NonFiniteGuard(config.train.nan_policy, config.train.debug_nan_steps)  # Its checks.

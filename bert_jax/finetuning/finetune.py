@@ -224,7 +224,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
           model_config, step_rows * sequences_per_row, seq_length,
           "classification" if data.family == "multiple_choice" else data.family, data.num_labels)
       reporter = progress.Progress(step - 1, num_steps, batch_size, seq_length, flops_per_step,
-                                   peak[0] * 1e12 * jax.device_count())
+                                   progress.total_peak_flops(peak[0]))
       return loop.Segment(1, num_steps, compiled, next_batch, reporter, flops_per_step,
                           time.perf_counter() - compile_start)
 

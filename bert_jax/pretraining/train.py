@@ -149,7 +149,7 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
           phase_config.data.max_predictions_per_seq)
       reporter = progress.Progress(
           step - 1, num_steps, batch_size, phase_config.data.max_seq_length,
-          flops_per_step, peak[0] * 1e12 * jax.device_count())
+          flops_per_step, progress.total_peak_flops(peak[0]))
       return loop.Segment(
           phase.first_step, phase.last_step, p_train_step, next_batch, reporter,
           flops_per_step, compile_seconds,

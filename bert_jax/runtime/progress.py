@@ -30,6 +30,18 @@ def peak_tflops_per_device(config: ml_collections.ConfigDict) -> tuple[float, st
           f"XLA's fastest {dtype} matmul measured on this device")
 
 
+def total_peak_flops(peak_tflops_per_device: float) -> float:
+  """All devices' peak FLOP/s together, the MFU denominator of a step.
+
+  A CPU's jax devices share its cores (mesh.cpu_devices splits one host into several, run by
+  one thread pool), and the matmul measured on one of them already uses every core: a host's
+  peak counts once, however many devices it shows.
+  """
+  if jax.devices()[0].platform == "cpu":
+    return peak_tflops_per_device * 1e12 * jax.process_count()
+  return peak_tflops_per_device * 1e12 * jax.device_count()
+
+
 def format_duration(seconds: float) -> str:
   """'1h02m', '3m12s' or '45s': short enough for a log line."""
   seconds = int(round(seconds))
