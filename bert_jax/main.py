@@ -69,13 +69,18 @@ def main(argv: list[str]) -> None:
                       and distributed.detect_cluster() is None)
     cpu_devices = precision.set_cpu_devices(config, single_process)
     distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    # model.dtype='auto' becomes a dtype here, once, for everything the mode builds; the line
-    # that says so comes after the config's checks, so that a mistake gets its one line only.
+    # model.dtype='auto' becomes a dtype here, once, for everything the mode builds. The line
+    # that says so is printed only for a valid config: a mistake gets its one line alone, from
+    # the mode, which checks in its own order (a task before a checkpoint, ...).
     why = precision.resolve_dtype(config)
-    validation.validate(config)
-    on_cpu = jax.devices()[0].platform == "cpu"
-    report.line(f"Compute: {config.model.dtype} ({why})"
-                + (f"; {cpu_devices}" if cpu_devices and on_cpu else ""))
+    try:
+      validation.validate(config)
+    except errors.UserError:
+      pass
+    else:
+      on_cpu = jax.devices()[0].platform == "cpu"
+      report.line(f"Compute: {config.model.dtype} ({why})"
+                  + (f"; {cpu_devices}" if cpu_devices and on_cpu else ""))
     _use_compilation_cache(_WORKDIR.value)
     if config.mode == "pretrain":
       from bert_jax.pretraining import train  # pylint: disable=g-import-not-at-top

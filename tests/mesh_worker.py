@@ -30,7 +30,8 @@ WATCHED = ("bert/embeddings/word_embeddings/embedding",
 def _config():
   config = tiny.get_config()
   config.model.update(vocab_size=128, hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
+                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                      dtype="float32")  # Compared to float32 rounding on every mesh.
   config.data.update(max_seq_length=32, max_predictions_per_seq=5)
   config.train.update(batch_size=16, num_warmup_steps=0, learning_rate=1e-3,
                       num_train_steps=10)

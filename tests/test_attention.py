@@ -186,7 +186,8 @@ def _config(**model):
     (dict(attention="splash", attention_probs_dropout_prob=0.0),
      "model.attention='splash' runs only on TPU, but the backend is 'cpu'"),
     (dict(attention="flash"), "model.attention='flash' is not one of xla, cudnn, splash"),
-    (dict(attention="cudnn"), "model.attention='cudnn' needs model.dtype='bfloat16'"),
+    (dict(attention="cudnn", dtype="float32"),
+     "model.attention='cudnn' needs model.dtype='bfloat16'"),
 ])
 def test_bad_attention_is_one_line(model, message):
   with pytest.raises(errors.UserError, match=message) as raised:

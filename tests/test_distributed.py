@@ -100,8 +100,9 @@ def test_cli_with_two_processes_checkpoints_and_one_process_resumes(tmp_path):
   device goes on from its checkpoint."""
   corpus = write_corpus(str(tmp_path))
   workdir = tmp_path / "work"
+  # float32: runs on different meshes are compared to float32 rounding.
   command = [sys.executable, "-m", "bert_jax.main", "--config=configs/tiny.py",
-             f"--workdir={workdir}", "--config.data.source=text",
+             f"--workdir={workdir}", "--config.data.source=text", "--config.model.dtype=float32",
              f"--config.data.input_files={corpus}", "--config.model.vocab_size=128",
              "--config.model.hidden_size=32", "--config.model.num_hidden_layers=1",
              "--config.model.num_attention_heads=2", "--config.model.intermediate_size=64",
@@ -181,7 +182,7 @@ def test_two_processes_fine_tune_packed_rows_exactly_as_one(tmp_path, sentencepi
   lines = ["sentence,label"] + [f"{s},{len(s.split()) / 4}" for s in sentences]
   (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
   command = [sys.executable, "-m", "bert_jax.main", "--config=configs/finetune.py",
-             f"--config.data.vocab_file={sentencepiece_model}",
+             "--config.model.dtype=float32", f"--config.data.vocab_file={sentencepiece_model}",
              f"--config.data.train_file={tmp_path / 'train.csv'}",
              f"--config.data.eval_file={tmp_path / 'train.csv'}",
              "--config.task=regression", "--config.data.text_a_key=sentence",

@@ -156,7 +156,8 @@ def test_cli_on_large():
 
 
 def test_cli_errors_are_one_line():
-  result = _run_cli("--config=configs/large.py", "--topology=v5litepod-256")
+  result = _run_cli("--config=configs/large.py", "--topology=v5litepod-256",
+                    "--config.model.dtype=float32")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith(
       "bert_jax: error: model.dtype='float32': no datasheet peak for TPU v5 lite")

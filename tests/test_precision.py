@@ -1,27 +1,38 @@
 """model.dtype='auto' and mesh.cpu_devices=0: what they choose, and that an explicit value wins."""
 
+import jax
 import pytest
 
 from bert_jax.config import validation
+from bert_jax.model import compute_dtype
+from bert_jax.model import modeling
 from bert_jax.runtime import precision
 from configs import finetune
 from configs import tiny
 
 
 @pytest.mark.parametrize("platform, amx, expected", [
-    ("tpu", False, "bfloat16"), ("gpu", False, "bfloat16"),
+    ("tpu", False, "bfloat16"), ("gpu", False, "bfloat16"), ("cuda", False, "bfloat16"),
     ("cpu", True, "bfloat16"), ("cpu", False, "float32")])
-def test_auto_picks_bfloat16_where_matrix_units_are_bfloat16(platform, amx, expected):
-  dtype, why = precision.choose_dtype("auto", platform, amx)
+def test_auto_picks_bfloat16_where_matrix_units_are_bfloat16(platform, amx, expected,
+                                                             monkeypatch):
+  monkeypatch.setattr(compute_dtype, "cpu_has_amx_bf16", lambda: amx)
+  dtype, why = compute_dtype.choose("auto", platform)
   assert dtype == expected
   assert why.startswith("model.dtype='auto': ")
   assert ("AMX-BF16" in why) == (platform == "cpu")
 
 
 @pytest.mark.parametrize("explicit", ["float32", "bfloat16", "float16"])
-def test_an_explicit_dtype_always_wins(explicit):
+def test_an_explicit_dtype_always_wins(explicit, monkeypatch):
   for platform, amx in (("tpu", False), ("cpu", True), ("cpu", False)):
-    assert precision.choose_dtype(explicit, platform, amx) == (explicit, "model.dtype")
+    monkeypatch.setattr(compute_dtype, "cpu_has_amx_bf16", lambda amx=amx: amx)
+    assert compute_dtype.choose(explicit, platform) == (explicit, "model.dtype")
+
+
+def test_a_model_built_from_an_auto_config_computes_as_this_backend_would():
+  model = modeling.BertConfig.from_config(tiny.get_config().model)
+  assert model.dtype == compute_dtype.choose("auto", jax.default_backend())[0]
 
 
 def test_validate_resolves_auto_for_the_platform_it_compiles_for():
@@ -39,7 +50,7 @@ def test_validate_resolves_auto_for_the_platform_it_compiles_for():
 def test_amx_is_read_from_the_cpu_flags():
   with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
     flags = next(line for line in cpuinfo if line.startswith("flags")).split()
-  assert precision.cpu_has_amx_bf16() == ("amx_bf16" in flags)
+  assert compute_dtype.cpu_has_amx_bf16() == ("amx_bf16" in flags)
 
 
 def test_cpu_devices_one_per_core_for_finetuning_when_batches_divide():

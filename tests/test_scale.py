@@ -25,7 +25,8 @@ def _config(**model_overrides):
   config = tiny.get_config()
   config.model.update(vocab_size=128, hidden_size=32, num_hidden_layers=3,
                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-  config.model.update(model_overrides)
+  # float32: these tests compare numbers to float32 rounding, not what 'auto' picks here.
+  config.model.update({"dtype": "float32", **model_overrides})
   config.data.update(max_seq_length=32, max_predictions_per_seq=5)
   config.train.update(num_warmup_steps=0, learning_rate=1e-3, num_train_steps=10)
   return config

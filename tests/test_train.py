@@ -39,8 +39,10 @@ def write_corpus(directory, num_documents=40, seed=0) -> str:
 
 def small_config(corpus_file: str, **train_overrides):
   config = tiny.get_config()
+  # float32, not what 'auto' picks here: these runs are compared with HF and with each other.
   config.model.update(vocab_size=128, hidden_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                      dtype="float32")
   # The original's objective (tiny.py's laptop recipe drops NSP and masks 45%).
   config.data.update(source="text", input_files=corpus_file, max_seq_length=32,
                      max_predictions_per_seq=5, num_eval_documents=6, dupe_factor=2,

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from bert_jax import errors
 from bert_jax.model import attention as attention_lib
+from bert_jax.model import compute_dtype
 
 _ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),  # The original's erf GELU.
@@ -73,8 +74,13 @@ class BertConfig:
     if self.hidden_act not in _ACTIVATIONS:
       raise errors.UserError(f"model.hidden_act={self.hidden_act!r} is not one of "
                              f"{sorted(_ACTIVATIONS)}")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise errors.UserError(f"model.dtype={self.dtype!r} is not float32, bfloat16 or float16")
+    if self.dtype == "auto":
+      # A run resolves 'auto' when it validates its config (and says why); a model built
+      # directly from a config (a notebook, a test) computes as jax's default backend would.
+      object.__setattr__(self, "dtype", compute_dtype.choose("auto")[0])
+    if self.dtype not in compute_dtype.DTYPES:
+      raise errors.UserError(f"model.dtype={self.dtype!r} is not auto, float32, bfloat16 or "
+                             "float16")
     if self.remat_policy not in REMAT_POLICIES:
       raise errors.UserError(f"model.remat_policy={self.remat_policy!r} is not one of "
                              f"{', '.join(REMAT_POLICIES)}")

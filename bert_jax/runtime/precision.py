@@ -1,14 +1,11 @@
-"""What `model.dtype='auto'` and `mesh.cpu_devices=0` choose, and why, from the machine alone.
+"""What a run's `model.dtype='auto'` and `mesh.cpu_devices=0` become, and why.
 
 Both are decided once, at start-up, from the platform, the CPU's features and the mode; an
 explicit value always wins. The measurements behind each rule are in docs/BENCHMARKS.md
 ("bfloat16 on the CPU's matrix units").
 
-- Compute dtype: bfloat16 on TPUs and GPUs (their matrix units are bfloat16), and on a CPU with
-  AMX-BF16, where XLA:CPU runs bfloat16 matmuls on the matrix units: 2.3-2.5x faster inference
-  and 1.1-1.3x faster training than float32 there. float32 on any other CPU, which has no
-  bfloat16 matrix units (bfloat16 would only add casts). Params, optimizer state, softmax,
-  LayerNorm statistics and losses stay float32 whatever is chosen.
+- Compute dtype: model/compute_dtype.py's rule (bfloat16 on TPUs, GPUs and CPUs with AMX-BF16,
+  float32 on other CPUs), written into the config so that everything the run builds uses it.
 - CPU devices: fine-tuning, encode and predict split a single-process CPU host into one jax
   device per core when their batch sizes divide by that count: their small matmuls use two
   cores poorly inside one XLA program, two programs side by side do better. Pre-training and
@@ -17,9 +14,10 @@ explicit value always wins. The measurements behind each rule are in docs/BENCHM
 """
 
 import os
-import sys
 
 import ml_collections
+
+from bert_jax.model import compute_dtype
 
 # Modes whose batches are split over the CPU devices by mesh.cpu_devices=0, and the batch-size
 # fields each must divide.
@@ -30,43 +28,10 @@ _CPU_DEVICE_MODES = {
 }
 
 
-def cpu_has_amx_bf16() -> bool:
-  """Whether this host's CPU has AMX-BF16 (Intel Sapphire Rapids and later); Linux only."""
-  if not sys.platform.startswith("linux"):
-    return False
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith("flags"):
-          return "amx_bf16" in line.split()
-  except OSError:
-    return False
-  return False
-
-
-def choose_dtype(requested: str, platform: str, amx_bf16: bool) -> tuple[str, str]:
-  """(the compute dtype, why) for `model.dtype=requested` on `platform` ('cpu', 'gpu', 'tpu')."""
-  if requested != "auto":
-    return requested, "model.dtype"
-  if platform != "cpu":
-    return "bfloat16", f"model.dtype='auto': the {platform.upper()}'s matrix units are bfloat16"
-  if amx_bf16:
-    return "bfloat16", ("model.dtype='auto': this CPU has AMX-BF16, where bfloat16 is faster "
-                        "than float32 in every mode")
-  return "float32", ("model.dtype='auto': this CPU has no bfloat16 matrix units (AMX-BF16), "
-                     "so bfloat16 would not be faster")
-
-
 def resolve_dtype(config: ml_collections.ConfigDict, platform: str | None = None) -> str:
   """Sets config.model.dtype to what 'auto' chooses on `platform` (default: jax's backend);
-  returns the startup line's reason. Touches the JAX backend only when `platform` is None."""
-  if platform is None:
-    import jax  # pylint: disable=import-outside-toplevel
-    platform = jax.devices()[0].platform
-  platform = "gpu" if platform in ("cuda", "rocm") else platform
-  dtype, why = choose_dtype(config.model.dtype, platform,
-                            platform == "cpu" and cpu_has_amx_bf16())
-  config.model.dtype = dtype
+  returns the startup line's reason."""
+  config.model.dtype, why = compute_dtype.choose(config.model.dtype, platform)
   return why
 
 
