@@ -153,7 +153,8 @@ def test_main_encodes_from_init_checkpoint_on_two_devices(pretrained, text_file,
   run = _run_main([f"--workdir={output_dir}", "--config.mode=encode",
                    f"--config.init_checkpoint={workdir}",
                    f"--config.encode.input_file={text_file}", "--config.encode.batch_size=4",
-                   "--config.data.max_seq_length=32"], num_devices=2)
+                   "--config.data.max_seq_length=32", "--config.model.dtype=float32"],
+                  num_devices=2)
   assert run.returncode == 0, run.stderr[-3000:]
   output_file = output_dir / "embeddings.npz"
   assert (f"Encoded 5 lines of {text_file} into {output_file}: 'cls', 'pooled' and 'mean', "
