@@ -6,7 +6,7 @@
 What a user times: each command from a cold process (imports, model load, tokenization,
 compile, the forward passes, the output file), by wall clock.
 
-  bert_jax encode    `python -m bert_jax.main --config=configs/finetune.py --config.mode=encode
+  bert_jax encode    `python -m bert_jax.main --config=configs/base.py --config.mode=encode
                      --config.init_checkpoint=HF_DIR ...` at the default policy (model.dtype
                      'auto', mesh.cpu_devices 0, packed rows); `--flags` adds overrides.
   bert_jax predict   `--config.mode=predict --config.init_checkpoint=WORKDIR` (a fine-tuned
@@ -62,7 +62,8 @@ _ENCODE_BODY = """out = model(**inputs)
                  ("mean", (hidden * mask).sum(1) / mask.sum(1))):
       outputs.setdefault(k, []).append(v.numpy())"""
 _ENCODE_WRITE = "np.savez(output_file, **result)"
-_PREDICT_BODY = """outputs.setdefault("label", []).append(model(**inputs).logits.argmax(-1).numpy())"""
+_PREDICT_BODY = """logits = model(**inputs).logits
+    outputs.setdefault("label", []).append(logits.argmax(-1).numpy())"""
 _PREDICT_WRITE = """labels = model.config.id2label
 open(output_file, "w").write("".join(labels[int(i)] + "\\n" for i in result["label"]))"""
 
@@ -98,8 +99,10 @@ def main() -> None:
   text = os.path.join(work, "sentences.txt")
   count = write_sentences(text, args.sentences)
   python = sys.executable
-  bert_jax = [python, "-m", "bert_jax.main", "--config=configs/finetune.py",
-              f"--config.data.max_seq_length={args.max_seq_length}", *args.flags.split()]
+  overrides = [f"--config.data.max_seq_length={args.max_seq_length}", *args.flags.split()]
+  # encode reads a pre-training config (the checkpoint gives the architecture), predict a
+  # fine-tuning one.
+  config_file = {"encode": "--config=configs/base.py", "predict": "--config=configs/finetune.py"}
   tasks = {"encode": (args.model, "BertModel", _ENCODE_BODY, _ENCODE_WRITE)}
   if args.classifier:
     exported = os.path.join(work, "classifier_hf")
@@ -117,10 +120,11 @@ def main() -> None:
       theirs = os.path.join(work, f"{mode}_{round_index}_torch.{suffix}")
       script = _TORCH_ENCODE.format(model_class=model_class, body=body, write=write)
       commands = {
-          "bert_jax": bert_jax + [f"--workdir={os.path.join(work, mode + '_workdir')}",
-                                  f"--config.mode={mode}", f"--config.init_checkpoint={source}",
-                                  f"--config.{mode}.input_file={text}",
-                                  f"--config.{mode}.output_file={ours}"],
+          "bert_jax": [python, "-m", "bert_jax.main", config_file[mode], *overrides,
+                       f"--workdir={os.path.join(work, mode + '_workdir')}",
+                       f"--config.mode={mode}", f"--config.init_checkpoint={source}",
+                       f"--config.{mode}.input_file={text}",
+                       f"--config.{mode}.output_file={ours}"],
           "transformers": [python, "-c", script, hf_dir, text, theirs,
                            str(args.max_seq_length), str(args.torch_threads)]}
       names = list(commands) if round_index % 2 == 0 else list(commands)[::-1]

@@ -93,33 +93,34 @@ def embed(params, batch: dict[str, jax.Array], *, model: modeling.BertModel
   return embeddings
 
 
-def read_lines(path: str) -> list[str]:
+def read_lines(path: str, field: str = "encode.input_file") -> list[str]:
   """The lines of a UTF-8 text file, without their line breaks: one output row each.
 
   Only '\n' ends a line (and a '\r' before it is dropped), so the rows match what `wc -l`
   and editors count; str.splitlines would also split on form feeds and Unicode separators.
 
   Raises:
-    errors.UserError: No such file, not UTF-8 (naming the line), or no line at all.
+    errors.UserError: No such file, not UTF-8 (naming the line), or no line at all; the
+      message names `field`, the config field the path came from.
   """
   if not path:
-    raise errors.UserError("encode.input_file is empty: set --config.encode.input_file to a text "
-                           "file, one sequence per line")
+    raise errors.UserError(f"{field} is empty: set --config.{field} to a text file, one "
+                           "sequence per line")
   if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
-    raise errors.UserError(f"encode.input_file={path}: no such file")
+    raise errors.UserError(f"{field}={path}: no such file")
   with tf.io.gfile.GFile(path, "rb") as f:
     raw = f.read()
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
     line = raw.count(b"\n", 0, e.start) + 1
-    raise errors.UserError(f"encode.input_file={path}: line {line} is not UTF-8 "
+    raise errors.UserError(f"{field}={path}: line {line} is not UTF-8 "
                            f"(byte {e.start} of the file)") from e
   lines = text.removeprefix("\ufeff").split("\n")
   if lines[-1] == "":  # The last line break ends the last line; it starts no other.
     lines.pop()
   if not lines:
-    raise errors.UserError(f"encode.input_file={path} is empty: no line to encode")
+    raise errors.UserError(f"{field}={path} is empty: no line to read")
   return [line.removesuffix("\r") for line in lines]
 
 

@@ -66,7 +66,7 @@ def _text_inputs(config: ml_collections.ConfigDict, path: str) -> list[tasks.Tex
   """Texts (or pairs) from a .txt file (a line each, a tab splits a pair) or a table with the
   task's text columns (data.text_a_key, data.text_b_key, or the task's own)."""
   if not path.lower().endswith(_TABLES):
-    return encode.text_examples(encode.read_lines(path))
+    return encode.text_examples(encode.read_lines(path, "predict.input_file"))
   task = tasks.get_task(config.task) if "task" in config else tasks.get_task("classification")
   keys, _ = tasks.text_keys(task, config.data)
   found = task_files.read_text_columns(path, "predict.input_file", keys)
@@ -98,7 +98,7 @@ def _token(config, path, tokenizer, head, max_seq_length) -> Prepared:
     sentences = [words for _, words in task_files.read_word_lists(
         path, "predict.input_file", config.data.text_a_key or "tokens")]
   else:
-    sentences = [line.split() for line in encode.read_lines(path)]
+    sentences = [line.split() for line in encode.read_lines(path, "predict.input_file")]
   examples = [tasks.TokenExample(f"line-{i + 1}", words, None) for i, words in enumerate(sentences)]
   features = featurize.encode_token_examples(examples, tokenizer, max_seq_length)
 
@@ -159,7 +159,7 @@ def _fill_mask(config, path, tokenizer, head, max_seq_length) -> Prepared:
   """[MASK] in a line is the mask token, the text around it is tokenized as usual."""
   del head
   mask = "[MASK]"
-  lines = encode.read_lines(path)
+  lines = encode.read_lines(path, "predict.input_file")
   input_ids = np.full((len(lines), max_seq_length), tokenizer.pad_id, np.int32)
   input_mask = np.zeros_like(input_ids)
   positions = []
