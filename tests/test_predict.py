@@ -35,6 +35,7 @@ def test_predict_in_its_own_process_gives_what_eval_scored(review_classifier, tm
     result = subprocess.run(
         [sys.executable, "-m", "bert_jax.main", "--config=configs/finetune.py",
          f"--workdir={workdir}", "--config.mode=predict", "--config.data.text_a_key=review",
+         "--config.model.dtype=float32",  # As eval scored them (compared to 1e-6).
          f"--config.predict.input_file={source}", f"--config.predict.output_file={output}"],
         capture_output=True, text=True, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr
@@ -229,6 +230,7 @@ def test_predict_from_an_exported_model_with_an_empty_workdir(review_classifier,
   export.export_hf(workdir, str(tmp_path / "hf"))
   config = finetune_configs.get_config()
   config.mode = "predict"
+  config.model.dtype = "float32"  # As eval scored them (compared to 1e-6).
   config.init_checkpoint = str(tmp_path / "hf")
   config.data.text_a_key = "review"
   config.predict.input_file = str(data_dir / "dev.csv")
