@@ -81,15 +81,11 @@ def host_batch(config: ml_collections.ConfigDict, mode: str) -> dict[str, np.nda
   return batch
 
 
-def _classifier(config):
-  return finetune_program.create_model(
-      "classification", modeling.BertConfig.from_config(config.model), NUM_LABELS)
-
-
 def bert_jax_call(mode: str, config: ml_collections.ConfigDict, batch: dict):
   """(a call that runs one step of `mode` and waits for it, (jitted fn, args) for --profile)."""
   device_batch = jax.device_put(batch)
   rng = train_state.root_key(config)
+  model_config = modeling.BertConfig.from_config(config.model)
   if mode in ("pretrain", "finetune"):
     if mode == "pretrain":
       step, state = train_step.bert_jax_step(config, batch)
@@ -103,16 +99,16 @@ def bert_jax_call(mode: str, config: ml_collections.ConfigDict, batch: dict):
       metrics["loss"].block_until_ready()
     return call, (step, (holder, device_batch, rng))
   if mode == "encode":
-    model = modeling.BertModel(modeling.BertConfig.from_config(config.model))
-    params = encode_bench.pretraining_params(modeling.BertConfig.from_config(config.model))["bert"]
+    model = modeling.BertModel(model_config)
+    params = encode_bench.pretraining_params(model_config)["bert"]
     fn = jax.jit(functools.partial(encode.embed, model=model))
   elif mode == "predict":
-    model = _classifier(config)
+    model = finetune_program.create_model("classification", model_config, NUM_LABELS)
     params = jax.jit(functools.partial(train_state.init_params, model=model, batch=batch))(
         jax.random.key(0))
     fn = jax.jit(functools.partial(finetune_program.predict_step, model=model))
   else:
-    model = modeling.BertForPreTraining(modeling.BertConfig.from_config(config.model))
+    model = modeling.BertForPreTraining(model_config)
     params = jax.jit(functools.partial(train_state.init_params, model=model, batch=batch))(
         jax.random.key(0))
     fn = jax.jit(functools.partial(train_program.eval_step, model=model,

@@ -8,6 +8,7 @@ casts. Params, optimizer state, softmax, LayerNorm statistics and losses stay fl
 is chosen.
 """
 
+import functools
 import sys
 
 import jax
@@ -15,6 +16,7 @@ import jax
 DTYPES = ("float32", "bfloat16", "float16")
 
 
+@functools.cache  # A run resolves 'auto' more than once (main, the mode, a BertConfig).
 def cpu_has_amx_bf16() -> bool:
   """Whether this host's CPU has AMX-BF16 (Intel Sapphire Rapids and later); Linux only."""
   if not sys.platform.startswith("linux"):
