@@ -187,23 +187,18 @@ def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
   """
   spans = set()
   open_type, open_start = None, 0  # The entity being read, if any.
-
-  def close(end):
-    nonlocal open_type
-    if open_type is not None:
-      spans.add((open_type, open_start, end))
-    open_type = None
-
   for position, tag in enumerate(tags):
     prefix, entity_type = _split_tag(tag)
     continues = prefix in ("I", "E") and open_type == entity_type
     if not continues:
-      close(position)
-      if prefix != "O":
-        open_type, open_start = entity_type, position
-    if prefix in ("E", "S"):
-      close(position + 1)
-  close(len(tags))
+      if open_type is not None:
+        spans.add((open_type, open_start, position))
+      open_type, open_start = (None, 0) if prefix == "O" else (entity_type, position)
+    if prefix in ("E", "S"):  # Ends the entity just opened or continued, at this token.
+      spans.add((open_type, open_start, position + 1))
+      open_type = None
+  if open_type is not None:
+    spans.add((open_type, open_start, len(tags)))
   return spans
 
 

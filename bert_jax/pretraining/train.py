@@ -2,13 +2,16 @@
 
 Reads top to bottom: validate the config; build the data; build the program; describe the
 mode to the loop (its phases, log line, evaluation, checkpoint metadata); create or restore
-the state; run the loop. With two sequence-length phases (phases.py) the loop switches to phase
+the state; run the loop. The loop's callbacks are module-level functions over `_Run`, which
+holds what they share; the one thing in it that moves is the count of examples consumed, which
+each checkpoint keeps. With two sequence-length phases (phases.py) the loop switches to phase
 2's inputs and compiled step once.
 """
 
 import dataclasses
+import functools
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -80,31 +83,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh
               ) -> dict[str, float]:
+  """`train_and_evaluate` once the workdir is this run's: the final eval metrics."""
   model_config = modeling.BertConfig.from_config(config.model)
   rules = sharding.logical_axis_rules(config)
   # Phase 1 (the config's shapes), then phase 2 from train.phase2_start_step (phases.py).
   run_phases = phases.plan(config)
-  num_steps = config.train.num_train_steps
-
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
   # The newest step whose metadata reads (an unreadable newer one is skipped with a warning).
   latest, meta = loop.saved_run(checkpointer, model_config)
-  if loop.already_complete(checkpointer, latest, num_steps, "Training"):
+  if loop.already_complete(checkpointer, latest, config.train.num_train_steps, "Training"):
     checkpointer.close()
     return meta.get("eval", {})
 
-  # ---- Data: records, vocabulary, masking; built once into WORKDIR/data from text ----
-  data = inputs.resolve(config, workdir)
-  phases.check_records(run_phases, data)
-  if data.vocab_size < config.model.vocab_size:
-    report.line(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
-                f"(model.vocab_size={config.model.vocab_size}) are never used.")
-  nsp = data.next_sentence_prediction
-  eval_batches = inputs.eval_batches(config, data)  # At phase 1's shapes throughout.
-  baseline = inputs.most_frequent_token_accuracy(eval_batches)
-
-  # ---- Model, optimizer, shardings, compiled steps ----
+  data, eval_batches, baseline = _data(config, workdir, run_phases)
   schedule = optim.learning_rate_schedule(config.train)  # One over all phases (phases.py).
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
   # MFU's denominator; outside the mesh, since on CPU it times a matmul on one local device.
@@ -112,98 +104,15 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     # Phase 1's program: it creates or restores the state and evaluates, in every phase.
-    program = train_program.build_program(config, mesh, rules, nsp)
-    p_param_norm = jax.jit(optax.global_norm)
-    # Each host resumes its own stream right after the examples it has already consumed; the
-    # count is kept in the checkpoint, so phases with different batch sizes add up.
-    examples_consumed = 0
-
-    def segment(step: int, state) -> loop.Segment:
-      """The phase of `step`: its compiled step, its data stream from here, its progress."""
-      phase = phases.phase_of(run_phases, step)  # At the boundary: phase 2.
-      phase_config = phase.config
-      phase_program = program
-      if phase_config is not config:
-        phase_program = train_program.build_program(phase_config, mesh, rules, nsp)
-        phases.check_same_state(program, phase_program)
-      batch_size = phase_config.train.batch_size
-      # Compiled here, not at the first call: the compile time is reported on its own.
-      compile_start = time.perf_counter()
-      p_train_step = phase_program.train_step.lower(
-          state, train_program.abstract_batch(phase_config, batch_size, program.batch_sharding),
-          dropout_rng).compile()
-      compile_seconds = time.perf_counter() - compile_start
-      start = phases.stream_start(run_phases, phase, data, examples_consumed)
-      phase_data = phases.phase_inputs(data, phase)
-      train_iter = pipeline.numpy_iterator(
-          inputs.train_dataset(phase_config, phase_data, start // jax.process_count()),
-          phase_data.train_files, "data.input_files")
-
-      def next_batch(unused_step: int) -> dict[str, np.ndarray]:
-        nonlocal examples_consumed
-        examples_consumed += batch_size
-        return next(train_iter)
-
-      flops_per_step = flops.pretraining_flops_per_step(
-          config.model, batch_size, phase_config.data.max_seq_length,
-          phase_config.data.max_predictions_per_seq)
-      reporter = progress.Progress(
-          step - 1, num_steps, batch_size, phase_config.data.max_seq_length,
-          flops_per_step, progress.total_peak_flops(peak[0]))
-      return loop.Segment(
-          phase.first_step, phase.last_step, p_train_step, next_batch, reporter,
-          flops_per_step, compile_seconds,
-          message=f"Phase {phase.number} from step {step}: {phase.describe()} (recompiled in "
-                  f"{compile_seconds:.1f} s)")
-
-    def train_scalars(pending, state, step: int) -> dict[str, float]:
-      summed = train_program.sum_over_steps(pending)
-      scalars = losses.summarize(summed, nsp)
-      scalars["grad_norm"] = summed["grad_norm"] / len(pending)
-      scalars["param_norm"] = float(p_param_norm(state.params))
-      scalars["learning_rate"] = float(schedule(step - 1))
-      return scalars
-
-    def evaluate(state, step: int, writer: metrics.MetricWriter) -> tuple[dict[str, float], str]:
-      eval_metrics = program.evaluate(state.params, eval_batches)
-      eval_metrics["most_frequent_token_accuracy"] = baseline
-      metrics.log_line("eval", step, eval_metrics)
-      writer.write_scalars("eval", step, eval_metrics)
-      target = config.train.target_mlm_accuracy
-      if 0 < target <= eval_metrics["mlm_accuracy"]:
-        return eval_metrics, (f"Reached the target MLM accuracy "
-                              f"{eval_metrics['mlm_accuracy']:.4f} >= {target}")
-      return eval_metrics, ""
-
-    def checkpoint_meta(step: int, eval_metrics: dict[str, float]) -> dict[str, Any]:
-      return {"step": step, "examples_consumed": examples_consumed,
-              "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-              "config": config.to_dict()}
-
-    task = loop.Task(
-        workdir=workdir, num_steps=num_steps, train_config=config.train,
-        profile_steps=config.profile.steps, checkpointer=checkpointer,
-        abstract_state=program.abstract_state, state_shardings=program.state_shardings,
-        batch_sharding=program.batch_sharding, segment=segment, train_scalars=train_scalars,
-        log_fields=("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
-                    "sequences_per_second", "mfu", "input_wait_fraction"),
-        evaluate=evaluate, meta=checkpoint_meta)
-
-    # ---- Create or restore the state ----
-    shapes = train_program.dummy_batch(1, config.data.max_seq_length,
-                                       config.data.max_predictions_per_seq)
-    initial_params = None
-    if config.init_checkpoint:
-      initial_params = lambda params: resume.initial_params(  # pylint: disable=g-long-lambda
-          config.init_checkpoint, model_config, program.state_shardings.params)
-    state, meta = loop.initial_state(task, latest, program.model, program.tx, shapes, init_rng,
-                                     initial_params)
-    examples_consumed = int(meta.get("examples_consumed", 0))
-
-    first = segment(int(state.step) + 1, state)
-    _startup_summary(phases.phase_of(run_phases, int(state.step) + 1).config, mesh,
-                             state.params, data, first.flops_per_step, peak,
-                             first.compile_seconds)
+    program = train_program.build_program(config, mesh, rules, data.next_sentence_prediction)
+    run = _Run(config, model_config, mesh, rules, run_phases, data, eval_batches, baseline,
+               program, schedule, jax.jit(optax.global_norm), peak, dropout_rng)
+    task = _task(run, workdir, checkpointer)
+    state, meta = _initial_state(run, task, latest, init_rng)
+    run.examples_consumed = int(meta.get("examples_consumed", 0))
+    first = _segment(run, int(state.step) + 1, state)
+    _startup_summary(phases.phase_of(run_phases, int(state.step) + 1).config, mesh, state.params,
+                     data, first.flops_per_step, peak, first.compile_seconds)
     outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
   if outcome.preempted:
     return outcome.eval_metrics
@@ -211,3 +120,139 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
               f"{metrics.eval_summary(outcome.eval_metrics, baseline)}")
   report.line(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard")
   return outcome.eval_metrics
+
+
+def _data(config: ml_collections.ConfigDict, workdir: str, run_phases: tuple[phases.Phase, ...]
+          ) -> tuple[inputs.Inputs, list[dict[str, Any]], float]:
+  """(the records, vocabulary and masking, built once into WORKDIR/data from text; the eval
+  batches, at phase 1's shapes throughout; their most-frequent-token accuracy, to compare with)."""
+  data = inputs.resolve(config, workdir)
+  phases.check_records(run_phases, data)
+  if data.vocab_size < config.model.vocab_size:
+    report.line(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
+                f"(model.vocab_size={config.model.vocab_size}) are never used.")
+  eval_batches = inputs.eval_batches(config, data)
+  return data, eval_batches, inputs.most_frequent_token_accuracy(eval_batches)
+
+
+@dataclasses.dataclass
+class _Run:
+  """What pre-training's callbacks from the loop share: built once, but for one count."""
+  config: ml_collections.ConfigDict
+  model_config: modeling.BertConfig
+  mesh: jax.sharding.Mesh
+  rules: sharding.Rules
+  run_phases: tuple[phases.Phase, ...]
+  data: inputs.Inputs
+  eval_batches: list[dict[str, Any]]
+  baseline: float  # The eval batches' most-frequent-token accuracy, to compare with.
+  program: train_program.Program  # Phase 1's.
+  schedule: optax.Schedule
+  param_norm: Callable[[Any], jax.Array]  # Jitted.
+  peak: tuple[float, str]  # (TFLOP/s per device, where the number comes from).
+  dropout_rng: jax.Array
+  # Each host resumes its own stream right after the examples it has already consumed; the
+  # count is kept in the checkpoint, so phases with different batch sizes add up.
+  examples_consumed: int = 0
+
+
+def _task(run: _Run, workdir: str, checkpointer: checkpoint.Checkpointer) -> loop.Task:
+  """Pre-training as the loop sees it."""
+  config, program = run.config, run.program
+  return loop.Task(
+      workdir=workdir, num_steps=config.train.num_train_steps, train_config=config.train,
+      profile_steps=config.profile.steps, checkpointer=checkpointer,
+      abstract_state=program.abstract_state, state_shardings=program.state_shardings,
+      batch_sharding=program.batch_sharding, segment=functools.partial(_segment, run),
+      train_scalars=functools.partial(_train_scalars, run),
+      log_fields=("loss", "mlm_accuracy", "nsp_accuracy", "learning_rate",
+                  "sequences_per_second", "mfu", "input_wait_fraction"),
+      evaluate=functools.partial(_evaluate, run), meta=functools.partial(_checkpoint_meta, run))
+
+
+def _initial_state(run: _Run, task: loop.Task, latest: int | None, init_rng: jax.Array
+                   ) -> tuple[train_state.TrainState, dict[str, Any]]:
+  """The restored state, or a new one (its params from config.init_checkpoint when set)."""
+  config = run.config
+  shapes = train_program.dummy_batch(1, config.data.max_seq_length,
+                                     config.data.max_predictions_per_seq)
+  initial_params = None
+  if config.init_checkpoint:
+    initial_params = lambda params: resume.initial_params(  # pylint: disable=g-long-lambda
+        config.init_checkpoint, run.model_config, run.program.state_shardings.params)
+  return loop.initial_state(task, latest, run.program.model, run.program.tx, shapes, init_rng,
+                            initial_params)
+
+
+def _segment(run: _Run, step: int, state: train_state.TrainState) -> loop.Segment:
+  """The phase of `step`: its compiled step, its data stream from here, its progress."""
+  phase = phases.phase_of(run.run_phases, step)  # At the boundary: phase 2.
+  phase_config = phase.config
+  phase_program = run.program
+  if phase_config is not run.config:
+    phase_program = train_program.build_program(phase_config, run.mesh, run.rules,
+                                                run.data.next_sentence_prediction)
+    phases.check_same_state(run.program, phase_program)
+  batch_size = phase_config.train.batch_size
+  # Compiled here, not at the first call: the compile time is reported on its own.
+  compile_start = time.perf_counter()
+  p_train_step = phase_program.train_step.lower(
+      state, train_program.abstract_batch(phase_config, batch_size, run.program.batch_sharding),
+      run.dropout_rng).compile()
+  compile_seconds = time.perf_counter() - compile_start
+  start = phases.stream_start(run.run_phases, phase, run.data, run.examples_consumed)
+  phase_data = phases.phase_inputs(run.data, phase)
+  train_iter = pipeline.numpy_iterator(
+      inputs.train_dataset(phase_config, phase_data, start // jax.process_count()),
+      phase_data.train_files, "data.input_files")
+  flops_per_step = flops.pretraining_flops_per_step(
+      run.config.model, batch_size, phase_config.data.max_seq_length,
+      phase_config.data.max_predictions_per_seq)
+  reporter = progress.Progress(
+      step - 1, run.config.train.num_train_steps, batch_size, phase_config.data.max_seq_length,
+      flops_per_step, progress.total_peak_flops(run.peak[0]))
+  return loop.Segment(
+      phase.first_step, phase.last_step, p_train_step,
+      functools.partial(_next_batch, run, train_iter, batch_size), reporter,
+      flops_per_step, compile_seconds,
+      message=f"Phase {phase.number} from step {step}: {phase.describe()} (recompiled in "
+              f"{compile_seconds:.1f} s)")
+
+
+def _next_batch(run: _Run, train_iter: Iterator[dict[str, np.ndarray]], batch_size: int,
+                unused_step: int) -> dict[str, np.ndarray]:
+  """The stream's next batch, counted into `run.examples_consumed` (saved with each step)."""
+  run.examples_consumed += batch_size
+  return next(train_iter)
+
+
+def _train_scalars(run: _Run, pending: list[dict[str, Any]], state: train_state.TrainState,
+                   step: int) -> dict[str, float]:
+  """The log line's and TensorBoard's numbers for the steps since the last log line."""
+  summed = train_program.sum_over_steps(pending)
+  scalars = losses.summarize(summed, run.data.next_sentence_prediction)
+  scalars["grad_norm"] = summed["grad_norm"] / len(pending)
+  scalars["param_norm"] = float(run.param_norm(state.params))
+  scalars["learning_rate"] = float(run.schedule(step - 1))
+  return scalars
+
+
+def _evaluate(run: _Run, state: train_state.TrainState, step: int,
+              writer: metrics.MetricWriter) -> tuple[dict[str, float], str]:
+  """(eval metrics, why to stop: the MLPerf-style target reached, else '')."""
+  eval_metrics = run.program.evaluate(state.params, run.eval_batches)
+  eval_metrics["most_frequent_token_accuracy"] = run.baseline
+  metrics.log_line("eval", step, eval_metrics)
+  writer.write_scalars("eval", step, eval_metrics)
+  target = run.config.train.target_mlm_accuracy
+  if 0 < target <= eval_metrics["mlm_accuracy"]:
+    return eval_metrics, (f"Reached the target MLM accuracy "
+                          f"{eval_metrics['mlm_accuracy']:.4f} >= {target}")
+  return eval_metrics, ""
+
+
+def _checkpoint_meta(run: _Run, step: int, eval_metrics: dict[str, float]) -> dict[str, Any]:
+  """What a checkpoint keeps besides the state: enough to resume the data and check the model."""
+  return {"step": step, "examples_consumed": run.examples_consumed,
+          "model": dataclasses.asdict(run.model_config), "eval": eval_metrics,
+          "config": run.config.to_dict()}

@@ -143,6 +143,122 @@ def _close(task: Task) -> None:
     other.close()
 
 
+def _shut_down(task: Task, watch: preemption.Preemption, closing: tuple[Any, ...]) -> None:
+  """Closes `closing` (the profiler, the writer), finishes the saves in flight, and only then
+  puts the signal handlers back: a signal while the last save completes must not cut it short."""
+  for resource in closing:
+    resource.close()
+  _close(task)
+  watch.uninstall()
+
+
+@dataclasses.dataclass
+class _Position:
+  """Where a run stands: what the loop's helpers read and move on."""
+  state: train_state.TrainState
+  step: int  # The last step run.
+  segment: Segment
+  eval_metrics: dict[str, Any]
+  # Device metrics (and their steps) since the last check: fetching them is the loop's only sync.
+  pending: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  pending_steps: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Due:
+  """What the step just run calls for."""
+  last: bool  # The run ends after this step.
+  preempted: bool  # A preemption notice: checkpoint this step and stop.
+  log: bool
+  eval: bool
+  checkpoint: bool
+
+
+def _step(task: Task, at: _Position, guard: nan_guard.NonFiniteGuard,
+          profiler: progress.Profiler, dropout_rng: jax.Array) -> None:
+  """Runs step `at.step + 1`, in its segment, and keeps its device metrics for the next check."""
+  at.step += 1
+  if not at.segment.first_step <= at.step <= at.segment.last_step:  # Or back, after a rollback.
+    at.segment = task.segment(at.step, at.state)
+    if at.segment.message:
+      report.line(at.segment.message)
+  with at.segment.reporter.input():
+    host_batch = guard.maybe_poison(at.step, at.segment.next_batch(at.step))
+    batch = jax.make_array_from_process_local_data(task.batch_sharding, host_batch)
+  profiler.before_step(at.step)
+  at.state, step_metrics = at.segment.train_step(at.state, batch, dropout_rng)
+  profiler.after_step(at.step, step_metrics)
+  at.pending.append(step_metrics)
+  at.pending_steps.append(at.step)
+
+
+def _due(task: Task, at: _Position, watch: preemption.Preemption) -> _Due:
+  """What step `at.step` calls for: a log line, an eval, a checkpoint, the end."""
+  config, step = task.train_config, at.step
+  last = step == task.num_steps
+  # The end of a segment is logged and saved: a clean restart point at a phase boundary.
+  segment_end = step == at.segment.last_step
+  # Asked at every step but the last, so that every host stops at the same one.
+  preempted = not last and watch.reached(step)
+  return _Due(
+      last=last, preempted=preempted,
+      log=step % config.log_every_steps == 0 or last or segment_end,
+      eval=bool(config.eval_every_steps and step % config.eval_every_steps == 0) or last,
+      checkpoint=(step % config.checkpoint_every_steps == 0 or last or segment_end
+                  or preempted))
+
+
+def _rolled_back(task: Task, at: _Position, guard: nan_guard.NonFiniteGuard) -> bool:
+  """Applies the NaN policy to the steps since the last check; True when it rolled `at` back to
+  the newest checkpoint (train.nan_policy='rollback')."""
+  bad_step = guard.check(at.pending_steps, [m["nonfinite"] for m in at.pending])
+  at.pending_steps = []
+  if bad_step is None:
+    return False
+  at.state, at.step = resume.roll_back(task.checkpointer, task.abstract_state,
+                                       task.state_shardings, bad_step)
+  task.rolled_back(bad_step, at.step)
+  at.pending = []
+  return True
+
+
+def _log(task: Task, at: _Position, writer: metrics.MetricWriter) -> None:
+  """The progress line, and its scalars to metrics.jsonl and TensorBoard."""
+  scalars = task.train_scalars(at.pending, at.state, at.step)
+  scalars.update(at.segment.reporter.report(at.step))
+  at.pending = []
+  metrics.log_line("train", at.step, {
+      **{name: scalars[name] for name in task.log_fields if name in scalars},
+      "eta": progress.format_duration(scalars["eta_seconds"])})
+  writer.write_scalars("train", at.step, scalars)
+
+
+def _evaluate(task: Task, at: _Position, writer: metrics.MetricWriter, loop_start: float) -> bool:
+  """Evaluates at `at.step`; True (with a line saying so) when the mode says to stop there."""
+  with at.segment.reporter.excluded():  # Eval time is not training time.
+    at.eval_metrics, stop = task.evaluate(at.state, at.step, writer)
+  if stop:
+    elapsed = datetime.timedelta(seconds=round(time.perf_counter() - loop_start))
+    report.line(f"{stop} at step {at.step}, after {elapsed} of training (time-to-target)")
+  return bool(stop)
+
+
+def _save(task: Task, at: _Position, force: bool) -> None:
+  """Starts the save of step `at.step` with the mode's metadata; `force` (the run's last step)
+  saves it even where the checkpoint manager's own policy would not."""
+  with at.segment.reporter.checkpoint():
+    task.checkpointer.save(at.step, at.state, task.meta(at.step, at.eval_metrics), force=force)
+
+
+def _preempted(task: Task, at: _Position, watch: preemption.Preemption,
+               writer: metrics.MetricWriter) -> Outcome:
+  """Ends the run after a preemption notice, once its checkpoint is saved."""
+  _shut_down(task, watch, (writer,))
+  report.line(f"Preempted at step {at.step}: saved a checkpoint in "
+              f"{task.checkpointer.directory}; run the same command to resume.")
+  return Outcome(at.step, at.eval_metrics, preempted=True)
+
+
 def run(task: Task, state: train_state.TrainState, dropout_rng: jax.Array, segment: Segment,
         eval_metrics: dict[str, Any]) -> Outcome:
   """Steps `state` to `task.num_steps` (or a stop), starting in `segment`.
@@ -159,96 +275,40 @@ def run(task: Task, state: train_state.TrainState, dropout_rng: jax.Array, segme
     The last step, the latest eval metrics and whether a preemption notice stopped the run
     (its checkpoint is saved).
   """
-  config = task.train_config
-  guard = nan_guard.NonFiniteGuard(config.nan_policy, config.debug_nan_steps)
-  mesh = task.batch_sharding.mesh
+  guard = nan_guard.NonFiniteGuard(task.train_config.nan_policy,
+                                   task.train_config.debug_nan_steps)
   # A global replicated key, as the compiled step expects (device_put cannot make one across
   # processes; a jit's output sharding can).
-  dropout_rng = jax.jit(lambda key: key, out_shardings=sharding.replicated(mesh))(dropout_rng)
+  dropout_rng = jax.jit(lambda key: key, out_shardings=sharding.replicated(
+      task.batch_sharding.mesh))(dropout_rng)
   writer = metrics.MetricWriter(task.workdir)
   profiler = progress.Profiler(task.profile_steps, f"{task.workdir}/profile")
-  # Device metrics since the last check: fetching them is the loop's only sync.
-  pending, pending_steps = [], []
-  step = int(state.step)
+  at = _Position(state, int(state.step), segment, eval_metrics)
   # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
   watch = preemption.Preemption().install()
   try:
     loop_start = time.perf_counter()  # Time-to-target counts from here, like MLPerf's.
-    while step < task.num_steps:
-      step += 1
-      if not segment.first_step <= step <= segment.last_step:  # Or back, after a rollback.
-        segment = task.segment(step, state)
-        if segment.message:
-          report.line(segment.message)
-      with segment.reporter.input():
-        host_batch = guard.maybe_poison(step, segment.next_batch(step))
-        batch = jax.make_array_from_process_local_data(task.batch_sharding, host_batch)
-      profiler.before_step(step)
-      state, step_metrics = segment.train_step(state, batch, dropout_rng)
-      profiler.after_step(step, step_metrics)
-      pending.append(step_metrics)
-      pending_steps.append(step)
-      last = step == task.num_steps
-      # The end of a segment is logged and saved: a clean restart point at a phase boundary.
-      segment_end = step == segment.last_step
-      # A preemption notice: checkpoint this step and stop (every host at the same step).
-      preempted = not last and watch.reached(step)
-      due_checkpoint = (step % config.checkpoint_every_steps == 0 or last or segment_end
-                        or preempted)
-      due_eval = bool(config.eval_every_steps and step % config.eval_every_steps == 0) or last
-      due_log = step % config.log_every_steps == 0 or last or segment_end
-
+    while at.step < task.num_steps:
+      _step(task, at, guard, profiler, dropout_rng)
+      due = _due(task, at, watch)
       # Before any log line, eval (it may end the run) or checkpoint: the steps since the last
       # check were all finite.
-      if due_log or due_checkpoint or due_eval:
-        bad_step = guard.check(pending_steps, [m["nonfinite"] for m in pending])
-        pending_steps = []
-        if bad_step is not None:
-          state, step = resume.roll_back(task.checkpointer, task.abstract_state,
-                                         task.state_shardings, bad_step)
-          task.rolled_back(bad_step, step)
-          pending = []
-          continue
-
-      if due_log:
-        scalars = task.train_scalars(pending, state, step)
-        scalars.update(segment.reporter.report(step))
-        pending = []
-        metrics.log_line("train", step, {
-            **{name: scalars[name] for name in task.log_fields if name in scalars},
-            "eta": progress.format_duration(scalars["eta_seconds"])})
-        writer.write_scalars("train", step, scalars)
-
-      if due_eval:
-        with segment.reporter.excluded():  # Eval time is not training time.
-          eval_metrics, stop = task.evaluate(state, step, writer)
-        if stop:  # An MLPerf-style stop: save, then end.
-          elapsed = datetime.timedelta(seconds=round(time.perf_counter() - loop_start))
-          report.line(f"{stop} at step {step}, after {elapsed} of training (time-to-target)")
-          last = due_checkpoint = True
-
-      if due_checkpoint:
-        with segment.reporter.checkpoint():
-          task.checkpointer.save(step, state, task.meta(step, eval_metrics), force=last)
-      if preempted:
-        writer.close()
-        _close(task)
-        watch.uninstall()
-        report.line(f"Preempted at step {step}: saved a checkpoint in "
-                    f"{task.checkpointer.directory}; run the same command to resume.")
-        return Outcome(step, eval_metrics, preempted=True)
-      if last:
+      if (due.log or due.checkpoint or due.eval) and _rolled_back(task, at, guard):
+        continue
+      if due.log:
+        _log(task, at, writer)
+      if due.eval and _evaluate(task, at, writer, loop_start):
+        due.last = due.checkpoint = True  # An MLPerf-style stop: save, then end.
+      if due.checkpoint:
+        _save(task, at, force=due.last)
+      if due.preempted:
+        return _preempted(task, at, watch, writer)
+      if due.last:
         break
   except BaseException:
     # Whatever stops the loop (a user error, a damaged record, a second Ctrl-C), the saves in
     # flight are finished first: what was saved stays saved.
-    profiler.close()
-    _close(task)
-    watch.uninstall()
+    _shut_down(task, watch, (profiler,))
     raise
-  profiler.close()
-  writer.close()
-  _close(task)
-  watch.uninstall()  # Only now: a signal while the last save completes must not cut it short.
-  return Outcome(step, eval_metrics, preempted=False)
-
+  _shut_down(task, watch, (profiler, writer))
+  return Outcome(at.step, at.eval_metrics, preempted=False)
