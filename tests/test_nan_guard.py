@@ -60,6 +60,17 @@ def test_rollback_restores_the_checkpoint_and_goes_on(tmp_path, corpus, capsys):
   _saved_params_are_finite(str(tmp_path))
 
 
+def test_a_checkpoint_between_log_lines_checks_its_own_steps(tmp_path, corpus, capsys):
+  # Checked at step 3 (a checkpoint) between the log lines of steps 2 and 4: the check at 4
+  # pairs step 4 with its own metrics, not step 3's.
+  config = _config(corpus, "rollback")
+  config.train.update(log_every_steps=2, checkpoint_every_steps=3, debug_nan_steps="4")
+  train.train_and_evaluate(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "rolled back to the checkpoint at step 3; going on with the data after step 4" in out
+  assert "train step=6 " in out
+  _saved_params_are_finite(str(tmp_path))
+
 def test_bad_policy_is_a_user_error():
   with pytest.raises(errors.UserError, match="train.nan_policy='ignore'"):
     nan_guard.NonFiniteGuard("ignore")

@@ -159,7 +159,8 @@ class _Position:
   step: int  # The last step run.
   segment: Segment
   eval_metrics: dict[str, Any]
-  # Device metrics (and their steps) since the last check: fetching them is the loop's only sync.
+  # Device metrics since the last log line, and the steps since the last check (the newest of
+  # `pending`): fetching them is the loop's only sync.
   pending: list[dict[str, Any]] = dataclasses.field(default_factory=list)
   pending_steps: list[int] = dataclasses.field(default_factory=list)
 
@@ -211,7 +212,10 @@ def _due(task: Task, at: _Position, watch: preemption.Preemption) -> _Due:
 def _rolled_back(task: Task, at: _Position, guard: nan_guard.NonFiniteGuard) -> bool:
   """Applies the NaN policy to the steps since the last check; True when it rolled `at` back to
   the newest checkpoint (train.nan_policy='rollback')."""
-  bad_step = guard.check(at.pending_steps, [m["nonfinite"] for m in at.pending])
+  # `pending` holds every step since the last log line, `pending_steps` only those since the
+  # last check (a checkpoint or eval between log lines checks too): pair each with its own.
+  unchecked = at.pending[len(at.pending) - len(at.pending_steps):]
+  bad_step = guard.check(at.pending_steps, [m["nonfinite"] for m in unchecked])
   at.pending_steps = []
   if bad_step is None:
     return False
