@@ -21,6 +21,7 @@ import optax
 from bench import harness
 from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning.data import packing
+from bert_jax.model import families
 from bert_jax.model import modeling
 from bert_jax.runtime import train_state
 
@@ -54,13 +55,13 @@ def bert_jax_row(preset: str, features: dict[str, np.ndarray], packed: bool,
   batch = {**features, "weights": np.ones(len(features["input_ids"]), np.float32)}
   rows = len(batch["input_ids"])
   if packed:
-    packed_rows = packing.pack(features, "classification")
+    packed_rows = packing.pack(features, packing.TEXT)
     batch, rows = packed_rows.features, packed_rows.num_rows
   params = jax.jit(lambda rng: train_state.init_params(rng, model, {
       k: v[:1] for k, v in batch.items()}))(jax.random.key(0))
   state = train_state.TrainState(step=jnp.array(0), params=params, opt_state=tx.init(params))
   step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
-                                   family="classification"), donate_argnums=(0,))
+                                   loss=families.get("classification").loss), donate_argnums=(0,))
   batch = jax.device_put(batch)
 
   def one_step():

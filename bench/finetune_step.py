@@ -40,6 +40,7 @@ from bench import harness
 from bench import xla_profile
 from bert_jax.finetuning import finetune_program
 from bert_jax.model import flops
+from bert_jax.model import families
 from bert_jax.model import modeling
 from bert_jax.pretraining.data import synthetic
 from bert_jax.runtime import optim
@@ -66,7 +67,7 @@ def bert_jax_step(config, batch, args):
   state = jax.jit(functools.partial(train_state.create_train_state, model=model, tx=tx,
                                     batch=batch))(jax.random.key(0))
   step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
-                                   family=FAMILY), donate_argnums=(0,))
+                                   loss=families.get(FAMILY).loss), donate_argnums=(0,))
   return step, state
 
 

@@ -51,6 +51,7 @@ from bert_jax.finetuning.data import packing
 from bert_jax.finetuning.data import task_files
 from bert_jax.interop import convert
 from bert_jax.interop import hf_params
+from bert_jax.model import families
 from bert_jax.model import modeling
 from bert_jax.runtime import optim
 from bert_jax.runtime import precision
@@ -85,9 +86,8 @@ def _features(args, tokenizer, split: str, label_names=None
               ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
   examples, label_names = task_files.read_text_examples(
       f"{args.task_dir}/{split}.csv", "--task_dir", split, "sentence", None, "label",
-      "classification", label_names, 0)
-  return featurize.encode_text_examples(examples, tokenizer, args.max_seq_length,
-                                        "classification"), label_names
+      False, label_names, 0)
+  return featurize.encode_text_examples(examples, tokenizer, args.max_seq_length), label_names
 
 
 def _histogram(lengths: np.ndarray, max_seq_length: int) -> str:
@@ -114,7 +114,7 @@ class _Jax:
   def __init__(self, config, model_config, params, train, num_labels, packed: bool, batch_size):
     self.model = finetune_program.create_model("classification", model_config, num_labels)
     tx = optim.create_optimizer(config.train)
-    self.packed = packing.pack(train, "classification") if packed else None
+    self.packed = packing.pack(train, packing.TEXT) if packed else None
     self.rows = (self.packed.features if packed
                  else {**train, "weights": np.ones(len(train["input_ids"]), np.float32)})
     self.step_rows = (packing.rows_per_step(batch_size, self.packed, 1) if packed
@@ -122,7 +122,8 @@ class _Jax:
     self.state = train_state.TrainState(step=jnp.array(0), params=params,
                                         opt_state=tx.init(params))
     step = jax.jit(functools.partial(finetune_program.finetune_step, model=self.model, tx=tx,
-                                     family="classification"), donate_argnums=(0,))
+                                     loss=families.get("classification").loss),
+                   donate_argnums=(0,))
     batch = {k: v[:self.step_rows] for k, v in self.rows.items()}
     self.step = step.lower(self.state, batch, jax.random.key(1)).compile()
     self.predict = jax.jit(functools.partial(finetune_program.predict_step, model=self.model))
@@ -138,10 +139,10 @@ class _Jax:
     jax.block_until_ready(loss)
 
   def accuracy(self, dev: dict[str, np.ndarray]) -> float:
-    rows = packing.pack(dev, "classification") if self.packed else None
+    rows = packing.pack(dev, packing.TEXT) if self.packed else None
     logits = np.asarray(self.predict(self.state.params, rows.features if rows else dev))
     if rows:
-      logits = packing.unpack(logits, rows, "classification")
+      logits = packing.unpack(logits, rows, packing.TEXT)
     return float(np.mean(logits.argmax(-1) == dev["label_ids"]))
 
 
@@ -210,7 +211,7 @@ def _rounds(total: int, rounds: int) -> list[range]:
 def finetuning(args, config, params, train, dev, num_labels) -> dict[str, dict]:
   model_config = modeling.BertConfig.from_config(config.model)
   head_model = finetune_program.create_model("classification", model_config, num_labels)
-  init = head_model.init(jax.random.key(0), *train_state.model_inputs(
+  init = head_model.init(jax.random.key(0), *families.model_inputs(
       {k: v[:1] for k, v in train.items()}))
   fresh = jax.device_get(nn.meta.unbox(init["params"]))
   # The same weights everywhere: the encoder of `params`, the classifier of this init.
@@ -251,7 +252,7 @@ def embeddings(args, config, params, features) -> dict[str, dict]:
   model_config = modeling.BertConfig.from_config(config.model)
   embed = encode_bench._jax_embed_fn(model_config)  # pylint: disable=protected-access
   torch_model = encode_bench._torch_model(config, params, "cpu")  # pylint: disable=protected-access
-  packed = packing.pack(features, "text")
+  packed = packing.pack(features, packing.TEXT)
   count = len(features["input_ids"])
   batch = args.encode_batch_size
 
@@ -278,7 +279,7 @@ def embeddings(args, config, params, features) -> dict[str, dict]:
       return result
     return {k: v[np.argsort(order)] for k, v in result.items()}  # Back to input order.
 
-  calls = {"packed": lambda: packing.unpack(jax_rows(packed.features), packed, "text"),
+  calls = {"packed": lambda: packing.unpack(jax_rows(packed.features), packed, packing.TEXT),
            "unpacked": lambda: jax_rows(features), "torch": lambda: torch_rows(True),
            "torch_fixed": lambda: torch_rows(False)}
   outputs = {name: call() for name, call in calls.items()}  # Warmup (jax compiles).

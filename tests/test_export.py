@@ -122,9 +122,8 @@ def _export(family, sentencepiece_model, tmp_path):
   config = modeling.BertConfig(**HF_CONFIG)
   labels = {"classification": LABELS, "token": TAGS}.get(family)
   head = hf_heads.Head(family, NUM_LABELS[family], labels)
-  ids = np.zeros((1, 1), np.int32)
   params = nn.meta.unbox(hf_heads.model_for(config, head).init(
-      jax.random.key(1), *hf_heads.dummy_inputs(head, ids))["params"])
+      jax.random.key(1), *hf_heads.dummy_inputs(head))["params"])
   params = jax.tree.map(lambda x: np.asarray(x) + 0.02, params)  # No bias left at zero.
   orbax_dir, out = str(tmp_path / "orbax"), str(tmp_path / "hf")
   convert.save_orbax_params(orbax_dir, config, params, head)
@@ -167,12 +166,12 @@ def test_exports_load_in_transformers_and_its_pipelines_agree(family, sentencepi
     _check_span_readme(config, head, params, out, hf_tokenizer_)
     return
 
-  pipe_task = export._PIPELINES[family][0]  # pylint: disable=protected-access
+  pipe_task = head.record.hf.pipeline
   pipe = transformers.pipeline(pipe_task, model=out, device="cpu")
   text = "The model reads a sentence"
   if family in ("classification", "regression"):
     single = featurize.encode_text_examples([task_files.TextExample("0", text, None, None)],
-                                            tokenizer, 24, family)
+                                            tokenizer, 24, scores=family == "regression")
     logits = _jax_logits(config, head, params, single["input_ids"], single["segment_ids"],
                          single["input_mask"])[0]
     scores = {d["label"]: d["score"] for d in pipe(text, top_k=None)}

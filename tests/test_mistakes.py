@@ -283,7 +283,7 @@ def test_table_rows_cut_short_or_without_a_label_name_the_line(tmp_path):
   def read(text):
     (tmp_path / "train.csv").write_text(text)
     return _error(task_files.read_text_examples, str(tmp_path / "train.csv"), "data.train_file",
-                  "train", "sentence", None, "label", "classification", None, 0)
+                  "train", "sentence", None, "label", False, None, 0)
   assert read('sentence,label\n"an unclosed quote,pos\nnext,neg\n') == (
       f"{tmp_path / 'train.csv'}:3: no value for column 'label': the row has 1 of the header's "
       "2 fields (an unclosed quote, or a missing separator?)")

@@ -21,7 +21,9 @@ from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import packing
 from bert_jax.finetuning.data import tasks
+from bert_jax.finetuning.families import registry
 from bert_jax.model import attention
+from bert_jax.model import families
 from bert_jax.model import heads
 from bert_jax.model import modeling
 from bert_jax.runtime import sharding
@@ -41,7 +43,7 @@ _SENTENCES = [
 def _text_features(tokenizer, max_seq_length=32, pairs=True):
   examples = [tasks.TextExample(f"x-{i}", text, _SENTENCES[-1 - i] if pairs and i % 3 == 0
                                 else None, i % 2) for i, text in enumerate(_SENTENCES)]
-  return featurize.encode_text_examples(examples, tokenizer, max_seq_length, "classification")
+  return featurize.encode_text_examples(examples, tokenizer, max_seq_length)
 
 
 def _token_features(tokenizer, max_seq_length=32):
@@ -82,7 +84,7 @@ def test_best_fit_decreasing_fills_rows_without_overflow():
 
 def test_each_example_keeps_its_tokens_types_positions_and_cls(tokenizer):
   features = _text_features(tokenizer)
-  packed = packing.pack(features, "classification")
+  packed = packing.pack(features, packing.TEXT)
   rows = packed.features
   assert packed.num_rows < len(_SENTENCES)
   assert packed.padding_fraction() < 1 - features["input_mask"].mean()
@@ -105,7 +107,7 @@ def test_each_example_keeps_its_tokens_types_positions_and_cls(tokenizer):
 @pytest.fixture(scope="module")
 def text_setup(tokenizer):
   features = _text_features(tokenizer)
-  return features, packing.pack(features, "classification")
+  return features, packing.pack(features, packing.TEXT)
 
 
 def _apply(model, params, batch):
@@ -117,19 +119,19 @@ def _apply(model, params, batch):
 def test_classifier_outputs_equal_unpacked(tokenizer, text_setup, num_labels):
   features, packed = text_setup
   model = heads.BertForSequenceClassification(_model_config(tokenizer), num_labels)
-  params = model.init(jax.random.key(0), *train_state.model_inputs(features))
+  params = model.init(jax.random.key(0), *families.model_inputs(features))
   expected = _apply(model, params, features)  # [examples, labels]
-  got = packing.unpack(_apply(model, params, packed.features), packed, "classification")
+  got = packing.unpack(_apply(model, params, packed.features), packed, packing.TEXT)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_tagger_outputs_equal_unpacked(tokenizer):
   features = _token_features(tokenizer)
-  packed = packing.pack(features, "token")
+  packed = packing.pack(features, packing.TAGS)
   model = heads.BertForTokenClassification(_model_config(tokenizer), 3)
-  params = model.init(jax.random.key(0), *train_state.model_inputs(features))
+  params = model.init(jax.random.key(0), *families.model_inputs(features))
   expected = np.asarray(_apply(model, params, features))  # [examples, length, labels]
-  got = packing.unpack(_apply(model, params, packed.features), packed, "token")
+  got = packing.unpack(_apply(model, params, packed.features), packed, packing.TAGS)
   real = features["input_mask"].astype(bool)
   np.testing.assert_allclose(got[real], expected[real], rtol=1e-5, atol=1e-5)
   # Word tags come back the same way as unpacked predictions.
@@ -139,16 +141,16 @@ def test_tagger_outputs_equal_unpacked(tokenizer):
 
 def test_span_outputs_equal_unpacked(tokenizer):
   features = _span_features(tokenizer)
-  packed = packing.pack(features, "span")
+  packed = packing.pack(features, packing.SPANS)
   assert packed.num_rows < len(_SENTENCES)
   for i, (row, slot, start) in enumerate(zip(packed.row, packed.slot, packed.start)):
     # Answer positions become columns of the row (no answer: the window's own [CLS]).
     assert packed.features["start_positions"][row, slot] == start + features["start_positions"][i]
     assert packed.features["end_positions"][row, slot] == start + features["end_positions"][i]
   model = heads.BertForQuestionAnswering(_model_config(tokenizer))
-  params = model.init(jax.random.key(0), *train_state.model_inputs(features))
+  params = model.init(jax.random.key(0), *families.model_inputs(features))
   expected = [np.asarray(x) for x in _apply(model, params, features)]  # 2 x [examples, length]
-  got = packing.unpack(_apply(model, params, packed.features), packed, "span")
+  got = packing.unpack(_apply(model, params, packed.features), packed, packing.SPANS)
   real = features["input_mask"].astype(bool)
   for got_logits, expected_logits in zip(got, expected):
     np.testing.assert_allclose(got_logits[real], expected_logits[real], rtol=1e-5, atol=1e-5)
@@ -158,12 +160,12 @@ def test_span_outputs_equal_unpacked(tokenizer):
 def test_embeddings_equal_unpacked(tokenizer, text_setup):
   features, _ = text_setup
   features = {k: v for k, v in features.items() if k != "label_ids"}
-  packed = packing.pack(features, "text")
+  packed = packing.pack(features, packing.TEXT)
   model = modeling.BertModel(_model_config(tokenizer))
-  params = model.init(jax.random.key(0), *train_state.model_inputs(features))["params"]
+  params = model.init(jax.random.key(0), *families.model_inputs(features))["params"]
   embed = functools.partial(encode.embed, model=model)
   expected = embed(params, features)
-  got = packing.unpack(embed(params, packed.features), packed, "text")
+  got = packing.unpack(embed(params, packed.features), packed, packing.TEXT)
   for name in ("cls", "pooled", "mean"):
     np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-5, err_msg=name)
 
@@ -178,13 +180,13 @@ def test_training_on_packed_batches_gives_the_same_losses(tokenizer, family):
     features = _text_features(tokenizer)
     if family == "regression":
       features["label_ids"] = features["label_ids"].astype(np.float32) * 2.5
-  packed = packing.pack(features, family)
+  packed = packing.pack(features, registry.get(family).packing)
   num_labels = {"classification": 2, "regression": 1, "token": 3, "span": 2}[family]
   model = finetune_program.create_model(family, _model_config(tokenizer), num_labels)
-  params = model.init(jax.random.key(0), *train_state.model_inputs(features))["params"]
+  params = model.init(jax.random.key(0), *families.model_inputs(features))["params"]
   tx = optax.adamw(1e-3)
   step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
-                                   family=family))
+                                   loss=families.get(family).loss))
   # As finetune.py: every batch carries weights, per row (packed text rows: per example slot).
   unpacked = {**features, "weights": np.ones(len(features["input_ids"]), np.float32)}
   packed_rows = {"weights": np.ones(packed.num_rows, np.float32), **packed.features}
@@ -206,7 +208,7 @@ def test_splash_knows_the_packing(tokenizer, text_setup, monkeypatch):
   _, packed = text_setup
   xla_model = modeling.BertModel(_model_config(tokenizer))
   splash_model = modeling.BertModel(_model_config(tokenizer, attention="splash"))
-  params = xla_model.init(jax.random.key(0), *train_state.model_inputs(packed.features))
+  params = xla_model.init(jax.random.key(0), *families.model_inputs(packed.features))
   real = packed.features["input_mask"].astype(bool)
   (sequence, pooled), (expected, expected_pooled) = (
       _apply(splash_model, params, packed.features), _apply(xla_model, params, packed.features))
@@ -237,7 +239,7 @@ def test_packed_splash_compiles_for_a_tpu_slice(tokenizer, text_setup):
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = sharding.replicated(mesh)
   step = jax.jit(functools.partial(finetune_program.finetune_step, model=model, tx=tx,
-                                   family="classification"),
+                                   loss=families.get("classification").loss),
                  in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated))
   batch = {k: jax.ShapeDtypeStruct((8,) + v.shape[1:], v.dtype, sharding=batch_sharding)

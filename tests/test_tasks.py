@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from bert_jax import errors
 from bert_jax.finetuning.data import featurize
 from bert_jax.finetuning.data import tasks
+from bert_jax.finetuning.families import registry
 from bert_jax.tokenizers import tokenization
 
 # TFDS datasets here come from tfds.testing.mock_data (conftest.tfds_mock_hosts).
@@ -50,7 +51,7 @@ def write(path, text: str) -> str:
 
 def test_registry_matches_tfds_builders():
   for task in tasks.TASKS.values():
-    assert task.family in tasks.FAMILIES
+    assert task.family in registry.FAMILIES
     assert set(task.metrics) <= set(tasks.METRICS)
   glue = {name for name, task in tasks.TASKS.items() if task.tfds_name.startswith("glue/")}
   assert glue == {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte", "wnli"}
@@ -86,7 +87,7 @@ def test_unknown_task_lists_the_known_ones():
 
 def test_sst2_from_tfds():
   with tfds.testing.mock_data(num_examples=5):
-    examples, label_names = tasks.load_examples(tasks.get_task("sst2"), "train", data_config())
+    examples, label_names = registry.load_examples(tasks.get_task("sst2"), "train", data_config())
   assert label_names == ("negative", "positive")
   assert len(examples) == 5
   assert all(isinstance(e.text_a, str) and e.text_b is None and e.label in (0, 1)
@@ -99,7 +100,7 @@ def test_mnli_pairs_from_both_eval_splits():
   assert tasks.eval_split_names(task, data_config()) == task.eval_splits
   with tfds.testing.mock_data(num_examples=3):
     for split in task.eval_splits:
-      examples, label_names = tasks.load_examples(task, split, data_config(max_examples=2))
+      examples, label_names = registry.load_examples(task, split, data_config(max_examples=2))
       assert label_names == ("entailment", "neutral", "contradiction")
       assert len(examples) == 2
       assert all(isinstance(e.text_b, str) and e.label in (0, 1, 2) for e in examples)
@@ -107,7 +108,7 @@ def test_mnli_pairs_from_both_eval_splits():
 
 def test_stsb_regression_floats():
   with tfds.testing.mock_data(num_examples=4):
-    examples, label_names = tasks.load_examples(tasks.get_task("stsb"), "validation",
+    examples, label_names = registry.load_examples(tasks.get_task("stsb"), "validation",
                                                 data_config())
   assert label_names is None
   assert all(isinstance(e.label, float) and isinstance(e.text_b, str) for e in examples)
@@ -126,7 +127,7 @@ def test_conll2003_from_tfds():
   signature = {"tokens": tf.TensorSpec([None], tf.string),
                "ner": tf.TensorSpec([None], tf.int64)}
   with tfds.testing.mock_data(as_dataset_fn=_as_dataset_fn(rows, signature)):
-    examples, label_names = tasks.load_examples(tasks.get_task("conll2003"), "dev",
+    examples, label_names = registry.load_examples(tasks.get_task("conll2003"), "dev",
                                                 data_config())
   assert label_names == tasks.CONLL2003_TAGS
   assert examples == [tasks.TokenExample("dev-0", ["EU", "rejects", "German", "call"],
@@ -136,7 +137,7 @@ def test_conll2003_from_tfds():
 
 def test_conll2003_from_plain_mock_data():
   with tfds.testing.mock_data(num_examples=3):
-    examples, _ = tasks.load_examples(tasks.get_task("conll2003"), "train", data_config())
+    examples, _ = registry.load_examples(tasks.get_task("conll2003"), "train", data_config())
   assert len(examples) == 3
   assert all(len(e.words) == len(e.labels) and set(e.labels) <= set(range(9)) for e in examples)
 
@@ -147,7 +148,7 @@ def test_glue_test_split_has_no_labels():
   rows = [{"sentence": "a", "label": -1, "idx": 0}]
   with tfds.testing.mock_data(as_dataset_fn=_as_dataset_fn(rows, signature)):
     with pytest.raises(errors.UserError, match="'test' of glue/sst2 has no labels"):
-      tasks.load_examples(tasks.get_task("sst2"), "test", data_config())
+      registry.load_examples(tasks.get_task("sst2"), "test", data_config())
 
 
 def test_missing_tfds_dataset_without_network(tmp_path, monkeypatch):
@@ -156,13 +157,13 @@ def test_missing_tfds_dataset_without_network(tmp_path, monkeypatch):
   monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
   config = data_config(tfds_data_dir=str(tmp_path))
   with pytest.raises(errors.UserError) as raised:
-    tasks.load_examples(tasks.get_task("rte"), "train", config)
+    registry.load_examples(tasks.get_task("rte"), "train", config)
   message = str(raised.value)
   assert "'glue/rte' is not prepared in" in message and "ConnectionError" in message
   assert "\n" not in message
   unknown = dataclasses.replace(tasks.get_task("rte"), tfds_name="no_such_dataset")
   with pytest.raises(errors.UserError, match="TFDS has no dataset 'no_such_dataset'"):
-    tasks.load_examples(unknown, "train", config)
+    registry.load_examples(unknown, "train", config)
 
 
 # --- local files ---
@@ -178,13 +179,13 @@ def test_csv_tsv_jsonl_classification_with_custom_columns(tmp_path):
   config = data_config(train_file=f"{csv_file},{tmp_path}/*.tsv", eval_file=jsonl_file,
                        text_a_key="review", label_key="sentiment")
   task = tasks.get_task("classification")
-  examples, label_names = tasks.load_examples(task, "train", config)
+  examples, label_names = registry.load_examples(task, "train", config)
   assert label_names == ("neg", "neutral", "pos")  # Sorted, as found in the train files.
   assert [(e.text_a, e.text_b, e.label) for e in examples] == [
       ("good, really", None, 2), ("bad", None, 0), ("meh", None, 1), ('"quoted', None, 2)]
   # The eval file has no 'neutral': ids still come from the train labels, passed or not.
   for names in (label_names, None):
-    eval_examples, eval_names = tasks.load_examples(task, "validation", config, names)
+    eval_examples, eval_names = registry.load_examples(task, "validation", config, names)
     assert eval_names == label_names
     assert [(e.guid, e.text_a, e.label) for e in eval_examples] == [
         ("validation-0", "fine", 2), ("validation-1", "awful", 0)]
@@ -195,14 +196,14 @@ def test_local_pair_with_label_names_and_max_examples(tmp_path):
   train_file = write(tmp_path / "pairs.tsv", "q1\tq2\tsame\na\tb\tyes\nc\td\tno\ne\tf\tyes\n")
   config = data_config(train_file=train_file, text_a_key="q1", text_b_key="q2",
                        label_key="same", label_names="no, yes", max_examples=2)
-  examples, label_names = tasks.load_examples(tasks.get_task("classification"), "train", config)
+  examples, label_names = registry.load_examples(tasks.get_task("classification"), "train", config)
   assert label_names == ("no", "yes")
   assert [(e.text_a, e.text_b, e.label) for e in examples] == [("a", "b", 1), ("c", "d", 0)]
 
 
 def test_glue_task_from_its_own_tsv_with_integer_labels(tmp_path):
   train_file = write(tmp_path / "train.tsv", "sentence\tlabel\nnice\t1\nugly\t0\n")
-  examples, label_names = tasks.load_examples(tasks.get_task("sst2"), "train",
+  examples, label_names = registry.load_examples(tasks.get_task("sst2"), "train",
                                               data_config(train_file=train_file))
   assert label_names == ("negative", "positive")
   assert [e.label for e in examples] == [1, 0]
@@ -214,12 +215,12 @@ def test_local_regression(tmp_path):
                      '{"sentence1": "c", "sentence2": "d", "score": "2"}\n')
   config = data_config(train_file=train_file, text_a_key="sentence1", text_b_key="sentence2",
                        label_key="score")
-  examples, label_names = tasks.load_examples(tasks.get_task("regression"), "train", config)
+  examples, label_names = registry.load_examples(tasks.get_task("regression"), "train", config)
   assert label_names is None
   assert [(e.text_a, e.text_b, e.label) for e in examples] == [("a", "b", 4.5), ("c", "d", 2.0)]
   bad_file = write(tmp_path / "bad.csv", "sentence,label\nok,1.5\nnot ok,high\n")
   with pytest.raises(errors.UserError, match=r"bad.csv:3: column 'label'.*'high'.*number"):
-    tasks.load_examples(tasks.get_task("regression"), "train", data_config(train_file=bad_file))
+    registry.load_examples(tasks.get_task("regression"), "train", data_config(train_file=bad_file))
 
 
 def test_local_ner_jsonl_and_conll(tmp_path):
@@ -231,18 +232,18 @@ def test_local_ner_jsonl_and_conll(tmp_path):
   config = data_config(train_file=jsonl_file, eval_file=conll_file, text_a_key="words",
                        label_key="tags", label_names="O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC")
   task = tasks.get_task("ner")
-  examples, label_names = tasks.load_examples(task, "train", config)
+  examples, label_names = registry.load_examples(task, "train", config)
   assert label_names[0] == "O"
   assert examples == [tasks.TokenExample("train-0", ["John", "lives"], [1, 0])]
-  examples, _ = tasks.load_examples(task, "validation", config)
+  examples, _ = registry.load_examples(task, "validation", config)
   assert examples == [tasks.TokenExample("validation-0", ["EU", "rejects"], [3, 0]),
                       tasks.TokenExample("validation-1", ["Paris"], [5])]
   # Without data.label_names: the tags of the train file, 'O' first, then sorted.
-  examples, label_names = tasks.load_examples(task, "train", data_config(train_file=conll_file))
+  examples, label_names = registry.load_examples(task, "train", data_config(train_file=conll_file))
   assert label_names == ("O", "B-LOC", "B-ORG")
   assert [e.labels for e in examples] == [[2, 0], [1]]
   with pytest.raises(errors.UserError, match="must have the tag 'O' first"):
-    tasks.load_examples(task, "train", data_config(train_file=conll_file,
+    registry.load_examples(task, "train", data_config(train_file=conll_file,
                                                     label_names="B-LOC,B-ORG,O"))
 
 
@@ -259,23 +260,23 @@ def test_local_ner_jsonl_and_conll(tmp_path):
 def test_bad_rows_name_file_line_and_column(tmp_path, file_name, text, fields, message):
   config = data_config(train_file=write(tmp_path / file_name, text), **fields)
   with pytest.raises(errors.UserError, match=message):
-    tasks.load_examples(tasks.get_task("classification"), "train", config)
+    registry.load_examples(tasks.get_task("classification"), "train", config)
 
 
 def test_missing_files_and_fields(tmp_path):
   task = tasks.get_task("classification")
   with pytest.raises(errors.UserError, match="data.train_file: no file matches"):
-    tasks.load_examples(task, "train", data_config(train_file=str(tmp_path / "none.csv")))
+    registry.load_examples(task, "train", data_config(train_file=str(tmp_path / "none.csv")))
   with pytest.raises(errors.UserError, match="set data.eval_file"):
-    tasks.load_examples(task, "validation", data_config())
+    registry.load_examples(task, "validation", data_config())
   with pytest.raises(errors.UserError, match="data.max_examples must be >= 0"):
-    tasks.load_examples(task, "train", data_config(max_examples=-1))
+    registry.load_examples(task, "train", data_config(max_examples=-1))
   no_outside = write(tmp_path / "ner.txt", "EU B-ORG\n")
   with pytest.raises(errors.UserError, match="must have the tag 'O' first"):
-    tasks.load_examples(tasks.get_task("ner"), "train", data_config(train_file=no_outside))
+    registry.load_examples(tasks.get_task("ner"), "train", data_config(train_file=no_outside))
   uneven = write(tmp_path / "ner.jsonl", '{"tokens": ["a", "b"], "ner": ["O"]}\n')
   with pytest.raises(errors.UserError, match=r"ner.jsonl:1: column 'ner' must be a list of 2"):
-    tasks.load_examples(tasks.get_task("ner"), "train", data_config(train_file=uneven))
+    registry.load_examples(tasks.get_task("ner"), "train", data_config(train_file=uneven))
 
 
 # --- features ---
@@ -284,7 +285,7 @@ def test_missing_files_and_fields(tmp_path):
 def test_encode_pair_exact_ids(wordpiece):
   examples = [tasks.TextExample("x-0", "The cat sat", "Dogs ran.", 1),
               tasks.TextExample("x-1", "the mat", None, 0)]
-  features = featurize.encode_text_examples(examples, wordpiece, 12, "classification")
+  features = featurize.encode_text_examples(examples, wordpiece, 12)
   the, cat, sat, dog, s, ran, dot, mat = (ID[t] for t in "the cat sat dog ##s ran . mat".split())
   np.testing.assert_array_equal(features["input_ids"], [
       [CLS, the, cat, sat, SEP, dog, s, ran, dot, SEP, PAD, PAD],
@@ -297,7 +298,7 @@ def test_encode_pair_exact_ids(wordpiece):
       "input_ids": np.int32, "input_mask": np.int32, "segment_ids": np.int32,
       "label_ids": np.int32}
   regression = featurize.encode_text_examples([tasks.TextExample("r", "the", None, 2.5)],
-                                          wordpiece, 4, "regression")
+                                          wordpiece, 4, scores=True)
   assert regression["label_ids"].dtype == np.float32 and regression["label_ids"][0] == 2.5
 
 
@@ -306,7 +307,7 @@ def test_longest_first_truncation(wordpiece):
   # a: 6 tokens, b: 3, room for 5: a loses 3 (down to b's length), then b loses 1.
   pair = tasks.TextExample("p", "the cat sat on the mat", "dogs ran", 0)
   single = tasks.TextExample("s", "the cat sat on the mat", None, 0)
-  features = featurize.encode_text_examples([pair, single], wordpiece, 8, "classification")
+  features = featurize.encode_text_examples([pair, single], wordpiece, 8)
   np.testing.assert_array_equal(features["input_ids"], [
       [CLS, the, cat, sat, SEP, dog, s, SEP],
       [CLS, the, cat, sat, ID["on"], the, ID["mat"], SEP]])
@@ -346,7 +347,7 @@ def test_ner_first_sub_token_labels_and_truncated_words(wordpiece):
 
 def test_encode_with_sentencepiece(tokenizer):
   examples = [tasks.TextExample("s", "The model reads data.", "Every batch has a mask.", 1)]
-  features = featurize.encode_text_examples(examples, tokenizer, 32, "classification")
+  features = featurize.encode_text_examples(examples, tokenizer, 32)
   ids_a, ids_b = tokenizer.encode("The model reads data."), tokenizer.encode(
       "Every batch has a mask.")
   expected = [tokenizer.cls_id, *ids_a, tokenizer.sep_id, *ids_b, tokenizer.sep_id]

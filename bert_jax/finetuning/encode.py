@@ -188,10 +188,10 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
   resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
   # The fine-tuning featurizer of a text or a pair; its label_ids are all 0 here, unused.
   features = featurize.encode_text_examples(text_examples(lines), tokenizer,
-                                        config.data.max_seq_length, "classification")
+                                        config.data.max_seq_length)
 
   # Packed (data.packing): several lines per row, each attending only to itself.
-  packed = packing.pack(features, "text") if config.data.packing else None
+  packed = packing.pack(features, packing.TEXT) if config.data.packing else None
   model = modeling.BertModel(model_config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     shapes = {k: features[k][:1] for k in ("input_ids", "segment_ids", "input_mask")}
@@ -204,7 +204,7 @@ def encode_file(config: ml_collections.ConfigDict, workdir: str) -> str:
     embeddings = rows.predict_rows(p_embed, params, packed.features if packed else features,
                                    config.encode.batch_size, batch_sharding)
   if packed:
-    embeddings = packing.unpack(embeddings, packed, "text")
+    embeddings = packing.unpack(embeddings, packed, packing.TEXT)
 
   if jax.process_index() == 0:
     # Built in memory: a zip needs a seekable file, and a GFile being written is not one.

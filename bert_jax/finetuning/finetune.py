@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import optax
 import tensorflow as tf
 
 from bert_jax import errors
@@ -33,6 +34,8 @@ from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning import task_eval
 from bert_jax.finetuning.data import finetune_data
 from bert_jax.finetuning.data import packing
+from bert_jax.finetuning.families import record
+from bert_jax.finetuning.families import registry
 from bert_jax.model import flops
 from bert_jax.model import heads
 from bert_jax.model import modeling
@@ -50,14 +53,15 @@ from bert_jax.runtime import workdir_lock
 
 
 def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
-          mesh: jax.sharding.Mesh) -> tuple[dict[str, packing.Packed], int]:
-  """The packed rows of the training set ('train') and of each eval split (data.packing),
-  and the rows a training step takes: batch_size examples, or packed rows that hold that many
-  on average."""
-  if not config.data.packing or data.family not in packing.FAMILIES:
+          layout: packing.Layout | None, mesh: jax.sharding.Mesh
+          ) -> tuple[dict[str, packing.Packed], int]:
+  """The packed rows of the training set ('train') and of each eval split (data.packing, for
+  a family that packs: `layout`), and the rows a training step takes: batch_size examples, or
+  packed rows that hold that many on average."""
+  if not config.data.packing or layout is None:
     return {}, config.train.batch_size
-  packed = {"train": packing.pack(data.train, data.family)}
-  packed.update({e.split: packing.pack(e.features, data.family) for e in data.evals})
+  packed = {"train": packing.pack(data.train, layout)}
+  packed.update({e.split: packing.pack(e.features, layout) for e in data.evals})
   train = packed["train"]
   rows_per_step = packing.rows_per_step(config.train.batch_size, train,
                                         sharding.batch_multiple(mesh))
@@ -95,9 +99,9 @@ def _absolute(path: str) -> str:
 def _checkpoint_head(head: Any, data: finetune_data.TaskData) -> bool:
   """Whether the checkpoint's task head is this task's: the same family and labels (a
   checkpoint's generic LABEL_i names match any). Says which way it went."""
-  if head is None or head.family == "pretraining":
+  if head is None or head.record.pretraining:
     return False
-  same = (head.family == data.family and head.num_labels == data.num_labels and
+  same = ((head.family, head.num_labels) == (data.family, data.num_labels) and
           (head.generic_labels or not data.label_names or
            tuple(data.label_names) == head.label_names))
   names = f" ({', '.join(head.label_names)})" if head.label_names else ""
@@ -117,195 +121,268 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     The final eval metrics, {split: {metric: value}}.
   """
   # The task's name first, in the task registry (TFDS's, so not in config/validation.py, which
-  # needs no TensorFlow).
-  finetune_data.check_task(config)
+  # needs no TensorFlow), and the family's own checks.
+  family = registry.check_task(config)
   mesh = sharding.create_mesh(config.mesh)
   validation.validate(config, mesh)
   # One run per workdir: a second one stops here (runtime/workdir_lock.py).
   with workdir_lock.held(workdir):
-    return _finetune(config, workdir, mesh)
+    return _finetune(config, workdir, mesh, family)
 
 
-def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh
-              ) -> dict[str, Any]:
-  rules = sharding.logical_axis_rules(config)
+def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh,
+              family: record.TaskFamily) -> dict[str, Any]:
+  """`finetune` once the workdir is this run's: the final eval metrics."""
   tokenizer = finetune_data.load_tokenizer(config)
   model_config, pretrained, pretrained_head = _model_config(config)
   resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
-  data = finetune_data.load(config, tokenizer)
-  num_examples = len(data.train["input_ids"])
-  if not num_examples:
-    raise errors.UserError(f"task {data.name}: no training example could be used")
-  train_config = ml_collections.ConfigDict(config.train.to_dict())
-  if train_config.num_train_steps <= 0:
-    train_config.num_train_steps = max(1, math.ceil(
-        num_examples * train_config.num_train_epochs / train_config.batch_size))
-  train_config.num_warmup_steps = int(train_config.num_train_steps * train_config.warmup_proportion)
-  num_steps, batch_size = train_config.num_train_steps, train_config.batch_size
-  report.line(f"Task {data.name}: {num_examples} training examples, {num_steps} steps of "
-              f"{batch_size}; eval on {', '.join(e.split for e in data.evals)}")
-  packed, step_rows = _pack(config, data, mesh)
+  data = family.load(registry.task(config), config, tokenizer)
+  run_config = _with_steps(config, data)
+  packed, step_rows = _pack(config, data, family.packing, mesh)
   keep_head = _checkpoint_head(pretrained_head, data)
-  # What the workdir's checkpoints record of the task, for export (interop/export.py) and
-  # `init_checkpoint`s that start from them.
-  task_meta = {"task": data.name, "family": data.family, "num_labels": data.num_labels,
-               "label_names": data.label_names, "vocab_file": _absolute(finetune_data.vocab_file(config)),
-               "do_lower_case": config.data.do_lower_case,
-               "max_seq_length": config.data.max_seq_length}
-
   checkpointer = checkpoint.Checkpointer(
-      checkpoint.checkpoint_dir(workdir), train_config.max_checkpoints_to_keep)
+      checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
   best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
-
-  def check_meta(meta: dict[str, Any]) -> None:
-    saved = (meta.get("task"), meta.get("num_labels"))
-    if saved[0] is None:
-      raise errors.UserError(f"{checkpointer.directory} holds a pre-training run: fine-tune in a "
-                             f"new --workdir, with --config.init_checkpoint={workdir}")
-    if saved != (data.name, data.num_labels):
-      raise errors.UserError(
-          f"config.task={config.task!r} ({data.num_labels} labels) but {checkpointer.directory} "
-          f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
-
-  latest, meta = loop.saved_run(checkpointer, model_config, check_meta)
+  latest, meta = loop.saved_run(checkpointer, model_config,
+                                functools.partial(_check_meta, config, data, checkpointer, workdir))
+  num_steps = run_config.train.num_train_steps
   if loop.already_complete(checkpointer, latest, num_steps, "Fine-tuning"):
     checkpointer.close()
     best_checkpointer.close()
     return meta.get("eval", {})
 
-  model = finetune_program.create_model(data.family, model_config, data.num_labels)
-  tx = optim.create_optimizer(train_config)
-  schedule = optim.learning_rate_schedule(train_config)
+  rules = sharding.logical_axis_rules(config)
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
-  # Every training batch carries example weights (all 1): the NaN guard's test poisons them, and
-  # the compiled step takes one batch structure. Packed text rows weigh each example slot.
-  train_features = {**data.train, "weights": np.ones(num_examples, np.float32)}
-  if "train" in packed:
-    train_features = {"weights": np.ones(packed["train"].num_rows, np.float32),
-                      **packed["train"].features}
-  num_rows = len(train_features["input_ids"])
-  shapes = {k: v[:1] for k, v in train_features.items()}
+  train_features = _train_features(data, packed, family)
   peak = progress.peak_tflops_per_device(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_state, state_shardings = train_state.abstract_train_state(
-        model, tx, shapes, init_rng, mesh, rules)
-    batch_sharding = sharding.batch_sharding(mesh, rules)
-    replicated = sharding.replicated(mesh)
-    p_step = jax.jit(
-        functools.partial(finetune_program.finetune_step, model=model, tx=tx,
-                          family=data.family),
-        in_shardings=(state_shardings, batch_sharding, replicated),
-        out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-    p_predict = jax.jit(functools.partial(finetune_program.predict_step, model=model),
-                        in_shardings=(state_shardings.params, batch_sharding))
-    # [examples, length], or [examples, choices, length]: a choice is a sequence of its own.
-    seq_length = data.train["input_ids"].shape[-1]
-    sequences_per_row = math.prod(data.train["input_ids"].shape[1:-1])
-    main_metric = data.metrics[0]
-    best = {"step": 0, "value": -math.inf}
-    # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
-    batch_offset = 0
-
-    def next_batch(step: int) -> dict[str, np.ndarray]:
-      indices = finetune_program.batch_indices(num_rows, step_rows, step - 1 + batch_offset,
-                                               config.seed)
-      return rows.host_rows({k: v[indices] for k, v in train_features.items()})
-
-    def segment(step: int, state) -> loop.Segment:
-      """All of fine-tuning: one compiled step, one batch order."""
-      compile_start = time.perf_counter()
-      abstract_batch = {k: jax.ShapeDtypeStruct((step_rows,) + v.shape[1:],
-                                                jax.dtypes.canonicalize_dtype(v.dtype),
-                                                sharding=batch_sharding)
-                        for k, v in train_features.items()}
-      compiled = p_step.lower(state, abstract_batch, dropout_rng).compile()
-      # The work done: step_rows rows of seq_length (packed, they hold batch_size examples).
-      flops_per_step = flops.finetuning_flops_per_step(
-          model_config, step_rows * sequences_per_row, seq_length,
-          "classification" if data.family == "multiple_choice" else data.family, data.num_labels)
-      reporter = progress.Progress(step - 1, num_steps, batch_size, seq_length, flops_per_step,
-                                   progress.total_peak_flops(peak[0]))
-      return loop.Segment(1, num_steps, compiled, next_batch, reporter, flops_per_step,
-                          time.perf_counter() - compile_start)
-
-    def train_scalars(pending, state, step: int) -> dict[str, float]:
-      del state  # Unused: fine-tuning logs no param norm.
-      # A skipped step has no loss: the mean is over the others (none: no loss field).
-      step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
-      scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
-      scalars["learning_rate"] = float(schedule(step - 1))
-      return scalars
-
-    def evaluate(state, step: int, writer: metrics.MetricWriter) -> tuple[dict[str, Any], str]:
-      nonlocal best
-      results = {}
-      for eval_set in data.evals:
-        if eval_set.split in packed:
-          rows_out = rows.predict_rows(p_predict, state.params, packed[eval_set.split].features,
-                                       train_config.eval_batch_size, batch_sharding)
-          outputs = packing.unpack(rows_out, packed[eval_set.split], data.family)
-        else:
-          outputs = rows.predict_rows(p_predict, state.params, eval_set.features,
-                                      train_config.eval_batch_size, batch_sharding)
-        results[eval_set.split], predictions = task_eval.score(
-            data, eval_set, outputs, config, tokenizer)
-        if jax.process_index() == 0:
-          task_eval.write_predictions(os.path.join(workdir, "predictions", f"step_{step}"),
-                                      eval_set.split, predictions)
-        metrics.log_line(f"eval {eval_set.split}", step, results[eval_set.split])
-        writer.write_scalars(f"eval/{eval_set.split}", step, results[eval_set.split])
-      value = results[data.evals[0].split][main_metric]
-      if value > best["value"]:
-        best = {"step": step, "value": value, "metric": main_metric, "eval": results}
-        best_checkpointer.save(step, {"params": state.params}, {
-            "step": step, "model": dataclasses.asdict(model_config), "eval": results,
-            **task_meta}, force=True)
-      return results, ""
-
-    def checkpoint_meta(step: int, eval_metrics: dict[str, Any]) -> dict[str, Any]:
-      return {"step": step, "model": dataclasses.asdict(model_config), "eval": eval_metrics,
-              "best": best, "batch_offset": batch_offset, "config": config.to_dict(),
-              **task_meta}
-
-    def rolled_back(bad_step: int, step: int) -> None:
-      nonlocal batch_offset
-      batch_offset += bad_step - step
-
-    task = loop.Task(
-        workdir=workdir, num_steps=num_steps, train_config=train_config,
-        profile_steps=config.profile.steps, checkpointer=checkpointer,
-        abstract_state=abstract_state, state_shardings=state_shardings,
-        batch_sharding=batch_sharding, segment=segment, train_scalars=train_scalars,
-        log_fields=("loss", "learning_rate", "sequences_per_second", "mfu",
-                    "input_wait_fraction"),
-        evaluate=evaluate, meta=checkpoint_meta, rolled_back=rolled_back,
-        other_checkpointers=(best_checkpointer,))
-
-    def initial_params(params):
-      if pretrained is None:
-        return params
-      # The encoder from the checkpoint; the pre-training heads ('cls') are not used.
-      bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(params["bert"]),
-                                     config.train.reinit_top_layers)
-      bert = sharding.place(bert, state_shardings.params["bert"], config.init_checkpoint)
-      if keep_head:  # A fine-tuned model's head, to fine-tune further.
-        group = pretrained_head.param_group
-        return {**params, "bert": bert, group: sharding.place(
-            pretrained[group], state_shardings.params[group], config.init_checkpoint)}
-      return {**params, "bert": bert}
-
-    state, meta = loop.initial_state(task, latest, model, tx, shapes, init_rng, initial_params)
-    best = meta.get("best", best)
-    batch_offset = meta.get("batch_offset", 0)
-    first = segment(int(state.step) + 1, state)
+    program = finetune_program.build_program(
+        run_config, mesh, rules, model_config, data.family, data.num_labels,
+        {k: v[:1] for k, v in train_features.items()})
+    run = _Run(config, run_config, workdir, model_config, data, family, tokenizer, program,
+               packed, train_features, step_rows, _task_meta(config, data), best_checkpointer,
+               optim.learning_rate_schedule(run_config.train), peak, dropout_rng)
+    task = _task(run, checkpointer)
+    state, meta = loop.initial_state(
+        task, latest, program.model, program.tx, {k: v[:1] for k, v in train_features.items()},
+        init_rng, functools.partial(_initial_params, config, pretrained, pretrained_head,
+                                    keep_head, program.state_shardings.params))
+    run.best = meta.get("best", run.best)
+    run.batch_offset = meta.get("batch_offset", 0)
+    first = _segment(run, int(state.step) + 1, state)
     report.line(f"Compiled the fine-tuning step in {first.compile_seconds:.1f} s; "
                 f"{first.flops_per_step / 1e9:,.1f} GFLOP per step")
     outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
-  if outcome.preempted:
-    return outcome.eval_metrics
-  if jax.process_index() == 0:
-    with tf.io.gfile.GFile(os.path.join(workdir, "best.json"), "w") as f:
-      f.write(json.dumps(best, indent=1, sort_keys=True) + "\n")
-  report.line(f"Best {main_metric} {best['value']:.4f} at step {best['step']} (params in "
-              f"{workdir}/best); predictions in {workdir}/predictions")
+  if not outcome.preempted:
+    _write_best(run)
   return outcome.eval_metrics
+
+
+def _with_steps(config: ml_collections.ConfigDict, data: finetune_data.TaskData
+                ) -> ml_collections.ConfigDict:
+  """The config with train.num_train_steps (from the epochs when 0) and num_warmup_steps
+  resolved: what the schedule and the loop count. Says what will run."""
+  num_examples = len(data.train["input_ids"])
+  if not num_examples:
+    raise errors.UserError(f"task {data.name}: no training example could be used")
+  run_config = ml_collections.ConfigDict(config.to_dict())
+  train = run_config.train
+  if train.num_train_steps <= 0:
+    train.num_train_steps = max(1, math.ceil(
+        num_examples * train.num_train_epochs / train.batch_size))
+  train.num_warmup_steps = int(train.num_train_steps * train.warmup_proportion)
+  report.line(f"Task {data.name}: {num_examples} training examples, {train.num_train_steps} "
+              f"steps of {train.batch_size}; eval on {', '.join(e.split for e in data.evals)}")
+  return run_config
+
+
+def _task_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData) -> dict[str, Any]:
+  """What the workdir's checkpoints record of the task, for export (interop/export.py) and
+  `init_checkpoint`s that start from them."""
+  return {"task": data.name, "family": data.family, "num_labels": data.num_labels,
+          "label_names": data.label_names,
+          "vocab_file": _absolute(finetune_data.vocab_file(config)),
+          "do_lower_case": config.data.do_lower_case,
+          "max_seq_length": config.data.max_seq_length}
+
+
+def _check_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
+                checkpointer: checkpoint.Checkpointer, workdir: str,
+                meta: dict[str, Any]) -> None:
+  """A workdir that holds another run stops here, before any array is read."""
+  saved = (meta.get("task"), meta.get("num_labels"))
+  if saved[0] is None:
+    raise errors.UserError(f"{checkpointer.directory} holds a pre-training run: fine-tune in a "
+                           f"new --workdir, with --config.init_checkpoint={workdir}")
+  if saved != (data.name, data.num_labels):
+    raise errors.UserError(
+        f"config.task={config.task!r} ({data.num_labels} labels) but {checkpointer.directory} "
+        f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
+
+
+def _train_features(data: finetune_data.TaskData, packed: dict[str, packing.Packed],
+                    family: record.TaskFamily) -> dict[str, np.ndarray]:
+  """Every training row's batch features: the family's (its dummy batch names them) and the
+  packing inputs. Every batch carries example weights (all 1): the NaN guard's test poisons
+  them, and the compiled step takes one batch structure. Packed text rows weigh each slot."""
+  features = {**data.train, "weights": np.ones(len(data.train["input_ids"]), np.float32)}
+  if "train" in packed:
+    features = {"weights": np.ones(packed["train"].num_rows, np.float32),
+                **packed["train"].features}
+  keys = {*family.model.dummy_batch(1, 1, data.num_labels), *modeling.PACKING_INPUTS}
+  return {k: v for k, v in features.items() if k in keys}
+
+
+@dataclasses.dataclass
+class _Run:
+  """What fine-tuning's callbacks from the loop share: built once, but for the best eval so far
+  and the batch offset."""
+  config: ml_collections.ConfigDict  # As given: what checkpoints record.
+  run_config: ml_collections.ConfigDict  # Its steps resolved (_with_steps).
+  workdir: str
+  model_config: modeling.BertConfig
+  data: finetune_data.TaskData
+  family: record.TaskFamily
+  tokenizer: Any
+  program: finetune_program.Program
+  packed: dict[str, packing.Packed]  # 'train' and eval splits, when packed.
+  train_features: dict[str, np.ndarray]
+  step_rows: int  # Rows of a training step.
+  task_meta: dict[str, Any]
+  best_checkpointer: checkpoint.Checkpointer
+  schedule: optax.Schedule
+  peak: tuple[float, str]  # (TFLOP/s per device, where the number comes from).
+  dropout_rng: jax.Array
+  best: dict[str, Any] = dataclasses.field(
+      default_factory=lambda: {"step": 0, "value": -math.inf})
+  # After a rollback the batches go on after the bad one: `batch_offset` steps ahead.
+  batch_offset: int = 0
+
+
+def _task(run: _Run, checkpointer: checkpoint.Checkpointer) -> loop.Task:
+  """Fine-tuning as the loop sees it: one segment, one compiled step, one batch order."""
+  program = run.program
+  return loop.Task(
+      workdir=run.workdir, num_steps=run.run_config.train.num_train_steps,
+      train_config=run.run_config.train, profile_steps=run.config.profile.steps,
+      checkpointer=checkpointer, abstract_state=program.abstract_state,
+      state_shardings=program.state_shardings, batch_sharding=program.batch_sharding,
+      segment=functools.partial(_segment, run), train_scalars=functools.partial(_train_scalars, run),
+      log_fields=("loss", "learning_rate", "sequences_per_second", "mfu", "input_wait_fraction"),
+      evaluate=functools.partial(_evaluate, run), meta=functools.partial(_checkpoint_meta, run),
+      rolled_back=functools.partial(_rolled_back, run),
+      other_checkpointers=(run.best_checkpointer,))
+
+
+def _initial_params(config: ml_collections.ConfigDict, pretrained: Any, pretrained_head: Any,
+                    keep_head: bool, shardings: Any, params: Any) -> Any:
+  """A new run's params: the encoder from config.init_checkpoint (its pre-training heads 'cls'
+  unused), and its task head when it is this task's; else the fresh init."""
+  if pretrained is None:
+    return params
+  bert = heads.reinit_top_layers(pretrained["bert"], jax.device_get(params["bert"]),
+                                 config.train.reinit_top_layers)
+  bert = sharding.place(bert, shardings["bert"], config.init_checkpoint)
+  if not keep_head:
+    return {**params, "bert": bert}
+  group = pretrained_head.param_group  # A fine-tuned model's head, to fine-tune further.
+  return {**params, "bert": bert,
+          group: sharding.place(pretrained[group], shardings[group], config.init_checkpoint)}
+
+
+def _segment(run: _Run, step: int, state: train_state.TrainState) -> loop.Segment:
+  """All of fine-tuning: the compiled step, the batch order, the progress from `step`."""
+  compile_start = time.perf_counter()
+  abstract_batch = finetune_program.abstract_batch(
+      {k: v[:1] for k, v in run.train_features.items()}, run.step_rows,
+      run.program.batch_sharding)
+  compiled = run.program.train_step.lower(state, abstract_batch, run.dropout_rng).compile()
+  # The work done: step_rows rows of seq_length (packed, they hold batch_size examples); a
+  # row of [choices, length] is that many sequences.
+  input_shape = run.data.train["input_ids"].shape
+  sequences = run.step_rows * math.prod(input_shape[1:-1])
+  model = run.family.model
+  flops_per_step = flops.finetuning_flops_per_step(
+      run.model_config, sequences, input_shape[-1],
+      model.head_flops(run.model_config, sequences, input_shape[-1], run.data.num_labels))
+  train = run.run_config.train
+  reporter = progress.Progress(step - 1, train.num_train_steps, train.batch_size, input_shape[-1],
+                               flops_per_step, progress.total_peak_flops(run.peak[0]))
+  return loop.Segment(1, train.num_train_steps, compiled, functools.partial(_next_batch, run),
+                      reporter, flops_per_step, time.perf_counter() - compile_start)
+
+
+def _next_batch(run: _Run, step: int) -> dict[str, np.ndarray]:
+  """This host's rows of the batch of `step`: the seeded order, `batch_offset` steps ahead."""
+  num_rows = len(run.train_features["input_ids"])
+  indices = finetune_program.batch_indices(num_rows, run.step_rows, step - 1 + run.batch_offset,
+                                           run.config.seed)
+  return rows.host_rows({k: v[indices] for k, v in run.train_features.items()})
+
+
+def _train_scalars(run: _Run, pending: list[dict[str, Any]], state: train_state.TrainState,
+                   step: int) -> dict[str, float]:
+  """The mean loss of the steps since the last log line, and the learning rate."""
+  del state  # Unused: fine-tuning logs no param norm.
+  # A skipped step has no loss: the mean is over the others (none: no loss field).
+  step_losses = [m["loss"] for m in jax.device_get(pending) if not m["nonfinite"]]
+  scalars = {"loss": float(np.mean(step_losses))} if step_losses else {}
+  scalars["learning_rate"] = float(run.schedule(step - 1))
+  return scalars
+
+
+def _outputs(run: _Run, params: Any, eval_set: finetune_data.EvalSet) -> Any:
+  """The model's outputs on an eval set, one row per feature (packed rows unpacked)."""
+  eval_batch_size = run.run_config.train.eval_batch_size
+  batch_sharding = run.program.batch_sharding
+  if eval_set.split not in run.packed:
+    return rows.predict_rows(run.program.predict_step, params, eval_set.features,
+                             eval_batch_size, batch_sharding)
+  packed = run.packed[eval_set.split]
+  outputs = rows.predict_rows(run.program.predict_step, params, packed.features,
+                              eval_batch_size, batch_sharding)
+  return packing.unpack(outputs, packed, run.family.packing)
+
+
+def _evaluate(run: _Run, state: train_state.TrainState, step: int,
+              writer: metrics.MetricWriter) -> tuple[dict[str, Any], str]:
+  """Scores every eval set, writes its predictions, and keeps the params of the best eval by
+  the task's first metric in WORKDIR/best. Never asks the loop to stop."""
+  results = {}
+  for eval_set in run.data.evals:
+    results[eval_set.split], predictions = run.family.score(
+        run.data, eval_set, _outputs(run, state.params, eval_set), run.config, run.tokenizer)
+    if jax.process_index() == 0:
+      task_eval.write_predictions(os.path.join(run.workdir, "predictions", f"step_{step}"),
+                                  eval_set.split, predictions)
+    metrics.log_line(f"eval {eval_set.split}", step, results[eval_set.split])
+    writer.write_scalars(f"eval/{eval_set.split}", step, results[eval_set.split])
+  main_metric = run.data.metrics[0]
+  value = results[run.data.evals[0].split][main_metric]
+  if value > run.best["value"]:
+    run.best = {"step": step, "value": value, "metric": main_metric, "eval": results}
+    run.best_checkpointer.save(step, {"params": state.params}, {
+        "step": step, "model": dataclasses.asdict(run.model_config), "eval": results,
+        **run.task_meta}, force=True)
+  return results, ""
+
+
+def _checkpoint_meta(run: _Run, step: int, eval_metrics: dict[str, Any]) -> dict[str, Any]:
+  """What a checkpoint keeps besides the state: the best eval, the batch order, the task."""
+  return {"step": step, "model": dataclasses.asdict(run.model_config), "eval": eval_metrics,
+          "best": run.best, "batch_offset": run.batch_offset, "config": run.config.to_dict(),
+          **run.task_meta}
+
+
+def _rolled_back(run: _Run, bad_step: int, step: int) -> None:
+  """After a rollback to `step`, the batches go on after the bad one's."""
+  run.batch_offset += bad_step - step
+
+
+def _write_best(run: _Run) -> None:
+  """WORKDIR/best.json: the best eval's step, metric and value (its params are in best/)."""
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(os.path.join(run.workdir, "best.json"), "w") as f:
+      f.write(json.dumps(run.best, indent=1, sort_keys=True) + "\n")
+  report.line(f"Best {run.data.metrics[0]} {run.best['value']:.4f} at step {run.best['step']} "
+              f"(params in {run.workdir}/best); predictions in {run.workdir}/predictions")

@@ -24,6 +24,7 @@ from bert_jax import errors
 from bert_jax.interop import config_json
 from bert_jax.interop import hf_heads
 from bert_jax.interop import hf_params
+from bert_jax.model import families
 from bert_jax.model import modeling
 
 Params = hf_params.Params
@@ -234,7 +235,8 @@ def _workdir_head(meta: dict, groups) -> hf_heads.Head:
         name[:2] in ("B-", "I-", "E-", "S-") for name in labels[1:])  # IOB tags: NER.
     family = ("span" if "qa_outputs" in groups else "regression" if not labels else
               "token" if tags else "classification")
-  num_labels = meta.get("num_labels") or {"span": 2, "regression": 1}.get(family) or len(labels)
+  num_labels = (meta.get("num_labels") or families.get(family).num_labels
+                or len(labels))
   return hf_heads.Head(family, num_labels, tuple(labels) if labels else None)
 
 

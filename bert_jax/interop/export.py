@@ -23,36 +23,6 @@ from bert_jax.interop import hf_tokenizer
 from bert_jax.model import modeling
 from bert_jax.tokenizers import vocab_location
 
-# What to run on each head's export: transformers' pipeline task and an example input
-# (multiple choice has no pipeline, and transformers 5 removed question answering's: their
-# READMEs show the model called directly).
-_PIPELINES = {
-    "pretraining": ("fill-mask", '"Paris is the [MASK] of France."'),
-    "classification": ("text-classification", '"a sentence to classify"'),
-    "regression": ("text-classification", '"a sentence to score"'),
-    "token": ("token-classification", '"Ada Lovelace worked in London."'),
-}
-# A span head's answer as bert_jax's n-best takes it: the best start + end logit over the
-# context's own tokens, end not before start, at most 30 tokens (data.max_answer_length).
-_SPAN_USE = """\
-    import torch
-
-    question, context = "Where did she work?", "Ada Lovelace worked in London."
-    encoded = tokenizer(question, context, truncation="only_second", return_tensors="pt",
-                        return_offsets_mapping=True)
-    offsets = encoded.pop("offset_mapping")[0]  # [length, 2]: each token's characters
-    with torch.no_grad():
-        output = model(**encoded)
-    in_context = (encoded["token_type_ids"][0] == 1) & (offsets[:, 1] > 0)  # [length]
-    position = torch.arange(len(offsets))
-    span_length = position[None, :] - position[:, None] + 1  # [start, end]
-    allowed = in_context[:, None] & in_context[None, :] & (span_length >= 1) & (span_length <= 30)
-    scores = output.start_logits[0][:, None] + output.end_logits[0][None, :]  # [start, end]
-    start, end = divmod(int(scores.masked_fill(~allowed, -float("inf")).argmax()), len(offsets))
-    print(context[offsets[start][0]:offsets[end][1]])
-"""
-
-
 @dataclasses.dataclass
 class Exported:
   """What an export read and wrote (the CLI prints it)."""
@@ -86,19 +56,13 @@ def vocabulary(path: str, report: convert.LoadReport, vocab_file: str | None,
 
 def _readme(head: hf_heads.Head, config: modeling.BertConfig, source: str, output: str) -> str:
   labels = f" Labels: {', '.join(head.label_names)}." if head.label_names else ""
-  if head.family in _PIPELINES:
-    task, example = _PIPELINES[head.family]
+  hf = head.record.hf
+  use = hf.usage
+  if hf.pipeline:
     # Longer inputs are cut as bert_jax cuts them (tokenizer_config's model_max_length).
-    truncation = ", truncation=True" if head.family in ("classification", "regression") else ""
-    use = (f'    pipe = transformers.pipeline("{task}", model="{output}")\n'
-           f"    print(pipe({example}{truncation}))\n")
-  elif head.family == "span":
-    use = _SPAN_USE
-  else:  # Multiple choice has no pipeline: each (context, ending) pair, scored together.
-    use = ('    encoded = tokenizer(["a context"] * 2, ["one ending", "another ending"],\n'
-           '                        truncation=True, padding=True, return_tensors="pt")\n'
-           "    scores = model(**{k: v[None] for k, v in encoded.items()}).logits  "
-           "# [1, choices]\n")
+    truncation = ", truncation=True" if hf.truncate else ""
+    use = (f'    pipe = transformers.pipeline("{hf.pipeline}", model="{output}")\n'
+           f"    print(pipe({hf.example}{truncation}))\n")
   return f"""# BERT exported by bert_jax
 
 {head.architecture}, L{config.num_hidden_layers}/H{config.hidden_size}/\
@@ -164,6 +128,9 @@ def export_hf(path: str, output: str, *, vocab_file: str | None = None,
     What was read and written.
   """
   config, params, report = convert.load_params(path, bert_config, return_report=True)
+  if report.head.record.hf is None:
+    raise errors.UserError(f"{path} holds a {report.head.family} model, a task family with no "
+                           "transformers architecture: export it with --format=orbax")
   vocab_file, do_lower_case = vocabulary(path, report, vocab_file, do_lower_case)
   # Read before anything is written: a vocabulary that is missing or not bert_jax's is a
   # one-line error, and one larger than the embeddings a mismatch.

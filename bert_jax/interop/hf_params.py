@@ -14,7 +14,6 @@ from absl import logging
 from flax import traverse_util
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bert_jax import errors
@@ -78,13 +77,13 @@ Head = hf_heads.Head
 
 
 def _leaves(head: Head) -> tuple[tuple[str, str, str], ...]:
-  """`_LEAVES` of the model with `head`: the encoder, then its heads."""
-  if head.family == "pretraining":
-    return _LEAVES
+  """`_LEAVES` of the model with `head`: the encoder, then its head (pre-training's 'cls', or a
+  task head's one dense layer)."""
   group = head.param_group
   encoder = tuple(leaf for leaf in _LEAVES if leaf[0].startswith("bert/"))
-  return encoder + ((f"{group}/kernel", f"{group}.weight", "linear"),
-                    (f"{group}/bias", f"{group}.bias", "copy"))
+  head_leaves = tuple(leaf for leaf in _LEAVES if leaf[0].startswith(f"{group}/"))
+  return encoder + (head_leaves or ((f"{group}/kernel", f"{group}.weight", "linear"),
+                    (f"{group}/bias", f"{group}.bias", "copy")))
 # HF's tied copies: the decoder is the word embeddings, its bias is cls.predictions.bias.
 _TIED = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
          "cls.predictions.decoder.bias": "cls.predictions.bias"}
@@ -148,7 +147,7 @@ def _to_hf_layout(array: np.ndarray, layout: str) -> np.ndarray:
 
 
 def _init(config: modeling.BertConfig, head: Head, rng: jax.Array) -> Params:
-  inputs = hf_heads.dummy_inputs(head, jnp.zeros((1, 1), jnp.int32))
+  inputs = hf_heads.dummy_inputs(head)
   return nn.meta.unbox(hf_heads.model_for(config, head).init(rng, *inputs)["params"])
 
 
@@ -267,7 +266,7 @@ def hf_tensors_from_params(params: Params, config: modeling.BertConfig, head: He
   flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
   tensors = {}
   for path, hf_name, layout in _leaves(head):
-    if head.family in hf_heads.WITHOUT_POOLER and path.startswith("bert/pooler/"):
+    if not head.record.hf.pooler and path.startswith("bert/pooler/"):
       continue
     value = np.asarray(flat[path], np.float32)
     if "{layer}" in hf_name:

@@ -70,15 +70,12 @@ def classification_flops_per_step(model_config: ml_collections.ConfigDict, batch
   return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + classifier)
 
 
-def finetuning_flops_per_step(model_config: Any, batch_size: int, seq_len: int, family: str,
-                              num_labels: int) -> int:
-  """A fine-tuning step of any task family: 3x (encoder + its head). The [CLS] families'
-  head reads one vector per example; the token and span ones every token."""
-  if family in ("classification", "regression"):
-    return classification_flops_per_step(model_config, batch_size, seq_len, num_labels)
-  outputs = 2 if family == "span" else num_labels
-  head = 2 * batch_size * seq_len * model_config.hidden_size * outputs
-  return 3 * (encoder_forward_flops(model_config, batch_size, seq_len) + head)
+def finetuning_flops_per_step(model_config: Any, sequences: int, seq_len: int,
+                              head_flops: int) -> int:
+  """A fine-tuning step of any task family: 3x (encoder + pooler + its head's forward FLOPs,
+  model/families.py's `head_flops`: one vector per example for the [CLS] families, every token
+  for the token and span ones)."""
+  return 3 * (encoder_forward_flops(model_config, sequences, seq_len) + head_flops)
 
 
 # Datasheet dense peaks, TFLOP/s per device, by jax device_kind prefix (longest first) and

@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from bert_jax.model import families
 from bert_jax.model import losses
 from bert_jax.model import modeling
 from bert_jax.runtime import nan_guard
@@ -70,7 +71,7 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], rng: 
 
   def loss_fn(params, micro_batch, micro_rng):
     mlm_logits, nsp_logits = model.apply(
-        {"params": params}, *train_state.model_inputs(micro_batch), deterministic=False,
+        {"params": params}, *families.model_inputs(micro_batch), deterministic=False,
         rngs={"dropout": micro_rng})
     return losses.pretraining_loss(mlm_logits, nsp_logits, micro_batch,
                                    next_sentence_prediction, normalizers)
@@ -110,7 +111,7 @@ def train_step(state: train_state.TrainState, batch: dict[str, jax.Array], rng: 
 def eval_step(params: Any, batch: dict[str, jax.Array], *, model: nn.Module,
               next_sentence_prediction: bool = True) -> dict[str, jax.Array]:
   """Summed eval metrics of one batch, no dropout."""
-  mlm_logits, nsp_logits = model.apply({"params": params}, *train_state.model_inputs(batch))
+  mlm_logits, nsp_logits = model.apply({"params": params}, *families.model_inputs(batch))
   _, sums = losses.pretraining_loss(mlm_logits, nsp_logits, batch, next_sentence_prediction)
   return sums
 

@@ -43,7 +43,7 @@ def initial_params(path: str, model_config: modeling.BertConfig, shardings: Any)
   """Params of another checkpoint (ours, HF's or Google's), placed with our shardings."""
   from bert_jax.interop import convert  # pylint: disable=g-import-not-at-top
   loaded_config, params, loaded = convert.load_params(path, return_report=True)
-  if loaded.head.family != "pretraining":
+  if not loaded.head.record.pretraining:
     raise errors.UserError(f"config.init_checkpoint={path} is a fine-tuned model "
                            f"({loaded.head.architecture}), without the MLM/NSP heads that "
                            "pre-training continues: start from a pre-training checkpoint")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from bert_jax.model import families
 from bert_jax.runtime import sharding
 
 
@@ -24,17 +25,9 @@ class TrainState:
   opt_state: Any
 
 
-def model_inputs(batch: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
-  """The model's positional inputs; fine-tuning batches have no masked positions."""
-  inputs = (batch["input_ids"], batch["segment_ids"], batch["input_mask"])
-  if "masked_lm_positions" in batch:
-    inputs += (batch["masked_lm_positions"],)
-  return inputs
-
-
 def init_params(rng: jax.Array, model: nn.Module, batch: dict[str, jax.Array]):
   """Params as initialised by the model, still boxed with their logical axis names."""
-  return model.init({"params": rng}, *model_inputs(batch))["params"]
+  return model.init({"params": rng}, *families.model_inputs(batch))["params"]
 
 
 def create_train_state(rng: jax.Array, model: nn.Module, tx: optax.GradientTransformation,

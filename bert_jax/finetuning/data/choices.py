@@ -110,7 +110,7 @@ def encode(examples: Sequence[ChoiceExample], tokenizer: tokenization.Tokenizer,
   pairs = [task_files.TextExample(f"{e.guid}-{i}", e.context,
                                  f"{e.start} {ending}".strip(), None)
            for e in examples for i, ending in enumerate(e.endings)]
-  features = featurize.encode_text_examples(pairs, tokenizer, max_seq_length, "classification")
+  features = featurize.encode_text_examples(pairs, tokenizer, max_seq_length)
   choices = len(examples[0].endings) if examples else 0
   out = {k: features[k].reshape(len(examples), choices, max_seq_length)
          for k in ("input_ids", "input_mask", "segment_ids")}

@@ -29,7 +29,7 @@ def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_length: int)
 
 
 def encode_text_examples(examples: Sequence[tasks.TextExample], tokenizer: tokenization.Tokenizer,
-                         max_seq_length: int, family: str) -> dict[str, np.ndarray]:
+                         max_seq_length: int, scores: bool = False) -> dict[str, np.ndarray]:
   """Examples -> the original BERT's classifier features: [CLS] a [SEP] (b [SEP]), padded.
 
   Args:
@@ -37,15 +37,13 @@ def encode_text_examples(examples: Sequence[tasks.TextExample], tokenizer: token
     tokenizer: WordPiece or SentencePiece tokenizer.
     max_seq_length: Tokens per example, special tokens included; longer pairs are truncated
       longest-first (truncate_seq_pair), single texts at their end.
-    family: 'classification' or 'regression' (the dtype of label_ids).
+    scores: Whether labels are numbers (regression: float32 label_ids), not class ids.
 
   Returns:
     input_ids, input_mask, segment_ids: int32 [N, max_seq_length] (segment 0 for [CLS] a
-    [SEP], 1 for b [SEP], padding [PAD] with mask 0 and segment 0); label_ids [N]: int32 for
-    classification, float32 for regression (0 for an unlabelled example).
+    [SEP], 1 for b [SEP], padding [PAD] with mask 0 and segment 0); label_ids [N]: int32 class
+    ids, float32 scores (0 for an unlabelled example).
   """
-  if family not in ("classification", "regression"):
-    raise ValueError(f"encode_text_examples encodes classification or regression, not {family}")
   _check_max_seq_length(max_seq_length, 3 if any(e.text_b is not None for e in examples) else 2)
   ids_a = _encode_all(tokenizer, [example.text_a for example in examples])
   pair_indices = [i for i, example in enumerate(examples) if example.text_b is not None]
@@ -55,7 +53,7 @@ def encode_text_examples(examples: Sequence[tasks.TextExample], tokenizer: token
   input_ids = np.full((num_examples, max_seq_length), tokenizer.pad_id, dtype=np.int32)
   input_mask = np.zeros((num_examples, max_seq_length), dtype=np.int32)
   segment_ids = np.zeros((num_examples, max_seq_length), dtype=np.int32)
-  label_dtype = np.float32 if family == "regression" else np.int32
+  label_dtype = np.float32 if scores else np.int32
   label_ids = np.zeros((num_examples,), dtype=label_dtype)
   for i, example in enumerate(examples):
     tokens_a = list(ids_a[i])

@@ -26,12 +26,27 @@ import numpy as np
 # A row's example slots: its [CLS] positions, labels and weights have this many columns. Rows
 # hold at most this many examples (3-token examples at length 128 could fill 42).
 MAX_EXAMPLES_PER_ROW = 32
-# The task families whose rows are packed.
-FAMILIES = ("classification", "regression", "token", "span")
-# Families whose outputs are per token ([rows, length, ...]), not per example slot.
-_PER_TOKEN = ("token", "span")
 # Features holding one value per token, moved with their tokens.
 _TOKEN_KEYS = ("input_ids", "segment_ids", "label_ids", "label_weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How a task family's examples sit in packed rows (its record's `packing`).
+
+  Attributes:
+    slots: Each example has a slot of its row: its [CLS] position (`cls_positions`), its label
+      and weight, its answer's columns ([rows, slots] each). Token tagging's labels stay on
+      their tokens instead.
+    per_token: The model's outputs are per token ([rows, length, ...]), not per slot.
+  """
+  slots: bool = True
+  per_token: bool = False
+
+
+TEXT = Layout()  # Classification, regression, and unlabelled text (encode).
+TAGS = Layout(slots=False, per_token=True)  # A tag per token.
+SPANS = Layout(per_token=True)  # An answer's start and end columns per window.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,15 +110,14 @@ def assign_rows(lengths: np.ndarray, max_seq_length: int,
   return rows, slots
 
 
-def pack(features: dict[str, np.ndarray], family: str) -> Packed:
+def pack(features: dict[str, np.ndarray], layout: Layout = TEXT) -> Packed:
   """Packs unpacked features (featurize.py's, one example per row, real tokens first).
 
   Args:
     features: input_ids, input_mask, segment_ids [examples, length]; label_ids [examples]
       (text tasks), label_ids and label_weights [examples, length] (token tasks) or
       start_positions and end_positions [examples] (spans), if any.
-    family: 'classification', 'regression', 'token' or 'span'; 'text' for unlabelled text
-      (encode).
+    layout: The family's layout (TEXT, TAGS, SPANS).
 
   Returns:
     The packed rows; `unpack` maps their outputs back to the examples.
@@ -135,7 +149,7 @@ def pack(features: dict[str, np.ndarray], family: str) -> Packed:
       np.arange(max_seq_length, dtype=np.int32), input_ids.shape))
   packed["example_ids"] = scatter(np.broadcast_to(
       (slot + 1).astype(np.int32)[:, None], input_ids.shape))
-  if family != "token":
+  if layout.slots:
     slots = int(slot.max()) + 1 if num_examples else 1
     packed["cls_positions"] = np.zeros((num_rows, slots), np.int32)
     packed["cls_positions"][row, slot] = start
@@ -159,14 +173,14 @@ def _token_places(row: np.ndarray, start: np.ndarray, length: np.ndarray
   return token_example, token_within, row[token_example], start[token_example] + token_within
 
 
-def unpack(outputs, packed: Packed, family: str):
+def unpack(outputs, packed: Packed, layout: Layout = TEXT):
   """The packed rows' model outputs, one per example again (a pytree of arrays).
 
   Text tasks: [rows, slots, ...] -> [examples, ...]. Token tasks and spans: [rows, length, ...]
   -> [examples, length, ...], each example's tokens from column 0, as unpacked outputs are (the
   columns past an example's length are zero).
   """
-  if family not in _PER_TOKEN:
+  if not layout.per_token:
     return _map(lambda x: np.asarray(x)[packed.row, packed.slot], outputs)
   token_example, token_within, token_row, token_column = _token_places(
       packed.row, packed.start, packed.length)

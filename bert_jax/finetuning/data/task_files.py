@@ -81,7 +81,7 @@ def parse_label_names(text: str) -> tuple[str, ...] | None:
 
 
 def read_text_examples(patterns: str, field: str, split: str, text_a_key: str,
-                       text_b_key: str | None, label_key: str, family: str,
+                       text_b_key: str | None, label_key: str, scores: bool,
                        label_names: Sequence[str] | None,
                        max_examples: int) -> tuple[list[TextExample], tuple[str, ...] | None]:
   """Reads classification or regression examples from CSV, TSV or JSON-lines files.
@@ -93,7 +93,7 @@ def read_text_examples(patterns: str, field: str, split: str, text_a_key: str,
     text_a_key: Column of the first text.
     text_b_key: Column of the second text; None for a single-text task.
     label_key: Column of the label.
-    family: 'classification' or 'regression'.
+    scores: Whether labels are numbers (regression) rather than names (classification).
     label_names: Classification: the labels in id order; None = the sorted distinct labels
       of these files. Ignored for regression.
     max_examples: Stop after this many rows (0 = all).
@@ -116,7 +116,7 @@ def read_text_examples(patterns: str, field: str, split: str, text_a_key: str,
         break
     if max_examples and len(rows) >= max_examples:
       break
-  if family == "regression":
+  if scores:
     labels = [_score(label, where, label_key) for where, _, _, label in rows]
     label_names = None
   else:

@@ -1,16 +1,17 @@
-"""Fine-tuning data: GLUE classification/regression and NER, from TFDS or the user's own files.
+"""The task registry: every fine-tuning task, its family, its data and how it is scored.
 
-A task (`TASKS`, `get_task`) says what the data looks like and how it is scored:
+A task (`TASKS`, `get_task`, `register`) says what the data looks like and how it is scored;
+its family (finetuning/families/) says how examples become features and outputs predictions:
 
   cola sst2 mrpc qqp stsb mnli qnli rte wnli   GLUE, from TFDS 'glue/<task>' (ax has no labels)
   conll2003                                    NER, from TFDS 'conll2003'
+  squad squad_v1.1 squad_v2.0                  SQuAD, from TFDS 'squad/v1.1' | 'squad/v2.0'
+  swag hellaswag multiple_choice               multiple choice (hellaswag from TFDS)
   classification regression ner                the user's own files only
 
-`load_examples` reads one split: from TFDS, or from local files when data.train_file /
-data.eval_file is set (they replace TFDS for their split; formats in task_files). The examples
-become the original BERT's features in featurize.py: `encode_text_examples` ([CLS] a [SEP] b
-[SEP]) or `encode_token_examples` (a tag on the first sub-token of each word);
-`decode_token_predictions` maps per-token predictions back to one tag per word.
+`load_examples` reads one split of a text or tagging task, with its family's `Reader`: from
+TFDS, or from local files when data.train_file / data.eval_file is set (they replace TFDS for
+their split; formats in task_files).
 
 Fields of config.data read here (a missing field takes the default in brackets):
   tfds_data_dir ('')   TFDS data_dir; '' = TFDS's default.
@@ -33,9 +34,9 @@ QQP and MNLI, minutes); without network that fails, and is reported as one line 
 
 from collections.abc import Sequence
 import dataclasses
+from typing import Any, Callable
 
 import ml_collections
-import tensorflow_datasets as tfds
 
 from bert_jax import errors
 from bert_jax import tfds_datasets
@@ -44,8 +45,8 @@ from bert_jax.finetuning.data import task_files
 TextExample = task_files.TextExample
 TokenExample = task_files.TokenExample
 
-FAMILIES = ("classification", "regression", "token", "multiple_choice")
-METRICS = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman", "entity_f1")
+METRICS = ("accuracy", "f1", "matthews_corrcoef", "pearson", "spearman", "entity_f1",
+           "exact_match")
 # The tag of a word outside every entity (IOB). Token tasks keep it at id 0: the label of
 # padding, and the prediction for words cut off by truncation.
 OUTSIDE_LABEL = task_files.OUTSIDE_LABEL
@@ -71,6 +72,8 @@ class TaskSpec:
     train_split: Split to train on.
     eval_splits: Splits to evaluate on (each scored on its own; MNLI has two).
     metrics: Metric names, the task's official ones first (names in METRICS).
+    train_examples: The published size of the training split (TFDS tasks), what an estimate
+      counts steps from before any data is read; 0 = unknown (the user's own files).
   """
   name: str
   family: str
@@ -82,17 +85,45 @@ class TaskSpec:
   train_split: str
   eval_splits: tuple[str, ...]
   metrics: tuple[str, ...]
+  train_examples: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Reader:
+  """How a family's examples are read (its data side, finetuning/families/, names one).
+
+  Attributes:
+    files: (task, patterns, field, split, text keys, label key, label names, max_examples) ->
+      (examples, label names) from local files.
+    tfds: (task, split, dataset, the label's TFDS feature, text keys, label key) -> (examples,
+      label names) from a TFDS split.
+    pairs: Whether an example may have a second text (data.text_b_key).
+    named_labels: Whether labels are names with ids (False: numbers, regression's scores).
+  """
+  files: Callable[..., tuple[list[Any], tuple[str, ...] | None]]
+  tfds: Callable[..., tuple[list[Any], tuple[str, ...] | None]]
+  pairs: bool = True
+  named_labels: bool = True
 
 
 def _glue(name: str, text_keys: tuple[str, ...], label_names: tuple[str, ...] | None,
-          metrics: tuple[str, ...] = ("accuracy",),
+          train_examples: int, metrics: tuple[str, ...] = ("accuracy",),
           eval_splits: tuple[str, ...] = ("validation",)) -> TaskSpec:
-  # Feature and label names as TFDS 4.9.10's glue.py has them (its label ids are theirs).
-  family = "classification" if label_names else "regression"
-  return TaskSpec(name=name, family=family, tfds_name=f"glue/{name}", text_keys=text_keys,
-                  label_key="label", num_labels=len(label_names) if label_names else 1,
-                  label_names=label_names, train_split="train", eval_splits=eval_splits,
-                  metrics=metrics)
+  # Feature and label names as TFDS 4.9.10's glue.py has them (its label ids are theirs); STS-B
+  # has a score, not labels.
+  return TaskSpec(name=name, family="classification" if label_names else "regression",
+                  tfds_name=f"glue/{name}", text_keys=text_keys, label_key="label",
+                  num_labels=len(label_names) if label_names else 1, label_names=label_names,
+                  train_split="train", eval_splits=eval_splits, metrics=metrics,
+                  train_examples=train_examples)
+
+
+def _squad(name: str, tfds_name: str, train_examples: int) -> TaskSpec:
+  # The original's run_squad.py reads SQuAD's JSON; TFDS's squad builders hold the same rows.
+  return TaskSpec(name=name, family="span", tfds_name=tfds_name,
+                  text_keys=("question", "context"), label_key="answers", num_labels=2,
+                  label_names=None, train_split="train", eval_splits=("validation",),
+                  metrics=("f1", "exact_match"), train_examples=train_examples)
 
 
 # CoNLL-2003's tags as TFDS's conll2003 builder has them, in id order.
@@ -101,21 +132,27 @@ CONLL2003_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-
 _ENTAILMENT = ("entailment", "not_entailment")
 # Metrics as the GLUE leaderboard reports them.
 TASKS: dict[str, TaskSpec] = {task.name: task for task in (
-    _glue("cola", ("sentence",), ("unacceptable", "acceptable"), ("matthews_corrcoef",)),
-    _glue("sst2", ("sentence",), ("negative", "positive")),
-    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+    _glue("cola", ("sentence",), ("unacceptable", "acceptable"), 8551, ("matthews_corrcoef",)),
+    _glue("sst2", ("sentence",), ("negative", "positive"), 67349),
+    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), 3668,
           ("f1", "accuracy")),
-    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), ("f1", "accuracy")),
-    _glue("stsb", ("sentence1", "sentence2"), None, ("pearson", "spearman")),
-    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), 363846,
+          ("f1", "accuracy")),
+    _glue("stsb", ("sentence1", "sentence2"), None, 5749, ("pearson", "spearman")),
+    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"), 392702,
           eval_splits=("validation_matched", "validation_mismatched")),
-    _glue("qnli", ("question", "sentence"), _ENTAILMENT),
-    _glue("rte", ("sentence1", "sentence2"), _ENTAILMENT),
+    _glue("qnli", ("question", "sentence"), _ENTAILMENT, 104743),
+    _glue("rte", ("sentence1", "sentence2"), _ENTAILMENT, 2490),
     # WNLI's ids are the other way round from RTE's and QNLI's.
-    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), 635),
     TaskSpec(name="conll2003", family="token", tfds_name="conll2003", text_keys=("tokens",),
              label_key="ner", num_labels=len(CONLL2003_TAGS), label_names=CONLL2003_TAGS,
-             train_split="train", eval_splits=("dev",), metrics=("entity_f1",)),
+             train_split="train", eval_splits=("dev",), metrics=("entity_f1",),
+             train_examples=14041),
+    # SQuAD (span family): data.version_2_with_negative=true reads v2.0 whichever is named.
+    _squad("squad", "squad/v1.1", 87599),
+    _squad("squad_v1.1", "squad/v1.1", 87599),
+    _squad("squad_v2.0", "squad/v2.0", 130319),
     # The user's own data: data.train_file and data.eval_file. Accuracy only: binary F1 means
     # nothing with more than two classes.
     TaskSpec(name="classification", family="classification", tfds_name="",
@@ -132,10 +169,11 @@ TASKS: dict[str, TaskSpec] = {task.name: task for task in (
     # HellaSwag from TFDS (or files in SWAG's layout).
     *(TaskSpec(name=name, family="multiple_choice", tfds_name=tfds_name, text_keys=keys,
                label_key="label", num_labels=1, label_names=None, train_split="train",
-               eval_splits=("validation",), metrics=("accuracy",))
-      for name, tfds_name, keys in (("swag", "", ("sent1", "sent2")),
-                                    ("multiple_choice", "", ("sent1", "sent2")),
-                                    ("hellaswag", "hellaswag", ("context", "endings")))),
+               eval_splits=("validation",), metrics=("accuracy",), train_examples=size)
+      for name, tfds_name, keys, size in (("swag", "", ("sent1", "sent2"), 73546),
+                                          ("multiple_choice", "", ("sent1", "sent2"), 0),
+                                          ("hellaswag", "hellaswag", ("context", "endings"),
+                                           39905))),
 )}
 
 
@@ -151,9 +189,18 @@ def eval_split_names(task: TaskSpec, data_config: ml_collections.ConfigDict) -> 
   return task.eval_splits[:1] if data_config.eval_file else task.eval_splits
 
 
+def register(task: TaskSpec) -> TaskSpec:
+  """Adds a task to TASKS (a name is registered once); its family must be registered too
+  (finetuning/families/registry.py)."""
+  if task.name in TASKS:
+    raise ValueError(f"task {task.name!r} is already registered")
+  TASKS[task.name] = task
+  return task
+
+
 def load_examples(task: TaskSpec, split: str, data_config: ml_collections.ConfigDict,
-                  label_names: Sequence[str] | None = None
-                  ) -> tuple[list[TextExample] | list[TokenExample], tuple[str, ...] | None]:
+                  label_names: Sequence[str] | None = None, *, reader: Reader
+                  ) -> tuple[list[Any], tuple[str, ...] | None]:
   """Reads the examples of one split, from TFDS or from local files.
 
   Args:
@@ -165,10 +212,11 @@ def load_examples(task: TaskSpec, split: str, data_config: ml_collections.Config
     label_names: Local files: the label names the train split returned. Eval must use the same
       ids as training: pass them (if not, the train file is read again to find them).
       data.label_names, when set, wins; TFDS tasks always use TFDS's.
+    reader: How the task's family reads examples (its record's `reader`).
 
   Returns:
-    (examples, label names in id order; None for regression). TextExamples for classification
-    and regression, TokenExamples for token tasks.
+    (examples, label names in id order; None where labels are numbers): the reader's examples
+    (TextExamples, TokenExamples).
 
   Raises:
     errors.UserError: For a bad config field, a file that is missing or has a bad row, a TFDS
@@ -180,22 +228,24 @@ def load_examples(task: TaskSpec, split: str, data_config: ml_collections.Config
   is_train = split.split("[")[0] == task.train_split
   field = "data.train_file" if is_train else "data.eval_file"
   patterns = data_config.train_file if is_train else data_config.eval_file
-  keys, label_key = text_keys(task, data_config)
+  keys, label_key = text_keys(task, data_config, reader.pairs)
   if patterns:
     return _load_local(task, split, patterns, field, keys, label_key, data_config,
-                       label_names, max_examples)
+                       label_names, max_examples, reader)
   if not task.tfds_name:
     raise errors.UserError(f"task {task.name!r} reads your own files: set {field}")
-  return _load_tfds(task, split, data_config.tfds_data_dir, keys, label_key, max_examples)
+  return _load_tfds(task, split, data_config.tfds_data_dir, keys, label_key, max_examples,
+                    reader)
 
 
-def text_keys(task: TaskSpec, data_config: ml_collections.ConfigDict
+def text_keys(task: TaskSpec, data_config: ml_collections.ConfigDict, pairs: bool = True
               ) -> tuple[tuple[str, ...], str]:
-  """The text and label columns: the config's where it names them, else the task's."""
+  """The text and label columns: the config's where it names them, else the task's; `pairs`
+  says whether the task's family reads a second text."""
   text_a_key = data_config.text_a_key or task.text_keys[0]
   text_b_key = data_config.text_b_key or (
       task.text_keys[1] if len(task.text_keys) > 1 else "")
-  if text_b_key and task.family == "token":
+  if text_b_key and not pairs:
     raise errors.UserError(f"data.text_b_key: task {task.name!r} tags words, it has no second "
                            "text")
   text_keys = (text_a_key, text_b_key) if text_b_key else (text_a_key,)
@@ -203,11 +253,11 @@ def text_keys(task: TaskSpec, data_config: ml_collections.ConfigDict
 
 
 def _load_local(task, split, patterns, field, text_keys, label_key, data_config, label_names,
-                max_examples):
+                max_examples, reader):
   names = task_files.parse_label_names(data_config.label_names)
   if names is None:
     names = tuple(label_names) if label_names is not None else task.label_names
-  if names is None and task.family != "regression" and field != "data.train_file":
+  if names is None and reader.named_labels and field != "data.train_file":
     # Ids found in the eval file alone would differ from training's whenever a label is
     # missing from it: take them from the train file.
     train_patterns = data_config.train_file
@@ -215,25 +265,19 @@ def _load_local(task, split, patterns, field, text_keys, label_key, data_config,
       raise errors.UserError(f"data.label_names is empty and there is no data.train_file to "
                              f"take the labels of {field} from: set data.label_names")
     _, names = _load_local(task, task.train_split, train_patterns, "data.train_file", text_keys,
-                           label_key, data_config, None, max_examples)
-  if task.family == "token":
-    examples, names = task_files.read_token_examples(patterns, field, split, text_keys[0],
-                                                     label_key, names, max_examples)
-    _check_outside_label(names, f"the tags of {field}")
-    return examples, names
-  return task_files.read_text_examples(patterns, field, split, text_keys[0],
-                                       text_keys[1] if len(text_keys) > 1 else None, label_key,
-                                       task.family, names, max_examples)
+                           label_key, data_config, None, max_examples, reader)
+  return reader.files(task, patterns, field, split, text_keys, label_key, names, max_examples)
 
 
-def _check_outside_label(label_names: Sequence[str], where: str) -> None:
+def check_outside_label(label_names: Sequence[str], where: str) -> None:
+  """Token tasks keep the tag of no entity at id 0 (featurize's padding and cut-off words)."""
   if not label_names or label_names[OUTSIDE_ID] != OUTSIDE_LABEL:
     raise errors.UserError(f"{where} must have the tag {OUTSIDE_LABEL!r} first, at id "
                            f"{OUTSIDE_ID} (IOB tags; got {list(label_names)}): set "
                            f"data.label_names")
 
 
-def _load_tfds(task, split, data_dir, text_keys, label_key, max_examples):
+def _load_tfds(task, split, data_dir, text_keys, label_key, max_examples, reader):
   builder = tfds_datasets.prepared_builder(task.tfds_name, data_dir)
   features = builder.info.features
   for key in (*text_keys, label_key):
@@ -241,10 +285,6 @@ def _load_tfds(task, split, data_dir, text_keys, label_key, max_examples):
       raise errors.UserError(f"TFDS dataset {task.tfds_name!r} has no feature {key!r} "
                              f"(features: {', '.join(features)}): check data.text_a_key, "
                              f"data.text_b_key and data.label_key")
-  label_feature = features[label_key]
-  if task.family == "token":
-    label_feature = label_feature.feature  # Sequence(ClassLabel): one tag per word.
-  label_names = tuple(label_feature.names) if task.family != "regression" else None
   try:
     dataset = builder.as_dataset(split=split, shuffle_files=False)
   except (ValueError, KeyError) as e:
@@ -252,32 +292,8 @@ def _load_tfds(task, split, data_dir, text_keys, label_key, max_examples):
                            f"{str(e).strip().splitlines()[0]}") from None
   if max_examples:
     dataset = dataset.take(max_examples)
-  if task.family == "token":
-    _check_outside_label(label_names, f"the tags of {task.tfds_name}")
-    examples = []
-    for i, row in enumerate(tfds.as_numpy(dataset)):
-      words, tags = [_text(word) for word in row[text_keys[0]]], row[label_key].tolist()
-      # TFDS's CoNLL builder writes one tag per word; tfds.testing.mock_data draws the two
-      # lengths independently. Pairing up to the shorter keeps mocked data usable in tests.
-      length = min(len(words), len(tags))
-      examples.append(TokenExample(f"{split}-{i}", words[:length], tags[:length]))
-    return examples, label_names
-  examples = []
-  for batch in tfds.as_numpy(dataset.batch(_TFDS_BATCH_SIZE)):
-    texts_b = batch[text_keys[1]] if len(text_keys) > 1 else [None] * len(batch[label_key])
-    for text_a, text_b, label in zip(batch[text_keys[0]], texts_b, batch[label_key]):
-      # GLUE's test splits carry label -1 (no labels are published).
-      if label == -1:
-        raise errors.UserError(f"split {split!r} of {task.tfds_name} has no labels (GLUE's "
-                               f"test splits are unlabelled): use {task.train_split!r} or "
-                               f"{', '.join(task.eval_splits)}")
-      label = float(label) if task.family == "regression" else int(label)
-      examples.append(TextExample(f"{split}-{len(examples)}", _text(text_a),
-                                  None if text_b is None else _text(text_b), label))
-  return examples, label_names
+  return reader.tfds(task, split, dataset, features[label_key], text_keys, label_key)
 
 
-def _text(value) -> str:
+def text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
