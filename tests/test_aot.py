@@ -12,9 +12,12 @@ import pytest
 
 from bert_jax import errors
 from bert_jax.model import flops
+from bert_jax.model import modeling
 from bert_jax.tpu import tpu_topology
 from configs import base
+from configs import glue
 from configs import large
+from configs import swag
 from configs import tiny
 
 # libtpu allows one process per host to load it (/tmp/libtpu_lockfile); a test process only
@@ -142,6 +145,78 @@ def test_bad_mesh_is_a_user_error():
   from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.UserError, match="mesh"):
     aot.compile_for_topology(_small_config(data=3, fsdp=1), "v5e:2x2")
+
+
+# ---- Fine-tuning configs (need libtpu) ----
+
+# A two-layer model the TPU compiler handles in seconds: what --bert_config would give.
+_SMALL_MODEL = modeling.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=128,
+                                   max_position_embeddings=32)
+
+
+def _small_finetune_config(module):
+  """A fine-tuning config (configs/glue.py, swag.py) at batch 8 x seq 32; its config.model is
+  left at BERT-Base's, so only the architecture passed to the compile can make it small."""
+  config = module.get_config()
+  config.data.max_seq_length = 32
+  config.train.update(batch_size=8, eval_batch_size=8)
+  return config
+
+
+def _encoder_forward_by_hand(sequences, length, layers=2, hidden=64, intermediate=128):
+  """flops.py's encoder + pooler count for _SMALL_MODEL, written out."""
+  per_layer = (2 * sequences * length * (4 * hidden * hidden + 2 * hidden * intermediate)
+               + 4 * sequences * length * length * hidden)
+  return layers * per_layer + 2 * sequences * hidden * hidden
+
+
+@pytest.mark.parametrize("module, family, sequences, head_outputs, step_shape", [
+    # SST-2: 8 sequences, a [CLS] classifier of 2 labels.
+    (glue, "classification", 8, 2, "batch 8 x seq 32"),
+    # SWAG: 8 examples of 4 (context, ending) pairs, one score per pair.
+    (swag, "multiple_choice", 32, 1, "batch 8 x 4 choices x seq 32"),
+])
+def test_compile_finetuning_config(module, family, sequences, head_outputs, step_shape):
+  pytest.importorskip("libtpu")
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
+  config = _small_finetune_config(module)
+  report = aot.compile_for_topology(config, "v5e:2x2", _SMALL_MODEL)
+  assert report.task.family == family
+  assert report.mesh_shape == {"data": 4, "fsdp": 1, "tensor": 1}
+  # The architecture passed in, not config.model's BERT-Base (110M params).
+  assert report.param_count < 200_000
+  assert report.model_config.hidden_size == 64
+  memory = report.memory
+  assert min(memory.argument_bytes, memory.output_bytes, memory.temp_bytes,
+             memory.generated_code_bytes) > 0
+  assert memory.alias_bytes > 0.9 * memory.output_bytes  # The donated state, updated in place.
+  assert report.fits
+  head = 2 * sequences * 64 * head_outputs
+  assert report.flops_per_step == 3 * (_encoder_forward_by_hand(sequences, 32) + head)
+  (_, batch_sharding, _), _ = report.compiled.input_shardings
+  assert "label_ids" in batch_sharding
+  lines = aot.format_report(report, config).splitlines()
+  assert lines[1].startswith("model      0.1M params, 2 layers, hidden 64, dtype bfloat16")
+  assert lines[2].startswith(f"step       fine-tuning {config.task} (family {family}")
+  assert step_shape + ", unpacked" in lines[2]
+  assert lines[-1].startswith("FITS: ")
+
+
+@pytest.mark.parametrize("mode", ["eval", "encode", "predict"])
+def test_other_modes_are_one_line_errors(mode):
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
+  config = tiny.get_config()
+  config.mode = mode
+  with pytest.raises(errors.UserError, match=f"config.mode='{mode}' is not supported") as raised:
+    aot.compile_for_topology(config, "v5e:2x2")
+  assert "\n" not in str(raised.value)
+
+
+def test_bert_config_is_for_finetuning_only():
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.UserError, match="--bert_config is for fine-tuning configs"):
+    aot.compile_for_topology(tiny.get_config(), "v5e:2x2", _SMALL_MODEL)
 
 
 def _run_cli(*args):

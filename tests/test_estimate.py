@@ -4,6 +4,8 @@ No compile: bert_jax.estimate is arithmetic on the config (its --aot is bert_jax
 in test_aot.py).
 """
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -12,9 +14,14 @@ import pytest
 
 from bert_jax import errors
 from bert_jax.model import flops
+from bert_jax.model import modeling
 from bert_jax.tpu import estimate
+from configs import finetune
+from configs import glue
 from configs import large
 from configs import large_lamb
+from configs import squad
+from configs import swag
 from configs import tiny
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,6 +140,122 @@ def test_float32_on_tpu_is_an_error():
     estimate.estimate(config, "v5litepod-16")
 
 
+# ---- Fine-tuning ----
+
+# tiny.py's model shape, as --bert_config would give it.
+_TINY_MODEL = modeling.BertConfig(vocab_size=4000, hidden_size=128, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=512,
+                                  max_position_embeddings=128)
+
+
+def _encoder_forward_by_hand(sequences, length, hidden=128, intermediate=512, layers=2):
+  """flops.py's encoder + pooler count for _TINY_MODEL, written out."""
+  per_layer = (2 * sequences * length * (4 * hidden * hidden + 2 * hidden * intermediate)
+               + 4 * sequences * length * length * hidden)
+  return layers * per_layer + 2 * sequences * hidden * hidden
+
+
+def test_finetune_sst2_by_hand():
+  """configs/glue.py (SST-2: 67,349 examples, 3 epochs, batch 32 x seq 128) on 4 v5e chips."""
+  result = estimate.estimate(glue.get_config(), "v5e:2x2", mfu=0.5, price_per_chip_hour=2.0,
+                             architecture=_TINY_MODEL)
+  (phase,) = result.phases
+  assert phase.num_steps == math.ceil(67349 * 3 / 32) == 6314
+  assert (phase.batch_size, phase.seq_length) == (32, 128)
+  classifier = 2 * 32 * 128 * 2  # [CLS] -> 2 labels.
+  step_flops = 3 * (_encoder_forward_by_hand(32, 128) + classifier)
+  assert phase.flops_per_step == step_flops
+  # 4 chips x 197 TFLOP/s (model.dtype 'auto' is bfloat16 on a TPU) x 0.5.
+  assert result.dtype == "bfloat16"
+  assert phase.seconds_per_step == pytest.approx(step_flops / (4 * 197e12 * 0.5))
+  hours = 6314 * step_flops / (4 * 197e12 * 0.5) / 3600
+  assert result.hours == pytest.approx(hours)
+  assert result.cost == pytest.approx(2.0 * 4 * hours)
+  run = result.finetune
+  assert (run.task.name, run.task.family, run.num_train_examples) == ("sst2", "classification",
+                                                                      67349)
+  lines = estimate.format_estimate(result).splitlines()
+  assert lines[1] == ("steps      ceil(67,349 examples (sst2's published training set) x 3 "
+                      "epochs / batch 32) = 6,314")
+  assert lines[2].startswith("run        6,314 steps of batch 32 x seq 128 (sst2, family "
+                             "classification; 8 sequences per chip, unpacked)")
+
+
+def test_finetune_small_figures_keep_their_cents():
+  """SST-2 on BERT-Base (glue.py's config.model) costs cents: printed, not rounded to $0."""
+  result = estimate.estimate(glue.get_config(), "v5e:2x2")
+  hours = 6314 * result.phases[0].flops_per_step / (4 * 197e12 * 0.45) / 3600
+  assert result.cost == pytest.approx(4 * 1.20 * hours)
+  lines = estimate.format_estimate(result).splitlines()
+  assert lines[-4] == f"time       {hours * 60:,.1f} minutes ({hours:.2f} hours) on 4 chips"
+  assert lines[-3] == f"chip-hours {4 * hours:.2f}"
+  assert lines[-2].startswith(f"cost       ${4 * 1.20 * hours:.2f} at $1.20 per chip-hour")
+  assert 0.01 < 4 * 1.20 * hours < 1
+
+
+def test_finetune_steps_from_flag_or_config():
+  """--num_train_examples replaces the published size; train.num_train_steps wins over both."""
+  config = glue.get_config()
+  config.train.num_train_epochs = 2.0
+  result = estimate.estimate(config, "v5e:2x2", num_train_examples=1000, architecture=_TINY_MODEL)
+  assert result.num_steps == math.ceil(1000 * 2 / 32) == 63
+  assert result.finetune.examples_source == "--num_train_examples"
+  config.train.num_train_steps = 50
+  result = estimate.estimate(config, "v5e:2x2", num_train_examples=1000, architecture=_TINY_MODEL)
+  assert result.num_steps == 50
+  assert "steps      50 (train.num_train_steps)" in estimate.format_estimate(result)
+
+
+def test_finetune_span_and_multiple_choice_heads():
+  """SQuAD's head reads every token (start, end); SWAG's scores each of 4 endings."""
+  squad_config = squad.get_config()
+  squad_config.data.max_seq_length = 128
+  result = estimate.estimate(squad_config, "v5e:2x2", architecture=_TINY_MODEL)
+  assert result.num_steps == math.ceil(87599 * 2 / 32)
+  span_head = 2 * 32 * 128 * 128 * 2
+  assert result.phases[0].flops_per_step == 3 * (_encoder_forward_by_hand(32, 128) + span_head)
+  assert "counted in examples" in estimate.format_estimate(result)
+  swag_config = swag.get_config()  # Batch 16 of 4 choices: 64 sequences.
+  result = estimate.estimate(swag_config, "v5e:2x2", architecture=_TINY_MODEL,
+                             num_train_examples=160)
+  assert result.num_steps == math.ceil(160 * 3 / 16) == 30
+  choice_head = 2 * 64 * 128 * 1
+  assert result.phases[0].flops_per_step == 3 * (_encoder_forward_by_hand(64, 128)
+                                                 + choice_head)
+  assert "batch 16 x 4 choices x seq 128" in estimate.format_estimate(result)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "config.task='classification' has no published training-set size.*pass "
+         "--num_train_examples=N"),
+    ({"num_train_examples": -5}, "--num_train_examples=-5: must be at least 0"),
+])
+def test_finetune_step_count_errors(kwargs, message):
+  """The user's own files: no published size, so the steps need --num_train_examples."""
+  with pytest.raises(errors.UserError, match=message) as raised:
+    estimate.estimate(finetune.get_config(), "v5e:2x2", **kwargs)
+  assert "\n" not in str(raised.value)
+
+
+def test_finetune_run_checks_apply():
+  """What the run refuses gets no estimate: an unknown task, a SQuAD window with no context."""
+  config = glue.get_config()
+  config.task = "sst3"
+  with pytest.raises(errors.UserError, match="config.task: unknown task 'sst3'"):
+    estimate.estimate(config, "v5e:2x2")
+  config = squad.get_config()
+  config.data.max_seq_length = 64
+  with pytest.raises(errors.UserError, match="data.max_seq_length=64 leaves no room for the "
+                     "context after data.max_query_length=64"):
+    estimate.estimate(config, "v5e:2x2")
+
+
+def test_finetune_model_too_short_is_an_error():
+  with pytest.raises(errors.UserError, match="data.max_seq_length=384 is larger than the model's "
+                     "max_position_embeddings=128"):
+    estimate.estimate(squad.get_config(), "v5e:2x2", architecture=_TINY_MODEL)
+
+
 def _run_cli(*args):
   return subprocess.run([sys.executable, "-m", "bert_jax.estimate", *args], cwd=_REPO,
                         capture_output=True, text=True, timeout=120, check=False)
@@ -166,3 +289,24 @@ def test_cli_errors_are_one_line():
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith(
       "bert_jax: error: unknown TPU topology 'v5e-16x16'")
+
+
+def test_cli_on_glue(tmp_path):
+  """configs/glue.py with a bert_config.json: no checkpoint, no data."""
+  bert_config = tmp_path / "bert_config.json"
+  bert_config.write_text(json.dumps({"hidden_size": 128, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2, "intermediate_size": 512,
+                                     "vocab_size": 4000, "max_position_embeddings": 128}))
+  result = _run_cli("--config=configs/glue.py", "--topology=v5litepod-4",
+                    f"--bert_config={bert_config}", "--num_train_examples=3200")
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.strip().splitlines()
+  assert [line.split()[0] for line in lines[:-1]] == [
+      "slice", "steps", "run", "total", "mfu", "time", "chip-hours", "cost"]
+  assert lines[1] == ("steps      ceil(3,200 examples (--num_train_examples) x 3 epochs / batch "
+                      "32) = 300")
+  step_flops = 3 * (_encoder_forward_by_hand(32, 128) + 2 * 32 * 128 * 2)
+  assert lines[2].startswith(f"run        300 steps of batch 32 x seq 128 (sst2, family "
+                             f"classification; 8 sequences per chip, unpacked): "
+                             f"{step_flops:.3e} model FLOPs per step")
+  assert lines[-2].startswith("cost       $0.00 at $1.20 per chip-hour (v5e on-demand")

@@ -1,11 +1,16 @@
 """Ahead-of-time compile of the train step for a TPU slice, on any Linux x86_64 host, no TPU.
 
     python -m bert_jax.aot --config=configs/large.py --topology=v5e:16x16 [--config.a.b=v ...]
+    python -m bert_jax.aot --config=configs/squad.py --topology=v5e:4x4 \
+        --bert_config=bert_config.json --config.model.dtype=bfloat16
 
-Compiles exactly what `main` would run on the slice (train_program.build_program, the same shardings
-and donation) with the TPU compiler from libtpu, and reports the compile time, the memory each
+Compiles exactly what `main` would run on the slice (train_program.build_program, or for a
+fine-tuning config finetune_program.build_program with the task's head: the same shardings and
+donation) with the TPU compiler from libtpu, and reports the compile time, the memory each
 device needs at peak against its HBM, and the model FLOPs of a step: whether a config fits
-before any pod is rented. Exit status: 0 fits, 2 does not fit, 1 bad config or topology.
+before any pod is rented. Fine-tuning needs no checkpoint: the model's shape comes from
+--bert_config (the original's bert_config.json or an HF config.json), else config.model. Exit
+status: 0 fits, 2 does not fit, 1 bad config or topology.
 """
 
 import dataclasses
@@ -25,10 +30,14 @@ from ml_collections import config_flags
 from bert_jax import errors
 from bert_jax.config import cli
 from bert_jax.config import validation
+from bert_jax.finetuning import finetune_program
+from bert_jax.model import families
 from bert_jax.model import flops
+from bert_jax.model import modeling
 from bert_jax.pretraining import train_program
 from bert_jax.runtime import sharding
 from bert_jax.runtime import train_state
+from bert_jax.tpu import finetune_task
 from bert_jax.tpu import tpu_topology
 
 _GIB = 2**30
@@ -77,6 +86,8 @@ class Report:
     compile_seconds: Wall time of the TPU compile on this host.
     memory: Per-device memory; None when the compiler refused the program.
     compiler_error: The compiler's out-of-memory message, when it refused the program.
+    model_config: The model compiled (config.model's, or a bert_config.json's).
+    task: A fine-tuning config's task; None for pre-training.
     compiled: The compiled step (None when refused), e.g. for its `input_shardings`.
   """
   topology: tpu_topology.Topology
@@ -88,6 +99,8 @@ class Report:
   compile_seconds: float
   memory: Memory | None
   compiler_error: str | None
+  model_config: modeling.BertConfig | None = None
+  task: finetune_task.FinetuneTask | None = None
   compiled: Any = dataclasses.field(default=None, repr=False, compare=False)
 
   @property
@@ -116,18 +129,22 @@ def topology_devices(topology: tpu_topology.Topology) -> list[jax.Device]:
                            ) from e
 
 
-def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) -> Report:
+def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str,
+                         model_config: modeling.BertConfig | None = None) -> Report:
   """Compiles config's train step for the named TPU slice and measures what it needs.
 
   Args:
-    config: A full run config (configs/*.py), overrides applied.
+    config: A full run config (configs/*.py), overrides applied: pre-training, or fine-tuning
+      (its task's head, with no checkpoint).
     topology_name: The compiler's name (v5e:4x4) or a Cloud TPU accelerator type (v5litepod-16).
+    model_config: Fine-tuning: the architecture (a bert_config.json's, interop/config_json.py);
+      None = config.model's (config.init_checkpoint is not read). Its dtype, scan, remat and
+      attention are config.model's.
 
   Raises:
     errors.UserError: A bad config, topology or mesh, before anything is compiled.
   """
-  if config.mode != "pretrain":
-    raise errors.UserError(f"config.mode={config.mode!r} is not supported (only 'pretrain')")
+  finetune_task.check_mode(config, model_config)
   topology = tpu_topology.parse(topology_name)
   devices = topology_devices(topology)
   mesh = sharding.create_mesh(config.mesh, devices=devices)
@@ -139,49 +156,105 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str) 
   # optax's tree_map_params (the optimizer state's shardings) runs its tx.init. Only tracing
   # needs the mesh, and that happens in `lower` below.
   with nn.logical_axis_rules(rules):
-    program = train_program.build_program(config, mesh, rules, config.data.next_sentence_prediction)
-  state = sharding.with_shardings(program.abstract_state, program.state_shardings)
-  batch = train_program.abstract_batch(config, config.train.batch_size, program.batch_sharding)
+    if config.mode == "finetune":
+      step = _finetune_step(config, mesh, rules, model_config)
+    else:
+      step = _pretrain_step(config, mesh, rules)
   key = jax.eval_shape(lambda: train_state.root_key(config))  # A typed key, e.g. dtype key<fry>.
   rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
 
   start = time.perf_counter()
-  compiled, memory, compiler_error = None, None, None
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    lowered = program.train_step.lower(state, batch, rng)
-    try:
-      compiled = lowered.compile()
-    except jax.errors.JaxRuntimeError as e:
-      # The TPU compiler refuses a program whose temporaries exceed the usable HBM: that is
-      # the answer (does not fit), not a failure of the tool.
-      if "RESOURCE_EXHAUSTED" not in str(e):
-        raise
-      compiler_error = str(e).strip().splitlines()[0]
+    compiled, compiler_error = _compile(step.program.train_step.lower(step.state, step.batch,
+                                                                      rng))
   compile_seconds = time.perf_counter() - start
-  if compiled is not None:
-    stats = compiled.memory_analysis()
-    memory = Memory(
-        argument_bytes=stats.argument_size_in_bytes, output_bytes=stats.output_size_in_bytes,
-        alias_bytes=stats.alias_size_in_bytes, temp_bytes=stats.temp_size_in_bytes,
-        generated_code_bytes=stats.generated_code_size_in_bytes,
-        compiler_peak_bytes=getattr(stats, "peak_memory_in_bytes", 0))
-
+  memory = None if compiled is None else _memory(compiled.memory_analysis())
   chips = {tuple(getattr(d, "coords", (d.id,))) for d in devices}
-  devices_per_chip = len(devices) // len(chips)
   return Report(
       topology=topology, mesh_shape=dict(mesh.shape), num_devices=len(devices),
-      hbm_bytes_per_device=topology.hbm_bytes_per_chip // devices_per_chip,
-      param_count=sum(x.size for x in jax.tree.leaves(program.abstract_state.params)),
+      hbm_bytes_per_device=topology.hbm_bytes_per_chip // (len(devices) // len(chips)),
+      param_count=sum(x.size for x in jax.tree.leaves(step.program.abstract_state.params)),
+      flops_per_step=step.flops_per_step, compile_seconds=compile_seconds, memory=memory,
+      compiler_error=compiler_error, model_config=step.model_config, task=step.task,
+      compiled=compiled)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+  """What is compiled: the program, its abstract arguments, and what the report says of it."""
+  program: Any
+  state: Any
+  batch: dict[str, jax.ShapeDtypeStruct]
+  model_config: modeling.BertConfig
+  flops_per_step: int
+  task: finetune_task.FinetuneTask | None = None
+
+
+def _pretrain_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                   rules: sharding.Rules) -> _Step:
+  program = train_program.build_program(config, mesh, rules, config.data.next_sentence_prediction)
+  return _Step(
+      program=program,
+      state=sharding.with_shardings(program.abstract_state, program.state_shardings),
+      batch=train_program.abstract_batch(config, config.train.batch_size, program.batch_sharding),
+      model_config=modeling.BertConfig.from_config(config.model),
       flops_per_step=flops.pretraining_flops_per_step(
           config.model, config.train.batch_size, config.data.max_seq_length,
-          config.data.max_predictions_per_seq),
-      compile_seconds=compile_seconds, memory=memory, compiler_error=compiler_error,
-      compiled=compiled)
+          config.data.max_predictions_per_seq))
+
+
+def _finetune_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                   rules: sharding.Rules, architecture: modeling.BertConfig | None) -> _Step:
+  """The fine-tuning step on unpacked rows of train.batch_size examples, from a dummy batch of
+  the family's shapes: no data and no checkpoint."""
+  task = finetune_task.finetune_task(config)
+  model_config = finetune_task.finetune_model(config, architecture)
+  # The learning-rate schedule needs a length. It is a constant in the step, not a shape: when
+  # neither train.num_train_steps nor the task's size gives one, any length compiles the same.
+  steps = (finetune_task.finetune_steps(config, task.train_examples)
+           if config.train.num_train_steps > 0 or task.train_examples else 1)
+  resolved = config.copy_and_resolve_references()
+  resolved.train.num_train_steps = steps
+  resolved.train.num_warmup_steps = int(steps * config.train.warmup_proportion)
+  example = families.get(task.family).dummy_batch(1, config.data.max_seq_length,
+                                                  task.num_labels)
+  program = finetune_program.build_program(resolved, mesh, rules, model_config, task.family,
+                                           task.num_labels, example)
+  batch_size, seq_length = config.train.batch_size, config.data.max_seq_length
+  return _Step(
+      program=program,
+      state=sharding.with_shardings(program.abstract_state, program.state_shardings),
+      batch=finetune_program.abstract_batch(example, batch_size, program.batch_sharding),
+      model_config=model_config,
+      flops_per_step=finetune_task.finetuning_flops_per_step(model_config, task, batch_size,
+                                                        seq_length),
+      task=task)
+
+
+def _compile(lowered: Any) -> tuple[Any, str | None]:
+  """(the compiled step, None), or (None, the compiler's out-of-memory message)."""
+  try:
+    return lowered.compile(), None
+  except jax.errors.JaxRuntimeError as e:
+    # The TPU compiler refuses a program whose temporaries exceed the usable HBM: that is the
+    # answer (does not fit), not a failure of the tool.
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    return None, str(e).strip().splitlines()[0]
+
+
+def _memory(stats: Any) -> Memory:
+  return Memory(
+      argument_bytes=stats.argument_size_in_bytes, output_bytes=stats.output_size_in_bytes,
+      alias_bytes=stats.alias_size_in_bytes, temp_bytes=stats.temp_size_in_bytes,
+      generated_code_bytes=stats.generated_code_size_in_bytes,
+      compiler_peak_bytes=getattr(stats, "peak_memory_in_bytes", 0))
 
 
 def format_report(report: Report, config: ml_collections.ConfigDict) -> str:
   """The report as printed by the CLI; the last line says whether it fits."""
-  topology, model, mesh = report.topology, config.model, report.mesh_shape
+  topology, mesh = report.topology, report.mesh_shape
+  model = report.model_config or config.model
   gib = lambda n: f"{n / _GIB:8.2f} GiB"  # pylint: disable=unnecessary-lambda-assignment
   lines = [
       f"slice      {topology.name} (Cloud TPU {topology.accelerator_type}): {topology.num_chips} "
@@ -190,9 +263,7 @@ def format_report(report: Report, config: ml_collections.ConfigDict) -> str:
       f"model      {report.param_count / 1e6:.1f}M params, {model.num_hidden_layers} layers, "
       f"hidden {model.hidden_size}, dtype {model.dtype}, remat {model.remat_policy}, "
       f"scan_layers {model.scan_layers}, attention {model.attention}",
-      f"step       batch {config.train.batch_size} x seq {config.data.max_seq_length} "
-      f"({config.data.max_predictions_per_seq} predictions), grad_accum_steps "
-      f"{config.train.grad_accum_steps}; {report.flops_per_step:.3e} model FLOPs "
+      f"step       {_step_shape(report, config)}; {report.flops_per_step:.3e} model FLOPs "
       f"(3x forward, bert_jax/model/flops.py)",
       f"compile    {report.compile_seconds:.1f} s on this host",
   ]
@@ -219,6 +290,20 @@ def format_report(report: Report, config: ml_collections.ConfigDict) -> str:
   lines.append(f"FITS: {share}, {100 * memory.total_bytes / hbm:.0f}%" if report.fits
                else f"DOES NOT FIT: {share}")
   return "\n".join(lines)
+
+
+def _step_shape(report: Report, config: ml_collections.ConfigDict) -> str:
+  """What one step takes: the pre-training batch, or the fine-tuning task's."""
+  batch, length = config.train.batch_size, config.data.max_seq_length
+  task = report.task
+  if task is None:
+    return (f"batch {batch} x seq {length} ({config.data.max_predictions_per_seq} predictions), "
+            f"grad_accum_steps {config.train.grad_accum_steps}")
+  choices = f" x {task.choices} choices" if task.choices > 1 else ""
+  # data.packing puts short examples into fewer rows: unpacked is the most a step takes.
+  return (f"fine-tuning {task.name} (family {task.family}, {task.num_labels} "
+          f"output{'' if task.num_labels == 1 else 's'}): batch {batch}{choices} x seq {length}, "
+          "unpacked (the most a step takes)")
 
 
 # ---- Command line ----
@@ -250,7 +335,8 @@ def main(argv: list[str]) -> None:
   topology_name, config = flags.FLAGS.topology, flags.FLAGS.config
   set_environment(topology_name)
   try:
-    report = compile_for_topology(config, topology_name)
+    report = compile_for_topology(config, topology_name,
+                                  finetune_task.read_architecture(flags.FLAGS.bert_config))
   except errors.UserError as e:
     sys.exit(f"bert_jax: error: {e}")
   print(format_report(report, config), flush=True)
@@ -266,5 +352,8 @@ if __name__ == "__main__":
       lock_config=True)
   flags.DEFINE_string("topology", None,
                       f"TPU slice to compile for: {tpu_topology.ACCEPTED_FORMS}.")
+  flags.DEFINE_string("bert_config", None,
+                      "Fine-tuning configs: the model's shape from a bert_config.json or an HF "
+                      "config.json (no checkpoint needed); default: config.model.")
   flags.mark_flags_as_required(["config", "topology"])
   app.run(main, flags_parser=cli.parse_flags)
