@@ -33,7 +33,13 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save),
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save,
+            # Fine-tuning saves checkpoints/ and best/ at the same step, both in flight at
+            # once: without a prefix of their own their processes' barriers share names, and a
+            # multi-process run hung or finalised one with another's metadata. The directory's
+            # name is the same on every host.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix=os.path.basename(os.path.normpath(directory)))),
         item_names=("state", "meta"))
 
   def latest_step(self) -> int | None:
