@@ -27,6 +27,7 @@ from bert_jax.finetuning.families import record
 from bert_jax.finetuning.families import registry
 from bert_jax.interop import convert
 from bert_jax.interop import export
+from bert_jax.interop import hf_heads
 from bert_jax.model import families
 from bert_jax.model import heads
 from test_finetune import _config
@@ -184,6 +185,10 @@ def test_a_family_defined_here_fine_tunes_predicts_and_exports(
   with pytest.raises(errors.UserError, match="no transformers architecture"):
     export.export_hf(workdir, str(tmp_path / "hf2"))
   assert not (tmp_path / "hf2").exists()
+  # bert_jax's own params dir keeps it, and loads back with its head.
+  export.export_orbax(workdir, str(tmp_path / "orbax"))
+  _, _, loaded = convert.load_params(str(tmp_path / "orbax"), return_report=True)
+  assert loaded.head == hf_heads.Head("multi_label", 3, TOPICS)
 
 
 def test_a_name_is_registered_once(registered):

@@ -1,16 +1,16 @@
-"""Fine-tuning: GLUE-style classification and regression, SQuAD spans and NER tags.
+"""Fine-tuning of every task family: classification, regression, NER tags, SQuAD spans, choices.
 
     python -m bert_jax.main --config=configs/glue.py --config.task=sst2 \
         --config.init_checkpoint=DIR --workdir=WORKDIR
 
-Reads top to bottom like train.py: validate the config; the task's data and vocabulary; the
-model, its encoder params taken from `init_checkpoint` (any checkpoint convert.load_params
-reads; the pre-training heads are dropped, the task head starts fresh); then the mode described
-to loop.py, which runs it with every guarantee pre-training has (preemption save, NaN policy,
-fallback past a damaged checkpoint, progress line), evaluating every `train.eval_every_steps`
-and at the end. WORKDIR gets `checkpoints/` (the latest states, to resume), `best/` (the params
-of the best evaluation so far, by the task's first metric), `predictions/step_N/` and
-`best.json`.
+Reads top to bottom like train.py: validate the config; the task's data and vocabulary (its
+family's `load`, finetuning/families/); the model, its encoder params taken from
+`init_checkpoint` (any checkpoint convert.load_params reads; the pre-training heads are
+dropped, the task head starts fresh); then the mode described to loop.py, which runs it with
+every guarantee pre-training has (preemption save, NaN policy, fallback past a damaged
+checkpoint, progress line), evaluating every `train.eval_every_steps` and at the end. WORKDIR
+gets `checkpoints/` (the latest states, to resume), `best/` (the params of the best evaluation
+so far, by the task's first metric), `predictions/step_N/` and `best.json`.
 """
 
 import dataclasses
@@ -154,19 +154,19 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   rules = sharding.logical_axis_rules(config)
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
   train_features = _train_features(data, packed, family)
+  example = {k: v[:1] for k, v in train_features.items()}  # The batch structure, one row.
   peak = progress.peak_tflops_per_device(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    program = finetune_program.build_program(
-        run_config, mesh, rules, model_config, data.family, data.num_labels,
-        {k: v[:1] for k, v in train_features.items()})
+    program = finetune_program.build_program(run_config, mesh, rules, model_config,
+                                             data.family, data.num_labels, example)
     run = _Run(config, run_config, workdir, model_config, data, family, tokenizer, program,
                packed, train_features, step_rows, _task_meta(config, data), best_checkpointer,
                optim.learning_rate_schedule(run_config.train), peak, dropout_rng)
     task = _task(run, checkpointer)
     state, meta = loop.initial_state(
-        task, latest, program.model, program.tx, {k: v[:1] for k, v in train_features.items()},
-        init_rng, functools.partial(_initial_params, config, pretrained, pretrained_head,
-                                    keep_head, program.state_shardings.params))
+        task, latest, program.model, program.tx, example, init_rng,
+        functools.partial(_initial_params, config, pretrained, pretrained_head, keep_head,
+                          program.state_shardings.params))
     run.best = meta.get("best", run.best)
     run.batch_offset = meta.get("batch_offset", 0)
     first = _segment(run, int(state.step) + 1, state)
@@ -267,7 +267,8 @@ def _task(run: _Run, checkpointer: checkpoint.Checkpointer) -> loop.Task:
       train_config=run.run_config.train, profile_steps=run.config.profile.steps,
       checkpointer=checkpointer, abstract_state=program.abstract_state,
       state_shardings=program.state_shardings, batch_sharding=program.batch_sharding,
-      segment=functools.partial(_segment, run), train_scalars=functools.partial(_train_scalars, run),
+      segment=functools.partial(_segment, run),
+      train_scalars=functools.partial(_train_scalars, run),
       log_fields=("loss", "learning_rate", "sequences_per_second", "mfu", "input_wait_fraction"),
       evaluate=functools.partial(_evaluate, run), meta=functools.partial(_checkpoint_meta, run),
       rolled_back=functools.partial(_rolled_back, run),
