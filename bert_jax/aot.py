@@ -1,13 +1,5 @@
-"""Moved to bert_jax/tpu/aot.py.
+"""Moved: `python -m bert_jax.tpu.aot`."""
 
-This path keeps `python -m bert_jax.aot` and old imports working.
-"""
+from bert_jax import moved
 
-import importlib
-import runpy
-import sys
-
-if __name__ == "__main__":
-  runpy.run_module("bert_jax.tpu.aot", run_name="__main__", alter_sys=True)
-else:
-  sys.modules[__name__] = importlib.import_module("bert_jax.tpu.aot")
+moved.alias(__name__, "bert_jax.aot", "bert_jax.tpu.aot")

@@ -1,13 +1,5 @@
-"""Moved to bert_jax/tokenizers/tokenization.py.
+"""Moved: `python -m bert_jax.tokenizers.tokenization`."""
 
-This path keeps `python -m bert_jax.tokenization` and old imports working.
-"""
+from bert_jax import moved
 
-import importlib
-import runpy
-import sys
-
-if __name__ == "__main__":
-  runpy.run_module("bert_jax.tokenizers.tokenization", run_name="__main__", alter_sys=True)
-else:
-  sys.modules[__name__] = importlib.import_module("bert_jax.tokenizers.tokenization")
+moved.alias(__name__, "bert_jax.tokenization", "bert_jax.tokenizers.tokenization")

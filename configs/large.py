@@ -6,7 +6,7 @@ One real step on a CPU, on the embedded corpus:
 
 Fits a v5litepod-16 in bf16 with FSDP over all 16 chips (4.7 of 16 GiB per chip at seq 128;
 seq 512 needs remat, docs/BENCHMARKS.md):
-    python -m bert_jax.aot --config=configs/large.py --topology=v5litepod-16 \
+    python -m bert_jax.tpu.aot --config=configs/large.py --topology=v5litepod-16 \
         --config.model.dtype=bfloat16 --config.mesh.data=1 --config.mesh.fsdp=-1
 """
 

@@ -12,7 +12,7 @@ Usage: launch/create_tpu.sh --name=NAME --zone=ZONE --accelerator=TYPE --config=
            [-- --config.a.b=v ...]
 
 First compiles CONFIG's train step for the slice on this machine, with no TPU
-(python -m bert_jax.aot; needs libtpu: pip install -e '.[tpu]'), and refuses to
+(python -m bert_jax.tpu.aot; needs libtpu: pip install -e '.[tpu]'), and refuses to
 create the slice when it does not fit the chips' HBM. Then creates it:
 
   plain:     gcloud compute tpus tpu-vm create NAME ...
@@ -90,7 +90,7 @@ set_location "$zone" "$project"
 
 # ---- Does the config fit the slice? ----
 if ((!skip_aot_check)); then
-  aot=(python -m bert_jax.aot "--config=$config" "--topology=$accelerator"
+  aot=(python -m bert_jax.tpu.aot "--config=$config" "--topology=$accelerator"
        ${overrides[@]+"${overrides[@]}"})
   if ((DRY_RUN)); then
     quote_command "${aot[@]}"
@@ -102,8 +102,8 @@ if ((!skip_aot_check)); then
   "${aot[@]}" >&2 || status=$?
   case $status in
     0) ;;
-    2) die "$config does not fit $accelerator (bert_jax.aot's report is above): not creating the slice; change the config, or --skip_aot_check" ;;
-    *) die "the AOT check failed (bert_jax.aot exit status $status, its error is above): not creating the slice; --skip_aot_check to create it anyway" ;;
+    2) die "$config does not fit $accelerator (bert_jax.tpu.aot's report is above): not creating the slice; change the config, or --skip_aot_check" ;;
+    *) die "the AOT check failed (bert_jax.tpu.aot exit status $status, its error is above): not creating the slice; --skip_aot_check to create it anyway" ;;
   esac
 fi
 

@@ -220,7 +220,7 @@ def test_bert_config_is_for_finetuning_only():
 
 
 def _run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "bert_jax.aot", *args], cwd=_REPO,
+  return subprocess.run([sys.executable, "-m", "bert_jax.tpu.aot", *args], cwd=_REPO,
                         capture_output=True, text=True, timeout=300, check=False)
 
 

@@ -153,7 +153,7 @@ def test_prepare_cli_summary_of_bad_files(tmp_path, sentencepiece_model):
   for name in ("empty", "blank", "latin1", "binary", "huge-line"):
     _write(tmp_path / f"b-{name}.txt", _BAD_FILES[name][0])
   result = subprocess.run(
-      [sys.executable, "-m", "bert_jax.data.prepare", f"--input_file={tmp_path}/*.txt",
+      [sys.executable, "-m", "bert_jax.pretraining.prepare", f"--input_file={tmp_path}/*.txt",
        f"--vocab_file={sentencepiece_model}", f"--output_dir={tmp_path / 'out'}",
        "--max_seq_length=64", "--dupe_factor=1", "--num_eval_documents=2", "--num_workers=1"],
       cwd=REPO, capture_output=True, text=True, timeout=120,

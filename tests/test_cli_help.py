@@ -11,14 +11,15 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("module, expected", [
     ("bert_jax.main", {"--config", "--workdir", "--num_processes"}),
-    ("bert_jax.data.prepare", {"--input_file", "--vocab_file", "--output_dir", "--max_seq_length",
-                               "--dupe_factor", "--eval_fraction", "--[no]next_sentence_prediction"}),
-    ("bert_jax.data.example_task", {"--output_dir"}),
-    ("bert_jax.tokenization", {"--input", "--vocab_size", "--output"}),
+    ("bert_jax.pretraining.prepare", {"--input_file", "--vocab_file", "--output_dir",
+                                      "--max_seq_length", "--dupe_factor", "--eval_fraction",
+                                      "--[no]next_sentence_prediction"}),
+    ("bert_jax.finetuning.data.example_task", {"--output_dir"}),
+    ("bert_jax.tokenizers.tokenization", {"--input", "--vocab_size", "--output"}),
     ("bert_jax.interop", {"--input", "--output", "--format"}),
-    ("bert_jax.aot", {"--config", "--topology"}),
-    ("bert_jax.estimate", {"--config", "--topology", "--[no]aot"}),
-    ("bert_jax.config_doc", {"--[no]check"}),
+    ("bert_jax.tpu.aot", {"--config", "--topology"}),
+    ("bert_jax.tpu.estimate", {"--config", "--topology", "--[no]aot"}),
+    ("bert_jax.config.doc", {"--[no]check"}),
 ])
 def test_help_lists_the_commands_own_flags(module, expected):
   result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,

@@ -1,7 +1,7 @@
 """Time and cost estimates of a run on a TPU slice: the arithmetic by hand, errors, the CLI.
 
-No compile: bert_jax.estimate is arithmetic on the config (its --aot is bert_jax.aot's, tested
-in test_aot.py).
+No compile: bert_jax.tpu.estimate is arithmetic on the config (its --aot is bert_jax.tpu.aot's,
+tested in test_aot.py).
 """
 
 import json
@@ -257,7 +257,7 @@ def test_finetune_model_too_short_is_an_error():
 
 
 def _run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "bert_jax.estimate", *args], cwd=_REPO,
+  return subprocess.run([sys.executable, "-m", "bert_jax.tpu.estimate", *args], cwd=_REPO,
                         capture_output=True, text=True, timeout=120, check=False)
 
 

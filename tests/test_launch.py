@@ -1,9 +1,9 @@
 """launch/*.sh: the gcloud commands each script prints with --dry-run, its checks and errors.
 
 Nothing is created: --dry-run runs no gcloud, and the runs without it use a fake `gcloud` first
-on PATH that records its arguments. One test compiles a real (tiny) program with bert_jax.aot,
+on PATH that records its arguments. One test compiles a real (tiny) program with bert_jax.tpu.aot,
 as create_tpu.sh does before creating a slice; the does-not-fit refusal is tested with a fake
-`python` that exits 2, as bert_jax.aot does (tests/test_aot.py checks that exit status on a real
+`python` that exits 2, as bert_jax.tpu.aot does (tests/test_aot.py checks that exit status on a real
 compile), which keeps this file fast.
 """
 
@@ -134,7 +134,7 @@ def test_create_runs_the_aot_check_first(bin_dir):
                 *[f"--config_override={override}" for override in overrides[:5]], "--dry-run",
                 "--", *overrides[5:], bin_dir=bin_dir)
   assert _commands(result) == [
-      "python -m bert_jax.aot --config=configs/tiny.py --topology=v5litepod-4 "
+      "python -m bert_jax.tpu.aot --config=configs/tiny.py --topology=v5litepod-4 "
       + " ".join(overrides),
       "gcloud compute tpus tpu-vm create bert-large --zone=us-west4-a "
       "--accelerator-type=v5litepod-4 --version=v2-alpha-tpuv5-lite"]
@@ -144,10 +144,10 @@ def test_create_runs_the_aot_check_first(bin_dir):
 
 @pytest.mark.parametrize("status, message", [
     (2, "configs/large.py does not fit v5litepod-256"),
-    (1, "the AOT check failed (bert_jax.aot exit status 1"),
+    (1, "the AOT check failed (bert_jax.tpu.aot exit status 1"),
 ])
 def test_create_refuses_when_the_aot_check_fails(bin_dir, tmp_path, status, message):
-  """A fake `python` stands in for bert_jax.aot's verdict (2: does not fit, 1: an error)."""
+  """A fake `python` stands in for bert_jax.tpu.aot's verdict (2: does not fit, 1: an error)."""
   args = tmp_path / "python.args"
   _fake(bin_dir, "python", f'printf "%s\\n" "$@" > {args}\necho "DOES NOT FIT: ..."\n'
         f"exit {status}\n")
@@ -157,10 +157,10 @@ def test_create_refuses_when_the_aot_check_fails(bin_dir, tmp_path, status, mess
   assert result.returncode == 1
   # The aot command is printed; the create command is not.
   assert result.stdout.splitlines() == [
-      "python -m bert_jax.aot --config=configs/large.py --topology=v5litepod-256 "
+      "python -m bert_jax.tpu.aot --config=configs/large.py --topology=v5litepod-256 "
       "--config.mesh.fsdp=-1"]
   assert args.read_text().splitlines() == [
-      "-m", "bert_jax.aot", "--config=configs/large.py", "--topology=v5litepod-256",
+      "-m", "bert_jax.tpu.aot", "--config=configs/large.py", "--topology=v5litepod-256",
       "--config.mesh.fsdp=-1"]
   last_line = result.stderr.splitlines()[-1]
   assert last_line.startswith(f"create_tpu.sh: error: {message}")

@@ -187,49 +187,50 @@ def test_command_line_mistakes_are_one_line_and_keep_what_exists(tmp_path, sente
   # tokenization train: an existing model is not replaced unasked.
   (tmp_path / "spm.model").write_bytes(b"a workdir's vocabulary")
   (tmp_path / "text.txt").write_text("A sentence.\nAnother one.\n")
-  assert _last_line(_cli("bert_jax.tokenization", "train", f"--input={tmp_path / 'text.txt'}",
+  spm_command = "bert_jax.tokenizers.tokenization"
+  assert _last_line(_cli(spm_command, "train", f"--input={tmp_path / 'text.txt'}",
                          "--vocab_size=50", f"--output={tmp_path / 'spm'}")) == (
-      f"bert_jax.tokenization: error: --output={tmp_path / 'spm'}: {tmp_path / 'spm.model'} "
+      f"{spm_command}: error: --output={tmp_path / 'spm'}: {tmp_path / 'spm.model'} "
       "exists; pass --overwrite to replace it")
   assert (tmp_path / "spm.model").read_bytes() == b"a workdir's vocabulary"
   # Required flags missing: absl's one line per flag, joined into one.
-  assert _last_line(_cli("bert_jax.tokenization", "train")) == (
-      "bert_jax.tokenization: error: flag --input=None: Flag --input must have a value other "
+  assert _last_line(_cli(spm_command, "train")) == (
+      f"{spm_command}: error: flag --input=None: Flag --input must have a value other "
       "than None.; flag --vocab_size=None: Flag --vocab_size must have a value other than None.; "
       "flag --output=None: Flag --output must have a value other than None.")
   # A vocabulary smaller than asked for is said, not left for the model config to find out.
-  made = _cli("bert_jax.tokenization", "train", f"--input={tmp_path / 'text.txt'}",
+  made = _cli(spm_command, "train", f"--input={tmp_path / 'text.txt'}",
               "--vocab_size=1000", f"--output={tmp_path / 'small'}")
   assert made.returncode == 0, made.stderr[-3000:]
   assert made.stdout.strip() == str(tmp_path / "small.model")
-  assert "bert_jax.tokenization: the input gave 18 pieces, fewer than --vocab_size=1000" in (
-      made.stderr)
+  assert (f"{spm_command}: the input gave 18 pieces, fewer than --vocab_size=1000"
+          in made.stderr)
   # prepare: bad numbers, and a non-empty output directory.
   out = tmp_path / "prepared"
   out.mkdir()
   (out / "metadata.json").write_text("{}")
-  common = ["bert_jax.data.prepare", f"--input_file={tmp_path / 'text.txt'}",
+  common = ["bert_jax.pretraining.prepare", f"--input_file={tmp_path / 'text.txt'}",
             f"--vocab_file={sentencepiece_model}", f"--output_dir={out}"]
   for flag, message in (
       ("--dupe_factor=0", "--dupe_factor=0 must be at least 1"),
       ("--host_index=2", "--host_index=2 must be between 0 and --num_hosts - 1 = 0"),
       ("--max_seq_length=64", f"--output_dir={out} is not empty: pass --overwrite to replace "
                               "what it holds, or name a new directory")):
-    assert _last_line(_cli(*common, flag)) == f"bert_jax.data.prepare: error: {message}"
+    assert _last_line(_cli(*common, flag)) == f"bert_jax.pretraining.prepare: error: {message}"
   # Even with --overwrite, an input with no document stops before anything is replaced.
   (tmp_path / "blank.txt").write_text("\n   \n\t\n")
-  assert _last_line(_cli("bert_jax.data.prepare", f"--input_file={tmp_path / 'blank.txt'}",
+  assert _last_line(_cli("bert_jax.pretraining.prepare", f"--input_file={tmp_path / 'blank.txt'}",
                          f"--vocab_file={sentencepiece_model}", f"--output_dir={out}",
                          "--overwrite")) == (
-      f"bert_jax.data.prepare: error: --input_file={tmp_path / 'blank.txt'}: no document (only "
-      "blank lines?)")
+      f"bert_jax.pretraining.prepare: error: --input_file={tmp_path / 'blank.txt'}: no document "
+      "(only blank lines?)")
   assert (out / "metadata.json").read_text() == "{}"
   # A bad flag value of any command: one line, not absl's two and its usage hint.
   assert _last_line(_cli("bert_jax.interop", f"--input={tmp_path}", f"--output={tmp_path / 'x'}",
                          "--format=bad")) == (
       "bert_jax.interop: error: flag --format=bad: value should be one of <orbax|hf>")
   # A config field misspelt on the command line of estimate (and aot, which parses the same way).
-  assert _last_line(_cli("bert_jax.estimate", "--config=configs/large.py",
+  assert _last_line(_cli("bert_jax.tpu.estimate", "--config=configs/large.py",
                          "--topology=v5litepod-16", "--config.train.bacth_size=8")) == (
       "bert_jax: error: unknown config field train.bacth_size (did you mean "
       "train.batch_size?)")

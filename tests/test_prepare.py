@@ -457,7 +457,7 @@ def test_cli(tmp_path, sentencepiece_model):
   _write(tmp_path / "part-2.txt", b"Bad \xff byte here.\n")
   output_dir = tmp_path / "out"
   run = functools.partial(subprocess.run, capture_output=True, text=True, cwd=_REPO)
-  result = run([sys.executable, "-m", "bert_jax.data.prepare",
+  result = run([sys.executable, "-m", "bert_jax.pretraining.prepare",
                 f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
                 f"--output_dir={output_dir}", "--max_seq_length=32", "--dupe_factor=2",
                 "--documents_per_shard=4", "--num_workers=2", "--extra_seq_lengths=48",
@@ -486,13 +486,14 @@ def test_cli(tmp_path, sentencepiece_model):
                               "the documents held out for eval)"),
       ("--extra_seq_lengths=512,x", "--extra_seq_lengths=512,x is not a list of lengths of at "
                                     "least 5, e.g. 512")):
-    result = run([sys.executable, "-m", "bert_jax.data.prepare",
+    result = run([sys.executable, "-m", "bert_jax.pretraining.prepare",
                   f"--input_file={tmp_path}/part-*.txt", f"--vocab_file={sentencepiece_model}",
                   f"--output_dir={tmp_path}/never", flag])
     assert result.returncode == 1 and not os.path.exists(tmp_path / "never")
-    assert result.stderr.strip().splitlines()[-1] == f"bert_jax.data.prepare: error: {message}"
+    assert (result.stderr.strip().splitlines()[-1] ==
+            f"bert_jax.pretraining.prepare: error: {message}")
 
-  result = run([sys.executable, "-m", "bert_jax.data.prepare",
+  result = run([sys.executable, "-m", "bert_jax.pretraining.prepare",
                 f"--input_file={tmp_path}/nothing*.txt", f"--vocab_file={sentencepiece_model}",
                 f"--output_dir={output_dir}"])
   assert result.returncode != 0

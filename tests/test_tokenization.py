@@ -158,7 +158,7 @@ def test_importing_defines_no_flags():
 
 
 def _run_cli(*args):
-  return subprocess.run([sys.executable, "-m", "bert_jax.tokenization", *args],
+  return subprocess.run([sys.executable, "-m", "bert_jax.tokenizers.tokenization", *args],
                         capture_output=True, text=True,
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -185,6 +185,6 @@ def test_cli_missing_input_is_a_one_line_error(tmp_path):
   # TensorFlow's start-up log lines aside, one line: ours, naming the glob.
   error_lines = [line for line in result.stderr.splitlines() if "bert_jax" in line]
   assert len(error_lines) == 1 and "nothing*.txt" in error_lines[0]
-  assert error_lines[0].startswith("bert_jax.tokenization: error:")
+  assert error_lines[0].startswith("bert_jax.tokenizers.tokenization: error:")
   assert "Traceback" not in result.stderr
   assert not os.listdir(tmp_path)

@@ -203,7 +203,7 @@ def test_records_prepared_beforehand_with_a_google_layout_wordpiece_vocab(tmp_pa
   vocab_file.write_text("\n".join(vocab) + "\n")
   out = tmp_path / "records"
   prepare = subprocess.run(
-      [sys.executable, "-m", "bert_jax.data.prepare", f"--input_file={corpus}",
+      [sys.executable, "-m", "bert_jax.pretraining.prepare", f"--input_file={corpus}",
        f"--vocab_file={vocab_file}", f"--output_dir={out}", "--max_seq_length=32",
        "--num_eval_documents=6", "--dupe_factor=2", "--num_workers=1"],
       cwd=REPO, capture_output=True, text=True, timeout=300,

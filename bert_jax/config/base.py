@@ -4,7 +4,7 @@ lr 1e-4 (configs/base.py runs it; every other config starts from it).
     python -m bert_jax.main --config=configs/base.py --workdir=DIR [--config.a.b=value ...]
 
 Fits a v5litepod-16 in bf16, data parallel (3.5 of 16 GiB per chip; docs/BENCHMARKS.md):
-    python -m bert_jax.aot --config=configs/base.py --topology=v5litepod-16 \
+    python -m bert_jax.tpu.aot --config=configs/base.py --topology=v5litepod-16 \
         --config.model.dtype=bfloat16
 """
 
@@ -76,7 +76,7 @@ def get_config() -> ml_collections.ConfigDict:
   data = config.data = ml_collections.ConfigDict()
   # Where the data comes from: 'tfds' (data.tfds_name), 'text' (data.input_files), 'embedded'
   # (the docstrings of this Python's standard library: no download, no network), or 'tfrecord'
-  # (instances already prepared, by `python -m bert_jax.data.prepare` or by the original's
+  # (instances already prepared, by `python -m bert_jax.pretraining.prepare` or by the original's
   # create_pretraining_data.py: data.input_files and data.eval_input_files, data.vocab_file).
   data.source = "tfds"
   # TFDS text dataset, for source='tfds' (its split: data.tfds_split).
@@ -94,7 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.eval_input_files = ""
   # Comma-separated globs of a second phase's training TFRecords, made at
   # data.phase2_max_seq_length, for source='tfrecord' ('' = phase 2 reads data.input_files;
-  # `python -m bert_jax.data.prepare --extra_seq_lengths=512` makes both from one pass).
+  # `python -m bert_jax.pretraining.prepare --extra_seq_lengths=512` makes both from one pass).
   data.phase2_input_files = ""
   # Vocabulary: a WordPiece vocab.txt (e.g. Google's) or a SentencePiece .model; '' = train a
   # SentencePiece model of model.vocab_size pieces from the corpus (cached in the workdir).

@@ -2,7 +2,7 @@
 
 ml_collections reports an override of a field that does not exist, or a missing config file,
 with a traceback from deep inside flag parsing. `parse_flags` is the flags parser of every
-command that takes --config (bert_jax.main, bert_jax.aot, bert_jax.estimate).
+command that takes --config (bert_jax.main, bert_jax.tpu.aot, bert_jax.tpu.estimate).
 """
 
 import os

@@ -103,7 +103,7 @@ def check_records(phases: tuple[Phase, ...], data: inputs.Inputs) -> None:
         f"train.phase2_start_step={phases[-1].first_step - 1} needs unmasked records, but "
         f"{where} are statically masked (length {record_format.seq_length}): they can be "
         f"neither truncated nor masked again at another length; prepare them with "
-        f"`python -m bert_jax.data.prepare` at data.phase2_max_seq_length={length}")
+        f"`python -m bert_jax.pretraining.prepare` at data.phase2_max_seq_length={length}")
   if record_format.seq_length < length:
     raise errors.UserError(
         f"data.phase2_max_seq_length={length} is longer than {where} "

@@ -15,7 +15,7 @@ that must work with both reads them from the tokenizer (`tokenizer.cls_id`, `spe
 
 Train a SentencePiece model from text files (one sentence per line, blank lines ignored):
 
-    python -m bert_jax.tokenization train --input='corpus/*.txt' --vocab_size=30000 \
+    python -m bert_jax.tokenizers.tokenization train --input='corpus/*.txt' --vocab_size=30000 \
         --output=gs://bucket/spm
 """
 
@@ -325,7 +325,7 @@ def _define_flags() -> None:
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) != 2 or argv[1] != "train":
-    raise app.UsageError("usage: python -m bert_jax.tokenization train --input=GLOBS "
+    raise app.UsageError("usage: python -m bert_jax.tokenizers.tokenization train --input=GLOBS "
                          "--vocab_size=N --output=PREFIX [--input_sentence_size=N]")
   flag_values = flags.FLAGS
   try:
@@ -342,15 +342,16 @@ def main(argv: Sequence[str]) -> None:
                                      flag_values.output, flag_values.input_sentence_size,
                                      seed=flag_values.seed)
   except errors.UserError as e:
-    sys.exit(f"bert_jax.tokenization: error: {e}")
+    sys.exit(f"bert_jax.tokenizers.tokenization: error: {e}")
   print(model_file)
   pieces = SentencePieceTokenizer(model_file).vocab_size
   if pieces < flag_values.vocab_size:
-    print(f"bert_jax.tokenization: the input gave {pieces} pieces, fewer than --vocab_size="
-          f"{flag_values.vocab_size} (a small corpus; set model.vocab_size to {pieces} or more)",
+    print(f"bert_jax.tokenizers.tokenization: the input gave {pieces} pieces, fewer than "
+          f"--vocab_size={flag_values.vocab_size} (a small corpus; set model.vocab_size to "
+          f"{pieces} or more)",
           file=sys.stderr)
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main, flags_parser=errors.flags_parser("bert_jax.tokenization"))
+  app.run(main, flags_parser=errors.flags_parser("bert_jax.tokenizers.tokenization"))

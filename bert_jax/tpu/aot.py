@@ -1,7 +1,7 @@
 """Ahead-of-time compile of the train step for a TPU slice, on any Linux x86_64 host, no TPU.
 
-    python -m bert_jax.aot --config=configs/large.py --topology=v5e:16x16 [--config.a.b=v ...]
-    python -m bert_jax.aot --config=configs/squad.py --topology=v5e:4x4 \
+    python -m bert_jax.tpu.aot --config=configs/large.py --topology=v5e:16x16 [--config.a.b=v ...]
+    python -m bert_jax.tpu.aot --config=configs/squad.py --topology=v5e:4x4 \
         --bert_config=bert_config.json --config.model.dtype=bfloat16
 
 Compiles exactly what `main` would run on the slice (train_program.build_program, or for a

@@ -1,8 +1,8 @@
 """Time and cost of a run on a TPU slice, from the model FLOPs at an assumed MFU.
 
-    python -m bert_jax.estimate --config=configs/large.py --topology=v5litepod-256 \
+    python -m bert_jax.tpu.estimate --config=configs/large.py --topology=v5litepod-256 \
         --config.model.dtype=bfloat16 [--mfu=0.45] [--price_per_chip_hour=1.2] [--aot]
-    python -m bert_jax.estimate --config=configs/squad.py --topology=v5litepod-16 \
+    python -m bert_jax.tpu.estimate --config=configs/squad.py --topology=v5litepod-16 \
         --config.model.dtype=bfloat16 --bert_config=bert_config.json [--num_train_examples=N]
 
 Fine-tuning counts train.num_train_steps, else ceil(examples x num_train_epochs / batch_size),
@@ -18,8 +18,8 @@ The default prices are on-demand list prices in USD per chip-hour AS REMEMBERED 
 written, not looked up: check cloud.google.com/tpu/pricing for your region, and pass
 --price_per_chip_hour. Spot and committed-use prices are much lower.
 
-With --aot, bert_jax.aot first compiles the step for the slice and prints its memory report
-(exit status 2 if it does not fit, as bert_jax.aot).
+With --aot, bert_jax.tpu.aot first compiles the step for the slice and prints its memory report
+(exit status 2 if it does not fit, as bert_jax.tpu.aot).
 """
 
 import dataclasses
@@ -365,7 +365,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  # Defined only when run as a program, as in bert_jax.aot.
+  # Defined only when run as a program, as in bert_jax.tpu.aot.
   config_flags.DEFINE_config_file(
       "config", None, "Config file, e.g. configs/large.py; override fields with --config.a.b=v.",
       lock_config=True)
@@ -383,7 +383,7 @@ if __name__ == "__main__":
                        "Fine-tuning: training examples the steps are counted from (x epochs / "
                        "batch); 0 = the task's published training-set size.")
   flags.DEFINE_bool("aot", False,
-                    "First AOT-compile the step for the slice (bert_jax.aot, needs libtpu) and "
+                    "First AOT-compile the step for the slice (bert_jax.tpu.aot, needs libtpu) and "
                     "print its memory report; exit status 2 if it does not fit.")
   flags.mark_flags_as_required(["config", "topology"])
   app.run(main, flags_parser=cli.parse_flags)

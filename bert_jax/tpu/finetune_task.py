@@ -1,5 +1,6 @@
-"""What bert_jax.aot and bert_jax.estimate take from a fine-tuning config: its task, family and
-head, the architecture, the run's steps and a step's FLOPs, with no data and no checkpoint."""
+"""What bert_jax.tpu.aot and bert_jax.tpu.estimate take from a fine-tuning config: its task,
+family and head, the architecture, the run's steps and a step's FLOPs, with no data and no
+checkpoint."""
 
 import dataclasses
 import math

@@ -1,6 +1,6 @@
 """Small tasks made from the embedded corpus, to try fine-tuning end to end with no download.
 
-    python -m bert_jax.data.example_task --output_dir=DIR [--format=squad|swag]
+    python -m bert_jax.finetuning.data.example_task --output_dir=DIR [--format=squad|swag]
 
 Default: DIR/train.csv and DIR/dev.csv (columns `sentence,label`; labels asyncio, email,
 unittest, xml): which package a docstring sentence of this Python's standard library is from,
@@ -186,4 +186,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("output_dir")
-  app.run(main, flags_parser=errors.flags_parser("bert_jax.data.example_task"))
+  app.run(main, flags_parser=errors.flags_parser("bert_jax.finetuning.data.example_task"))

@@ -2,7 +2,7 @@
 
 Two ways in: data prepared once into WORKDIR/data from text (sources 'embedded', 'text',
 'tfds'; see workdir_data.py), or TFRecords prepared beforehand (source 'tfrecord'), by
-`python -m bert_jax.data.prepare` or by the original's create_pretraining_data.py.
+`python -m bert_jax.pretraining.prepare` or by the original's create_pretraining_data.py.
 """
 
 import dataclasses

@@ -5,7 +5,7 @@ bert_jax/pretraining/data/instances.py), or RoBERTa's FULL-SENTENCES with
 next_sentence_prediction=False, and writes them UNMASKED: masking happens later, in the input
 pipeline, afresh for every epoch (bert_jax/pretraining/data/pipeline.py).
 
-    python -m bert_jax.data.prepare --input_file='corpus/*.txt' --vocab_file=spm.model \\
+    python -m bert_jax.pretraining.prepare --input_file='corpus/*.txt' --vocab_file=spm.model \\
         --output_dir=DIR --max_seq_length=128 --dupe_factor=5 --eval_fraction=0.05
 
 How the corpus is cut (this is what makes the output independent of workers and hosts):

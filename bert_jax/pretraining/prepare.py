@@ -1,6 +1,6 @@
 """The prepare command: flags -> checks -> prepare.prepare_pretraining_data -> a summary.
 
-    python -m bert_jax.data.prepare --input_file='corpus/*.txt' --vocab_file=spm.model \\
+    python -m bert_jax.pretraining.prepare --input_file='corpus/*.txt' --vocab_file=spm.model \\
         --output_dir=DIR --max_seq_length=128 --dupe_factor=5 --eval_fraction=0.05
 
 Every mistake in a flag or an input is one line naming it (exit status 1) before anything is
@@ -140,7 +140,7 @@ def main(argv: Sequence[str]) -> None:
         host_index=flag_values.host_index, input_counters=counters, progress_interval_s=5.0)
   except errors.UserError as e:
     # A bad flag or input file gets one line that names it, not a traceback.
-    sys.exit(f"bert_jax.data.prepare: error: {e}")
+    sys.exit(f"bert_jax.pretraining.prepare: error: {e}")
   if "summary" in metadata:
     print(prepare_summary.format_summary(metadata["summary"]))
   print(f"{len(metadata['train_files'])} training files in {flag_values.output_dir}")
@@ -149,8 +149,8 @@ def main(argv: Sequence[str]) -> None:
 if __name__ == "__main__":
   # Run through the module's real name, so that anything the worker processes unpickle is
   # named by the package, not by this __main__.
-  from bert_jax.pretraining.data import prepare_command as _command  # pylint: disable=import-self
+  from bert_jax.pretraining import prepare as _command  # pylint: disable=import-self
   _command._define_flags()  # pylint: disable=protected-access
   # --help lists the main module's key flags; these were defined in the imported module.
   flags.adopt_module_key_flags(_command)
-  app.run(_command.main, flags_parser=errors.flags_parser("bert_jax.data.prepare"))
+  app.run(_command.main, flags_parser=errors.flags_parser("bert_jax.pretraining.prepare"))
