@@ -4,7 +4,7 @@ Pure functions of the results dict (the same dict as device_check.json), so that
 lent GPU can be turned into tables again anywhere.
 """
 
-# The targets, from DESIGN.md and the accelerator-check issue.
+# The GPU targets (docs/BENCHMARKS.md, "Targets").
 MFU_TARGET = 0.55  # BERT-Large, seq 512, bf16: MFU against the measured matmul peak.
 TORCH_RATIO_TARGET = 1.3  # bert_jax's sequences/s over transformers' PyTorch, same shapes.
 

@@ -6,7 +6,8 @@
 Prepares the config's data in the workdir once (the embedded corpus by default), then times
 this host's training batches and one jitted train step of the config's model on the same batch
 size, and prints both and their ratio. Pin it to one core (taskset) for the per-core figure.
-The target (DESIGN.md) is a pipeline at least 10x faster than the step it feeds.
+The target (docs/BENCHMARKS.md, "Targets") is a pipeline at least 10x faster than the step it
+feeds.
 """
 
 import functools

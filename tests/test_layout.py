@@ -1,10 +1,12 @@
-"""The package's layout: the foundations import no mode, and no module imports itself in a cycle.
+"""The package's layout: the foundations import no mode, no module imports itself in a cycle, and
+the mode modules' functions are short (docs/concepts.md, "Where things live").
 
 Read with `ast` (every import, a function's own included), so the check is cheap and sees what
 a lazy import would hide from a runtime check.
 """
 
 import ast
+import glob
 import os
 
 _PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bert_jax")
@@ -75,3 +77,28 @@ def test_no_import_cycles():
 
   for module in sorted(imports):
     visit(module)
+
+
+# The mode modules and the loop read top to bottom: no function over this many lines. Exempt:
+# the ports of official code that mirror the original's functions (squad_metrics.py; data/).
+_MAX_FUNCTION_LINES = 60
+_MODE_MODULES = ("finetuning/*.py", "finetuning/families/*.py", "pretraining/*.py",
+                 "runtime/loop.py", "tpu/*.py")
+_PORTS = ("finetuning/squad_metrics.py",)
+
+
+def test_mode_functions_are_short():
+  long_ones = []
+  for pattern in _MODE_MODULES:
+    for path in sorted(glob.glob(os.path.join(_PACKAGE, pattern))):
+      if os.path.relpath(path, _PACKAGE) in _PORTS:
+        continue
+      with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+      for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          lines = node.end_lineno - node.lineno + 1
+          if lines > _MAX_FUNCTION_LINES:
+            long_ones.append(f"{os.path.relpath(path, _PACKAGE)}:{node.lineno} {node.name}: "
+                             f"{lines} lines")
+  assert not long_ones, "\n".join(long_ones)
