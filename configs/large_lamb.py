@@ -41,6 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Adam's betas 0.9 / 0.999 and epsilon 1e-6, gradients clipped to norm 1.
   config = large.get_config()
   config.train.optimizer = "lamb"
+  # LAMB as NVIDIA's and MLPerf's BERT run it: bias-corrected moments (bert_jax/runtime/
+  # optim.py); the schedule stays the original's, decay counted from step 0.
+  config.train.adam_bias_correction = True
   config.train.batch_size = 65536
   config.train.num_train_steps = 8599
   config.train.phase2_start_step = 7038

@@ -24,7 +24,8 @@ from test_train import train_on_one_batch
 def _train_config(**overrides):
   config = ml_collections.ConfigDict(dict(
       learning_rate=1e-3, num_warmup_steps=10, num_train_steps=110, weight_decay=0.01,
-      adam_b1=0.9, adam_b2=0.999, adam_epsilon=1e-6, max_grad_norm=1.0))
+      adam_b1=0.9, adam_b2=0.999, adam_epsilon=1e-6, max_grad_norm=1.0,
+      schedule="warmup_then_decay", adam_bias_correction=True))
   config.update(overrides)
   return config
 
@@ -81,8 +82,8 @@ def _lamb_reference(params, grads_per_step, lr, b1, b2, eps, wd, decays, stacked
   return params
 
 
-def _lamb_steps(params, grads_per_step, **hyper):
-  tx = optim.lamb(**hyper)
+def _lamb_steps(params, grads_per_step, learning_rate, b1, b2, eps, weight_decay):
+  tx = optim.lamb(learning_rate, optax.scale_by_adam(b1=b1, b2=b2, eps=eps), weight_decay)
   params = jax.tree.map(jnp.asarray, params)
   state = tx.init(params)
   for grads in grads_per_step:
@@ -189,3 +190,148 @@ def test_unknown_optimizer_is_a_one_line_error():
   with pytest.raises(errors.UserError, match="train.optimizer='adafactor'"):
     optim.create_optimizer(config.train)
   validation.validate(large_lamb.get_config())
+
+
+# ---- The original's AdamWeightDecayOptimizer and schedule, written out in numpy ----
+
+
+def _original_learning_rate(step, peak, warmup, total):
+  """google-research/bert's create_optimizer: polynomial decay (power 1, to 0) over all the
+  steps from step 0; before warmup ends, peak * step / warmup instead."""
+  rate = peak * (1 - min(step, total) / total)
+  return peak * step / warmup if warmup and step < warmup else rate
+
+
+def _original_adamw_steps(params, grads_per_step, peak, warmup, total, clip=1.0, b1=0.9,
+                          b2=0.999, eps=1e-6, weight_decay=0.01):
+  """The original's update, numpy float64: clip by global norm, then m / (sqrt(v) + eps)
+  without bias correction, plus the decay (not on LayerNorm params or biases), times the rate."""
+  m = {k: np.zeros_like(v) for k, v in params.items()}
+  v = {k: np.zeros_like(x) for k, x in params.items()}
+  params = dict(params)
+  for step, grads in enumerate(grads_per_step):
+    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+    grads = {k: g * clip / max(norm, clip) for k, g in grads.items()}
+    rate = _original_learning_rate(step, peak, warmup, total)
+    for k, g in grads.items():
+      m[k] = b1 * m[k] + (1 - b1) * g
+      v[k] = b2 * v[k] + (1 - b2) * g * g
+      update = m[k] / (np.sqrt(v[k]) + eps)
+      if not (k.endswith("bias") or "LayerNorm" in k):
+        update = update + weight_decay * params[k]
+      params[k] = params[k] - rate * update
+  return params
+
+
+def test_original_schedule_at_every_step():
+  config = _train_config(num_warmup_steps=10, num_train_steps=40, schedule="original")
+  schedule = optim.learning_rate_schedule(config)
+  for step in range(45):
+    np.testing.assert_allclose(float(schedule(step)),  # float32: within 1e-6 relative.
+                               _original_learning_rate(step, 1e-3, 10, 40), rtol=1e-6,
+                               atol=1e-12)
+  # The warmup boundary: the rate drops from peak * 9/10 to peak * (1 - 10/40), not the peak.
+  np.testing.assert_allclose([float(schedule(9)), float(schedule(10))], [9e-4, 7.5e-4],
+                             rtol=1e-6)
+  no_warmup = optim.learning_rate_schedule(_train_config(num_warmup_steps=0, num_train_steps=40,
+                                                         schedule="original"))
+  np.testing.assert_allclose(float(no_warmup(0)), 1e-3)
+
+
+def test_original_adamw_matches_the_original_formulas():
+  rng = np.random.default_rng(0)
+  params = {"layer/kernel": rng.normal(size=(4, 3)), "layer/bias": rng.normal(size=(3,)),
+            "layer/LayerNorm/scale": 1 + rng.normal(size=(3,)) * 0.1,
+            "layer/LayerNorm/bias": rng.normal(size=(3,)) * 0.1}
+  grads = [{k: rng.normal(size=v.shape) * (5.0 if step == 3 else 0.1)  # Clipping bites at 3.
+            for k, v in params.items()} for step in range(40)]
+  assert np.sqrt(sum(np.sum(g ** 2) for g in grads[3].values())) > 1.0
+  config = _train_config(learning_rate=1e-3, num_warmup_steps=10, num_train_steps=40,
+                         optimizer="adamw", schedule="original", adam_bias_correction=False)
+  tx = optim.create_optimizer(config)
+  ours = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
+  nested = lambda flat: {"layer": {"kernel": flat["layer/kernel"], "bias": flat["layer/bias"],
+                                   "LayerNorm": {"scale": flat["layer/LayerNorm/scale"],
+                                                 "bias": flat["layer/LayerNorm/bias"]}}}
+  state = tx.init(nested(ours))
+  tree = nested(ours)
+  for step_grads in grads:
+    updates, state = tx.update(nested({k: jnp.asarray(g, jnp.float32)
+                                       for k, g in step_grads.items()}), state, tree)
+    tree = optax.apply_updates(tree, updates)
+  expected = nested(_original_adamw_steps(params, grads, 1e-3, 10, 40))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7),
+               tree, expected)
+  # Bias correction or the other schedule each move the params measurably.
+  for option in (dict(adam_bias_correction=True), dict(schedule="warmup_then_decay")):
+    other = optim.create_optimizer(_train_config(**{**config.to_dict(), **option}))
+    other_tree, other_state = nested(ours), other.init(nested(ours))
+    for step_grads in grads:
+      updates, other_state = other.update(nested({k: jnp.asarray(g, jnp.float32)
+                                                  for k, g in step_grads.items()}),
+                                          other_state, other_tree)
+      other_tree = optax.apply_updates(other_tree, updates)
+    moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in
+                zip(jax.tree.leaves(other_tree), jax.tree.leaves(expected)))
+    assert moved > 1e-4, option
+
+
+def test_unknown_schedule_is_a_one_line_error():
+  config = tiny.get_config()
+  config.train.schedule = "cosine"
+  with pytest.raises(errors.UserError, match="train.schedule='cosine' is not one of "
+                                              "'original', 'warmup_then_decay'"):
+    validation.validate(config)
+
+
+def _fused_lamb_steps(params, grads_per_step, peak, warmup, total, clip=1.0, b1=0.9, b2=0.999,
+                      eps=1e-6, weight_decay=0.01):
+  """LAMB as apex's FusedLAMB computes it (bias_correction=True, use_nvlamb=False,
+  max_grad_norm=1.0), the optimizer of NVIDIA's PyTorch BERT and of MLPerf's BERT submissions,
+  in numpy float64, on the original's schedule: clip by global norm; bias-corrected Adam;
+  + decay * w and a trust ratio ||w|| / ||update|| (1 where a norm is 0) for the params with
+  decay only; times the rate."""
+  m = {k: np.zeros_like(v) for k, v in params.items()}
+  v = {k: np.zeros_like(x) for k, x in params.items()}
+  params = dict(params)
+  for step, grads in enumerate(grads_per_step):
+    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+    grads = {k: g * clip / max(norm, clip) for k, g in grads.items()}
+    rate, t = _original_learning_rate(step, peak, warmup, total), step + 1
+    for k, g in grads.items():
+      m[k] = b1 * m[k] + (1 - b1) * g
+      v[k] = b2 * v[k] + (1 - b2) * g * g
+      update = (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
+      if not (k.endswith("bias") or "LayerNorm" in k):
+        update = update + weight_decay * params[k]
+        w_norm, u_norm = np.linalg.norm(params[k]), np.linalg.norm(update)
+        update = update * (w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0)
+      params[k] = params[k] - rate * update
+  return params
+
+
+def test_lamb_is_apex_fused_lamb_on_the_original_schedule():
+  # configs/large_lamb.py's optimizer: LAMB, bias correction, the original schedule, clipping.
+  rng = np.random.default_rng(1)
+  params = {"layer/kernel": rng.normal(size=(4, 3)), "layer/bias": rng.normal(size=(3,)),
+            "layer/LayerNorm/scale": 1 + rng.normal(size=(3,)) * 0.1,
+            "layer/LayerNorm/bias": rng.normal(size=(3,)) * 0.1}
+  grads = [{k: rng.normal(size=v.shape) * (5.0 if step == 3 else 0.1)
+            for k, v in params.items()} for step in range(40)]
+  config = _train_config(learning_rate=1e-3, num_warmup_steps=10, num_train_steps=40,
+                         optimizer="lamb", schedule="original", adam_bias_correction=True)
+  assert (large_lamb.get_config().train.adam_bias_correction,
+          large_lamb.get_config().train.schedule) == (True, "original")
+  tx = optim.create_optimizer(config)
+  nested = lambda flat: {"layer": {"kernel": flat["layer/kernel"], "bias": flat["layer/bias"],
+                                   "LayerNorm": {"scale": flat["layer/LayerNorm/scale"],
+                                                 "bias": flat["layer/LayerNorm/bias"]}}}
+  tree = nested({k: jnp.asarray(v, jnp.float32) for k, v in params.items()})
+  state = tx.init(tree)
+  for step_grads in grads:
+    updates, state = tx.update(nested({k: jnp.asarray(g, jnp.float32)
+                                       for k, g in step_grads.items()}), state, tree)
+    tree = optax.apply_updates(tree, updates)
+  expected = nested(_fused_lamb_steps(params, grads, 1e-3, 10, 40))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7),
+               tree, expected)

@@ -172,14 +172,20 @@ def get_config() -> ml_collections.ConfigDict:
   train.phase2_start_step = 0
   # Phase 2's global batch size in sequences (0 = train.batch_size).
   train.phase2_batch_size = 0
-  # Peak learning rate, reached after warmup.
+  # Peak learning rate (reached at the end of warmup under schedule 'warmup_then_decay').
   train.learning_rate = 1e-4
-  # Steps of linear warmup from 0 to the peak; then linear decay to 0 at num_train_steps.
+  # Steps of linear warmup from 0 (the rate at step s is learning_rate * s / warmup), after
+  # which train.schedule's decay takes over.
   train.num_warmup_steps = 10_000
+  # The decay: 'original' (google-research/bert's polynomial_decay: linear from the peak to 0
+  # over all num_train_steps counted from step 0, so warmup ends at peak * (1 - warmup /
+  # steps)) or 'warmup_then_decay' (the full peak at the end of warmup, then linear to 0 over
+  # the steps left, as transformers' get_linear_schedule_with_warmup).
+  train.schedule = "original"
   # 'adamw' (the original's) or 'lamb' (You et al. 2019, the large-batch recipe of
   # configs/large_lamb.py): Adam's moments plus the decay below, scaled by ||w|| / ||update||
   # for each weight tensor of each layer (not LayerNorm params or biases). Both use the adam_*,
-  # weight_decay and max_grad_norm fields and the warmup/decay schedule.
+  # weight_decay and max_grad_norm fields, train.adam_bias_correction and train.schedule.
   train.optimizer = "adamw"
   # Decoupled weight decay, AdamW's and LAMB's (not applied to LayerNorm params or biases).
   train.weight_decay = 0.01
@@ -189,6 +195,9 @@ def get_config() -> ml_collections.ConfigDict:
   train.adam_b2 = 0.999
   # Adam epsilon (the original's 1e-6).
   train.adam_epsilon = 1e-6
+  # Correct Adam's moments for their zero start (optax's and PyTorch's AdamW, NVIDIA's LAMB);
+  # false = the original's AdamWeightDecayOptimizer: m / (sqrt(v) + eps).
+  train.adam_bias_correction = False
   # Clip gradients to this global norm (0 = no clipping).
   train.max_grad_norm = 1.0
   # Steps between log lines and TensorBoard scalars.

@@ -97,7 +97,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.num_train_epochs = 3.0
   # Optimizer steps; 0 = from train.num_train_epochs.
   config.train.num_train_steps = 0
-  # Fraction of the steps spent warming up linearly to the peak, then linear decay to 0.
+  # Fraction of the steps spent warming up linearly from 0; train.schedule says how the rate
+  # then decays to 0.
   config.train.warmup_proportion = 0.1
   # AdamW decoupled weight decay (not on LayerNorm params or biases).
   config.train.weight_decay = 0.01

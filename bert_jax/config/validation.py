@@ -177,6 +177,9 @@ def _check_training(train: ml_collections.ConfigDict) -> None:
   if train.optimizer not in optim.OPTIMIZERS:
     raise errors.UserError(f"train.optimizer={train.optimizer!r} is not one of "
                            f"{', '.join(repr(name) for name in optim.OPTIMIZERS)}")
+  if train.schedule not in optim.SCHEDULES:
+    raise errors.UserError(f"train.schedule={train.schedule!r} is not one of "
+                           f"{', '.join(repr(name) for name in optim.SCHEDULES)}")
 
 
 def _check_pretraining(config: ml_collections.ConfigDict) -> None:
