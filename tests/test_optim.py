@@ -238,41 +238,54 @@ def test_original_schedule_at_every_step():
   np.testing.assert_allclose(float(no_warmup(0)), 1e-3)
 
 
-def test_original_adamw_matches_the_original_formulas():
-  rng = np.random.default_rng(0)
+def _layer_params_and_grads(seed: int) -> tuple[dict, list[dict]]:
+  """A layer's kernel, bias and LayerNorm params (flat names), and 40 steps of random
+  gradients, step 3's large enough for clipping to bite."""
+  rng = np.random.default_rng(seed)
   params = {"layer/kernel": rng.normal(size=(4, 3)), "layer/bias": rng.normal(size=(3,)),
             "layer/LayerNorm/scale": 1 + rng.normal(size=(3,)) * 0.1,
             "layer/LayerNorm/bias": rng.normal(size=(3,)) * 0.1}
-  grads = [{k: rng.normal(size=v.shape) * (5.0 if step == 3 else 0.1)  # Clipping bites at 3.
+  grads = [{k: rng.normal(size=v.shape) * (5.0 if step == 3 else 0.1)
             for k, v in params.items()} for step in range(40)]
   assert np.sqrt(sum(np.sum(g ** 2) for g in grads[3].values())) > 1.0
-  config = _train_config(learning_rate=1e-3, num_warmup_steps=10, num_train_steps=40,
-                         optimizer="adamw", schedule="original", adam_bias_correction=False)
+  return params, grads
+
+
+def _nested(flat: dict) -> dict:
+  """The flat names as the model's param tree (what the weight-decay mask reads)."""
+  return {"layer": {"kernel": flat["layer/kernel"], "bias": flat["layer/bias"],
+                    "LayerNorm": {"scale": flat["layer/LayerNorm/scale"],
+                                  "bias": flat["layer/LayerNorm/bias"]}}}
+
+
+def _optimizer_steps(config, params: dict, grads: list[dict]) -> dict:
+  """The params tree after create_optimizer(config) takes every step of `grads`, float32."""
   tx = optim.create_optimizer(config)
-  ours = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
-  nested = lambda flat: {"layer": {"kernel": flat["layer/kernel"], "bias": flat["layer/bias"],
-                                   "LayerNorm": {"scale": flat["layer/LayerNorm/scale"],
-                                                 "bias": flat["layer/LayerNorm/bias"]}}}
-  state = tx.init(nested(ours))
-  tree = nested(ours)
+  tree = _nested({k: jnp.asarray(v, jnp.float32) for k, v in params.items()})
+  state = tx.init(tree)
   for step_grads in grads:
-    updates, state = tx.update(nested({k: jnp.asarray(g, jnp.float32)
-                                       for k, g in step_grads.items()}), state, tree)
+    updates, state = tx.update(_nested({k: jnp.asarray(g, jnp.float32)
+                                        for k, g in step_grads.items()}), state, tree)
     tree = optax.apply_updates(tree, updates)
-  expected = nested(_original_adamw_steps(params, grads, 1e-3, 10, 40))
+  return tree
+
+
+def _assert_close(tree, expected) -> None:
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7),
                tree, expected)
+
+
+def test_original_adamw_matches_the_original_formulas():
+  params, grads = _layer_params_and_grads(0)
+  config = _train_config(learning_rate=1e-3, num_warmup_steps=10, num_train_steps=40,
+                         optimizer="adamw", schedule="original", adam_bias_correction=False)
+  expected = _nested(_original_adamw_steps(params, grads, 1e-3, 10, 40))
+  _assert_close(_optimizer_steps(config, params, grads), expected)
   # Bias correction or the other schedule each move the params measurably.
   for option in (dict(adam_bias_correction=True), dict(schedule="warmup_then_decay")):
-    other = optim.create_optimizer(_train_config(**{**config.to_dict(), **option}))
-    other_tree, other_state = nested(ours), other.init(nested(ours))
-    for step_grads in grads:
-      updates, other_state = other.update(nested({k: jnp.asarray(g, jnp.float32)
-                                                  for k, g in step_grads.items()}),
-                                          other_state, other_tree)
-      other_tree = optax.apply_updates(other_tree, updates)
+    other = _optimizer_steps(_train_config(**{**config.to_dict(), **option}), params, grads)
     moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in
-                zip(jax.tree.leaves(other_tree), jax.tree.leaves(expected)))
+                zip(jax.tree.leaves(other), jax.tree.leaves(expected)))
     assert moved > 1e-4, option
 
 
@@ -312,26 +325,10 @@ def _fused_lamb_steps(params, grads_per_step, peak, warmup, total, clip=1.0, b1=
 
 def test_lamb_is_apex_fused_lamb_on_the_original_schedule():
   # configs/large_lamb.py's optimizer: LAMB, bias correction, the original schedule, clipping.
-  rng = np.random.default_rng(1)
-  params = {"layer/kernel": rng.normal(size=(4, 3)), "layer/bias": rng.normal(size=(3,)),
-            "layer/LayerNorm/scale": 1 + rng.normal(size=(3,)) * 0.1,
-            "layer/LayerNorm/bias": rng.normal(size=(3,)) * 0.1}
-  grads = [{k: rng.normal(size=v.shape) * (5.0 if step == 3 else 0.1)
-            for k, v in params.items()} for step in range(40)]
+  params, grads = _layer_params_and_grads(1)
   config = _train_config(learning_rate=1e-3, num_warmup_steps=10, num_train_steps=40,
                          optimizer="lamb", schedule="original", adam_bias_correction=True)
   assert (large_lamb.get_config().train.adam_bias_correction,
           large_lamb.get_config().train.schedule) == (True, "original")
-  tx = optim.create_optimizer(config)
-  nested = lambda flat: {"layer": {"kernel": flat["layer/kernel"], "bias": flat["layer/bias"],
-                                   "LayerNorm": {"scale": flat["layer/LayerNorm/scale"],
-                                                 "bias": flat["layer/LayerNorm/bias"]}}}
-  tree = nested({k: jnp.asarray(v, jnp.float32) for k, v in params.items()})
-  state = tx.init(tree)
-  for step_grads in grads:
-    updates, state = tx.update(nested({k: jnp.asarray(g, jnp.float32)
-                                       for k, g in step_grads.items()}), state, tree)
-    tree = optax.apply_updates(tree, updates)
-  expected = nested(_fused_lamb_steps(params, grads, 1e-3, 10, 40))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7),
-               tree, expected)
+  _assert_close(_optimizer_steps(config, params, grads),
+                _nested(_fused_lamb_steps(params, grads, 1e-3, 10, 40)))
