@@ -8,11 +8,23 @@ backend: `jax.distributed.initialize` refuses to run after it):
 - neither: one process, nothing to do.
 """
 
+import contextlib
 import os
+import sys
+import threading
+from collections.abc import Iterator
 
 import jax
 
 from bert_jax import errors
+from bert_jax.runtime import process_watch
+
+# jax's own defaults for the two.
+DEFAULT_INITIALIZATION_TIMEOUT_SECONDS = 300
+DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 100
+# jax's own join timeout is set this much later than ours: it ends the process with a C++ fatal
+# error and a crash dump, and ours ends it with one line first.
+_JAX_JOIN_MARGIN_SECONDS = 60
 
 # Set by SLURM's srun in every task of a job step; jax reads the same ones.
 _SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
@@ -63,7 +75,10 @@ def _task_count(variable: str) -> int:
 
 
 def _check_flags(coordinator_address: str | None, num_processes: int | None,
-                 process_id: int | None) -> None:
+                 process_id: int | None, timeouts: dict[str, int]) -> None:
+  for name, seconds in timeouts.items():
+    if seconds < 1:
+      raise errors.UserError(f"--{name}={seconds}: must be at least 1 (seconds)")
   given = {"--coordinator_address": coordinator_address is not None,
            "--num_processes": num_processes is not None, "--process_id": process_id is not None}
   if any(given.values()) and not all(given.values()):
@@ -83,32 +98,91 @@ def _check_flags(coordinator_address: str | None, num_processes: int | None,
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
+               process_id: int | None = None,
+               initialization_timeout_seconds: int = DEFAULT_INITIALIZATION_TIMEOUT_SECONDS,
+               heartbeat_timeout_seconds: int = DEFAULT_HEARTBEAT_TIMEOUT_SECONDS,
+               checkpoint_dir: str | None = None) -> None:
   """Calls `jax.distributed.initialize` when the job spans processes; else does nothing.
 
   Must run before anything touches the JAX backend (even `jax.devices()`). Prints one line
-  saying which process this is when there is more than one.
+  saying which process this is when there is more than one. From then on a lost process ends
+  the others with one line (runtime/process_watch.py), and `finish` ends the command.
 
   Args:
     coordinator_address: HOST:PORT where process 0 serves the coordination service.
     num_processes: Processes in the job.
     process_id: This process, in [0, num_processes).
+    initialization_timeout_seconds: How long to wait for every process to join; then this
+      process ends with one line, status 1.
+    heartbeat_timeout_seconds: After this long without a heartbeat, jax's coordination service
+      takes a process for lost (one killed outright is seen at once).
+    checkpoint_dir: The command's checkpoints, named by the line a lost process gives.
 
   Raises:
     errors.UserError: Some but not all of the three are given, or one is out of range.
   """
-  _check_flags(coordinator_address, num_processes, process_id)
+  _check_flags(coordinator_address, num_processes, process_id,
+               {"initialization_timeout_seconds": initialization_timeout_seconds,
+                "heartbeat_timeout_seconds": heartbeat_timeout_seconds})
   if coordinator_address is not None:
     if num_processes == 1:
       return  # A job of one process needs no coordinator.
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
     source = f"coordinator {coordinator_address}"
+    where = f"--coordinator_address={coordinator_address}"
   else:
     source = detect_cluster()
     if source is None:
       return
-    jax.distributed.initialize()
+    where = f"the {source} cluster's coordinator (found by jax)"
+  # A lost process must not end the others with jax's fatal error: they end with a line instead
+  # (runtime/process_watch.py). Set before initialize, which hands it to the service.
+  jax.config.update("jax_enable_recoverability", True)
+  with _join_deadline(where, num_processes, process_id, initialization_timeout_seconds):
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address, num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=initialization_timeout_seconds + _JAX_JOIN_MARGIN_SECONDS,
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds)
   if jax.process_count() > 1:
+    process_watch.start(checkpoint_dir, heartbeat_timeout_seconds)
     print(f"Process {jax.process_index()} of {jax.process_count()} ({source}; "
           f"{jax.local_device_count()} local, {jax.device_count()} global devices)", flush=True)
+
+
+@contextlib.contextmanager
+def _join_deadline(where: str, num_processes: int | None, process_id: int | None,
+                   seconds: int) -> Iterator[None]:
+  """Ends this process with one line if the block (joining the job) takes over `seconds`.
+
+  jax's coordination service keeps to itself how many processes have joined before the job is
+  whole, so the line says which process this is and how many the job expects.
+  """
+  expected = f"{num_processes} processes" if num_processes else "every process"
+  this = f"process {process_id}" if process_id is not None else "this process"
+
+  def give_up() -> None:
+    print(f"bert_jax: error: {where}: the job did not form within {seconds} s "
+          f"(--initialization_timeout_seconds): {this} waited for all {expected} to join. "
+          f"Start the same command on every process (each with its own --process_id), with "
+          f"process 0 listening at that address.", file=sys.stderr, flush=True)
+    os._exit(1)  # pylint: disable=protected-access
+
+  timer = threading.Timer(seconds, give_up)
+  timer.daemon = True
+  timer.start()
+  try:
+    yield
+  finally:
+    timer.cancel()
+
+
+def finish(timeout_seconds: int = 600) -> None:
+  """Ends a multi-process command in step with the others (process_watch.finish); waits at
+  most `timeout_seconds` for them. Nothing to do for a single process."""
+  process_watch.finish(timeout_seconds)
+
+
+def await_lost_process() -> None:
+  """After a collective failed: returns only if no process was lost (the watch ends this
+  process with its line if one was)."""
+  process_watch.await_verdict()
