@@ -28,6 +28,13 @@ _COORDINATOR_ADDRESS = flags.DEFINE_string(
     "every process.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process, 0 to num_processes - 1.")
+# jax's defaults; see docs/resuming.md for what each bounds.
+_INITIALIZATION_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout_seconds", 300, "Multi-process jobs: how long a process waits for "
+    "all the others to join before it stops with an error.")
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    "heartbeat_timeout_seconds", 100, "Multi-process jobs: how long a process may send no "
+    "heartbeat before the others take it for lost and stop (one killed is seen at once).")
 
 
 def _use_compilation_cache(workdir: str) -> None:
@@ -51,10 +58,10 @@ def main(argv: list[str]) -> None:
     # warnings and errors go to stderr unless --verbosity=0 (or -v) asks for more.
     logging.set_verbosity(logging.WARNING)
   # Imported here so that --help and flag errors are instant (no TF/JAX import).
-  from bert_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   from bert_jax import errors  # pylint: disable=g-import-not-at-top
-  from bert_jax.runtime import precision  # pylint: disable=g-import-not-at-top
-  from bert_jax.runtime import report  # pylint: disable=g-import-not-at-top
+  from bert_jax import signals  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import preemption  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
@@ -62,46 +69,80 @@ def main(argv: list[str]) -> None:
     if not isinstance(config, ml_collections.ConfigDict):
       raise errors.UserError(cli.config_file_error(
           config_flags.get_config_filename(flags.FLAGS["config"]), config))
-    from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
-    # Before anything touches the JAX backend. Each mode then validates the whole config
-    # (validation.validate) before it reads, writes or compiles anything.
-    single_process = (_NUM_PROCESSES.value in (None, 1)
-                      and distributed.detect_cluster() is None)
-    cpu_devices = precision.set_cpu_devices(config, single_process)
-    distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    # model.dtype='auto' becomes a dtype here, once, for everything the mode builds. The line
-    # that says so is printed only for a valid config: a mistake gets its one line alone, from
-    # the mode, which checks in its own order (a task before a checkpoint, ...).
-    why = precision.resolve_dtype(config)
-    try:
-      validation.validate(config)
-    except errors.UserError:
-      pass
-    else:
-      on_cpu = jax.devices()[0].platform == "cpu"
-      report.line(f"Compute: {config.model.dtype} ({why})"
-                  + (f"; {cpu_devices}" if cpu_devices and on_cpu else ""))
-    _use_compilation_cache(_WORKDIR.value)
-    if config.mode == "pretrain":
-      from bert_jax.pretraining import train  # pylint: disable=g-import-not-at-top
-      train.train_and_evaluate(config, _WORKDIR.value)
-    elif config.mode == "eval":
-      from bert_jax.pretraining import evaluation  # pylint: disable=g-import-not-at-top
-      evaluation.evaluate_checkpoint(config, _WORKDIR.value)
-    elif config.mode == "encode":
-      from bert_jax.finetuning import encode  # pylint: disable=g-import-not-at-top
-      encode.encode_file(config, _WORKDIR.value)
-    elif config.mode == "predict":
-      from bert_jax.finetuning import predict  # pylint: disable=g-import-not-at-top
-      predict.predict_file(config, _WORKDIR.value)
-    elif config.mode == "finetune":
-      from bert_jax.finetuning import finetune  # pylint: disable=g-import-not-at-top
-      finetune.finetune(config, _WORKDIR.value)
-    else:
-      raise errors.UserError(f"config.mode={config.mode!r} is not {validation.MODES}")
+    _start(config)
+    # From here a signal at any moment ends the command saved or complete (docs/resuming.md).
+    with preemption.guard():
+      _run_mode(config, _WORKDIR.value)
   except errors.UserError as e:
     # A user's mistake gets one line that names the field or file, not a traceback.
-    sys.exit(f"bert_jax: error: {e}")
+    print(f"bert_jax: error: {e}", file=sys.stderr, flush=True)
+    distributed.finish(_HEARTBEAT_TIMEOUT.value)
+    sys.exit(1)
+  except signals.Stopped as e:
+    print(e.line, flush=True)
+    sys.exit(0)
+  except jax.errors.JaxRuntimeError:
+    # A collective that failed because a process was lost: the watch names it and ends this
+    # process; anything else is a bug, with its traceback.
+    distributed.await_lost_process()
+    raise
+  distributed.finish()
+
+
+def _start(config: ml_collections.ConfigDict) -> None:
+  """Before the JAX backend starts: its platforms, devices and processes; then the compute
+  dtype, and its line for a valid config."""
+  from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
+  from bert_jax import errors  # pylint: disable=g-import-not-at-top
+  from bert_jax import backends  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import checkpoint  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import precision  # pylint: disable=g-import-not-at-top
+  from bert_jax.runtime import report  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  single_process = (_NUM_PROCESSES.value in (None, 1)
+                    and distributed.detect_cluster() is None)
+  cpu_devices = precision.set_cpu_devices(config, single_process)
+  backends.skip_tpu_without_chips()
+  distributed.initialize(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                         _INITIALIZATION_TIMEOUT.value, _HEARTBEAT_TIMEOUT.value,
+                         checkpoint.checkpoint_dir(_WORKDIR.value))
+  # model.dtype='auto' becomes a dtype here, once, for everything the mode builds. The line
+  # that says so is printed only for a valid config: a mistake gets its one line alone, from
+  # the mode, which checks in its own order (a task before a checkpoint, ...).
+  why = precision.resolve_dtype(config)
+  try:
+    validation.validate(config)
+  except errors.UserError:
+    pass
+  else:
+    on_cpu = jax.devices()[0].platform == "cpu"
+    report.line(f"Compute: {config.model.dtype} ({why})"
+                + (f"; {cpu_devices}" if cpu_devices and on_cpu else ""))
+  _use_compilation_cache(_WORKDIR.value)
+
+
+def _run_mode(config: ml_collections.ConfigDict, workdir: str) -> None:
+  from bert_jax import errors  # pylint: disable=g-import-not-at-top
+  from bert_jax.config import validation  # pylint: disable=g-import-not-at-top
+  if config.mode == "pretrain":
+    from bert_jax.pretraining import train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(config, workdir)
+  elif config.mode == "eval":
+    from bert_jax.pretraining import evaluation  # pylint: disable=g-import-not-at-top
+    evaluation.evaluate_checkpoint(config, workdir)
+  elif config.mode == "encode":
+    from bert_jax.finetuning import encode  # pylint: disable=g-import-not-at-top
+    encode.encode_file(config, workdir)
+  elif config.mode == "predict":
+    from bert_jax.finetuning import predict  # pylint: disable=g-import-not-at-top
+    predict.predict_file(config, workdir)
+  elif config.mode == "finetune":
+    from bert_jax.finetuning import finetune  # pylint: disable=g-import-not-at-top
+    finetune.finetune(config, workdir)
+  else:
+    raise errors.UserError(f"config.mode={config.mode!r} is not {validation.MODES}")
 
 
 if __name__ == "__main__":

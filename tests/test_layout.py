@@ -10,7 +10,8 @@ import glob
 import os
 
 _PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bert_jax")
-# What each foundation may import besides itself (and errors.py, files.py at the top).
+# What each foundation may import besides itself (and the modules at the top: errors.py,
+# files.py, signals.py, backends.py).
 _ALLOWED = {"model": set(), "tokenizers": set(), "interop": {"model", "tokenizers"},
             "runtime": {"model", "interop"}, "config": {"model", "runtime"}}
 

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from bert_jax import signals
 from bert_jax.runtime import preemption
 from test_train import REPO, write_corpus
 
@@ -236,22 +237,34 @@ def _check_handlers():
   previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   watch = preemption.Preemption().install()
   try:
-    assert not watch.reached(1)
-    os.kill(os.getpid(), signal.SIGINT)
-    time.sleep(0.01)  # Python runs the handler between bytecodes of the main thread.
-    assert watch.requested and watch.reached(2)
-    # A second signal stops at once, as it would have without the watch.
-    with pytest.raises(KeyboardInterrupt):
+    with watch.deferring():  # The training loop's way: the signal waits for a step boundary.
+      assert not watch.reached(1)
       os.kill(os.getpid(), signal.SIGINT)
-      time.sleep(0.01)
-    assert {s: signal.getsignal(s) for s in previous} == previous
+      time.sleep(0.01)  # Python runs the handler between bytecodes of the main thread.
+      assert watch.requested and watch.reached(2)
+      # A second signal stops at once, as it would have without the watch.
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+      assert {s: signal.getsignal(s) for s in previous} == previous
   finally:
     watch.uninstall()
   assert {s: signal.getsignal(s) for s in previous} == previous
 
   watch = preemption.Preemption().install()
-  os.kill(os.getpid(), signal.SIGTERM)
-  time.sleep(0.01)
+  with watch.deferring():
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)
   watch.uninstall()
   assert watch.reached(3)
   assert {s: signal.getsignal(s) for s in previous} == previous
+
+  # Outside the loop (the command's guard): the first signal stops where the main thread is,
+  # with the handlers before put back, and a line to print.
+  with preemption.guard() as watch:
+    with pytest.raises(signals.Stopped, match=r"^Stopped by SIGTERM: .* run the same command"):
+      os.kill(os.getpid(), signal.SIGTERM)
+      time.sleep(0.01)
+    assert {s: signal.getsignal(s) for s in previous} == previous
+    assert preemption.Preemption.for_loop() == (watch, False)
+  assert preemption.Preemption.for_loop()[1]  # No guard: the loop installs its own.

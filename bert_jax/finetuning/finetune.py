@@ -29,6 +29,7 @@ import optax
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files
 from bert_jax.config import validation
 from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning import task_eval
@@ -143,12 +144,15 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
   best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
+  best_checkpointer.set_aside_unfinished()
   latest, meta = loop.saved_run(checkpointer, model_config,
                                 functools.partial(_check_meta, config, data, checkpointer, workdir))
   num_steps = run_config.train.num_train_steps
   if loop.already_complete(checkpointer, latest, num_steps, "Fine-tuning"):
     checkpointer.close()
     best_checkpointer.close()
+    if "best" in meta and not tf.io.gfile.exists(os.path.join(workdir, "best.json")):
+      _write_best(workdir, meta["best"], data.metrics[0])  # The run was stopped after its last checkpoint.
     return meta.get("eval", {})
 
   rules = sharding.logical_axis_rules(config)
@@ -174,7 +178,7 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
                 f"{first.flops_per_step / 1e9:,.1f} GFLOP per step")
     outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
   if not outcome.preempted:
-    _write_best(run)
+    _write_best(workdir, run.best, data.metrics[0])
   return outcome.eval_metrics
 
 
@@ -380,10 +384,10 @@ def _rolled_back(run: _Run, bad_step: int, step: int) -> None:
   run.batch_offset += bad_step - step
 
 
-def _write_best(run: _Run) -> None:
+def _write_best(workdir: str, best: dict[str, Any], metric: str) -> None:
   """WORKDIR/best.json: the best eval's step, metric and value (its params are in best/)."""
   if jax.process_index() == 0:
-    with tf.io.gfile.GFile(os.path.join(run.workdir, "best.json"), "w") as f:
-      f.write(json.dumps(run.best, indent=1, sort_keys=True) + "\n")
-  report.line(f"Best {run.data.metrics[0]} {run.best['value']:.4f} at step {run.best['step']} "
-              f"(params in {run.workdir}/best); predictions in {run.workdir}/predictions")
+    files.write_whole(os.path.join(workdir, "best.json"),
+                      (json.dumps(best, indent=1, sort_keys=True) + "\n").encode())
+  report.line(f"Best {metric} {best['value']:.4f} at step {best['step']} "
+              f"(params in {workdir}/best); predictions in {workdir}/predictions")

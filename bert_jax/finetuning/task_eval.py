@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from bert_jax import files
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -21,13 +22,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def write_predictions(directory: str, split: str, predictions: Any) -> None:
-  """`directory/<split>.jsonl` (one row per example), or for SQuAD `<split>_<name>.json`."""
-  tf.io.gfile.makedirs(directory)
+  """`directory/<split>.jsonl` (one row per example), or for SQuAD `<split>_<name>.json`; each
+  file whole or not at all (a run stopped while writing it writes it again when resumed)."""
   if isinstance(predictions, dict):
     for name, value in predictions.items():
-      with tf.io.gfile.GFile(os.path.join(directory, f"{split}_{name}.json"), "w") as f:
-        json.dump(value, f, indent=1)
+      files.write_whole(os.path.join(directory, f"{split}_{name}.json"),
+                        json.dumps(value, indent=1).encode())
     return
-  with tf.io.gfile.GFile(os.path.join(directory, f"{split}.jsonl"), "w") as f:
-    for row in predictions:
-      f.write(json.dumps(row) + "\n")
+  files.write_whole(os.path.join(directory, f"{split}.jsonl"),
+                    "".join(json.dumps(row) + "\n" for row in predictions).encode())

@@ -16,7 +16,9 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from bert_jax import backends
 from bert_jax import errors
+from bert_jax import signals
 from bert_jax.interop import export
 from bert_jax.interop import hf_params
 
@@ -27,20 +29,34 @@ def _main(argv: list[str]) -> None:
   if not values["verbosity"].present:
     # Orbax logs every step of a save or restore at INFO; the summary below is what matters.
     logging.set_verbosity(logging.WARNING)
+  backends.skip_tpu_without_chips()
   try:
-    output = values.output.rstrip("/")
-    if os.path.abspath(output) == os.path.abspath(values.input.rstrip("/")):
-      raise errors.UserError(f"--output={values.output} is --input: it would replace the "
-                             "checkpoint it reads")
-    if values.format == "hf":
-      done = export.export_hf(values.input, output, vocab_file=values.vocab_file,
-                              do_lower_case=values.do_lower_case,
-                              bert_config=values.bert_config, overwrite=values.overwrite)
-    else:
-      done = export.export_orbax(values.input, output, vocab_file=values.vocab_file,
-                                 bert_config=values.bert_config, overwrite=values.overwrite)
+    with signals.stopping():  # A stopped export leaves no --output, whole or not.
+      done = _export(values)
   except errors.UserError as e:
     sys.exit(f"bert_jax.interop: error: {e}")
+  except signals.Stopped as e:
+    print(e.line, flush=True)
+    sys.exit(0)
+  _summary(values, done)
+
+
+def _export(values: flags.FlagValues) -> export.Exported:
+  """The conversion the flags ask for."""
+  output = values.output.rstrip("/")
+  if os.path.abspath(output) == os.path.abspath(values.input.rstrip("/")):
+    raise errors.UserError(f"--output={values.output} is --input: it would replace the "
+                           "checkpoint it reads")
+  if values.format == "hf":
+    return export.export_hf(values.input, output, vocab_file=values.vocab_file,
+                            do_lower_case=values.do_lower_case,
+                            bert_config=values.bert_config, overwrite=values.overwrite)
+  return export.export_orbax(values.input, output, vocab_file=values.vocab_file,
+                             bert_config=values.bert_config, overwrite=values.overwrite)
+
+
+def _summary(values: flags.FlagValues, done: export.Exported) -> None:
+  output = values.output.rstrip("/")
   report, config, head = done.report, done.config, done.report.head
   count = sum(math.prod(shape) for shape in hf_params.expected_shapes(config, head).values())
   labels = f" ({', '.join(head.label_names)})" if head.label_names else ""

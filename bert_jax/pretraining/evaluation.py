@@ -15,9 +15,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
-import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files
 from bert_jax.config import validation
 from bert_jax.model import modeling
 from bert_jax.pretraining import train_program
@@ -97,10 +97,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   results_file = os.path.join(workdir, "eval_results.json")
   if jax.process_index() == 0:
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(results_file, "w") as f:
-      f.write(json.dumps({"step": step, "checkpoint": checkpoint_path, **eval_metrics},
-                         indent=1, sort_keys=True) + "\n")
+    files.write_whole(results_file, (json.dumps(
+        {"step": step, "checkpoint": checkpoint_path, **eval_metrics}, indent=1,
+        sort_keys=True) + "\n").encode())
   report.line(f"Eval of {checkpoint_path}: {metrics.eval_summary(eval_metrics, baseline)}; "
               f"results in {results_file}")
   return eval_metrics

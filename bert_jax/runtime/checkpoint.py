@@ -8,6 +8,7 @@ or damaged afterwards): resuming then warns and falls back to the newest step th
 """
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,12 @@ from bert_jax import errors
 # Appended to the name of a step directory that could not be read, to set it aside (kept for a
 # look, never deleted) so that the resumed run can save that step again.
 UNREADABLE_SUFFIX = ".unreadable"
+# The same for a save that never completed (its process was killed while writing it).
+UNFINISHED_SUFFIX = ".unfinished"
+# A step's directory: finalized ('12'), or a save in flight or cut short: Orbax's temporary name
+# on a local disk ('12.orbax-checkpoint-tmp-...'), the final name without its commit marker on
+# gs://.
+_STEP_DIRECTORY = re.compile(r"(\d+)(\.orbax-checkpoint-tmp.*)?/?")
 
 
 class Checkpointer:
@@ -107,16 +114,34 @@ class Checkpointer:
     if jax.process_index() == 0:
       for step in steps:
         path = epath.Path(self.directory) / str(step)
-        target = path.parent / (path.name + UNREADABLE_SUFFIX)
-        copy = 1
-        while target.exists():
-          copy += 1
-          target = path.parent / f"{path.name}{UNREADABLE_SUFFIX}{copy}"
+        target = _free_name(path.parent / (path.name + UNREADABLE_SUFFIX))
         path.rename(target)
         print(f"Set the unreadable checkpoint at step {step} aside as {target}", file=sys.stderr,
               flush=True)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("bert_jax checkpoint set aside")
+    self._manager.reload()
+
+  def set_aside_unfinished(self) -> None:
+    """Renames the saves that never completed (UNFINISHED_SUFFIX), with a line for each.
+
+    Only a run that holds the workdir's lock may call it: a save in flight of another run
+    looks the same.
+    """
+    directory = epath.Path(self.directory)
+    if jax.process_index() == 0 and directory.is_dir():
+      finished = set(self.all_steps())
+      for path in sorted(directory.iterdir()):
+        match = _STEP_DIRECTORY.fullmatch(path.name)
+        if match and int(match.group(1)) not in finished:
+          step = int(match.group(1))
+          target = _free_name(directory / f"{step}{UNFINISHED_SUFFIX}")
+          path.rename(target)
+          print(f"Set aside the unfinished save of step {step} in {self.directory} as {target} "
+                f"(its process stopped while writing it; delete it once no run uses this "
+                f"workdir)", file=sys.stderr, flush=True)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("bert_jax unfinished checkpoints set aside")
     self._manager.reload()
 
   def save(self, step: int, state: Any, meta: dict[str, Any], force: bool = False) -> bool:
@@ -143,6 +168,15 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _free_name(path: epath.Path) -> epath.Path:
+  """`path`, or `path2`, `path3`... : the first that does not exist."""
+  candidate, copy = path, 1
+  while candidate.exists():
+    copy += 1
+    candidate = path.parent / f"{path.name}{copy}"
+  return candidate
 
 
 def _on_every_process(ok: bool) -> bool:

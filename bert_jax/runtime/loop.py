@@ -93,9 +93,11 @@ def saved_run(checkpointer: checkpoint.Checkpointer, model_config: modeling.Bert
               ) -> tuple[int | None, dict[str, Any]]:
   """(newest step whose metadata reads, its metadata) of a workdir, or (None, {}).
 
-  Cheap checks on the JSON metadata come before any array is read: `check_meta` (the mode's),
-  then the same architecture.
+  A save cut short by a kill is set aside first, with a line. Cheap checks on the JSON metadata
+  come before any array is read: `check_meta` (the mode's), then the same architecture. Only a
+  run that holds the workdir's lock calls it.
   """
+  checkpointer.set_aside_unfinished()
   latest, meta = checkpointer.latest_meta()
   if latest is not None:
     check_meta(meta)
@@ -143,13 +145,13 @@ def _close(task: Task) -> None:
     other.close()
 
 
-def _shut_down(task: Task, watch: preemption.Preemption, closing: tuple[Any, ...]) -> None:
-  """Closes `closing` (the profiler, the writer), finishes the saves in flight, and only then
-  puts the signal handlers back: a signal while the last save completes must not cut it short."""
+def _shut_down(task: Task, closing: tuple[Any, ...]) -> None:
+  """Closes `closing` (the profiler, the writer) and finishes the saves in flight, while signals
+  still wait for the loop (the caller leaves `deferring` after): a signal while the last save
+  completes must not cut it short."""
   for resource in closing:
     resource.close()
   _close(task)
-  watch.uninstall()
 
 
 @dataclasses.dataclass
@@ -254,10 +256,9 @@ def _save(task: Task, at: _Position, force: bool) -> None:
     task.checkpointer.save(at.step, at.state, task.meta(at.step, at.eval_metrics), force=force)
 
 
-def _preempted(task: Task, at: _Position, watch: preemption.Preemption,
-               writer: metrics.MetricWriter) -> Outcome:
+def _preempted(task: Task, at: _Position, writer: metrics.MetricWriter) -> Outcome:
   """Ends the run after a preemption notice, once its checkpoint is saved."""
-  _shut_down(task, watch, (writer,))
+  _shut_down(task, (writer,))
   report.line(f"Preempted at step {at.step}: saved a checkpoint in "
               f"{task.checkpointer.directory}; run the same command to resume.")
   return Outcome(at.step, at.eval_metrics, preempted=True)
@@ -288,8 +289,21 @@ def run(task: Task, state: train_state.TrainState, dropout_rng: jax.Array, segme
   writer = metrics.MetricWriter(task.workdir)
   profiler = progress.Profiler(task.profile_steps, f"{task.workdir}/profile")
   at = _Position(state, int(state.step), segment, eval_metrics)
-  # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step.
-  watch = preemption.Preemption().install()
+  # Until the loop ends, SIGTERM / SIGINT ask for a checkpoint at the current step (the
+  # command's watch, runtime/preemption.py; a library caller's loop installs its own).
+  watch, own = preemption.Preemption.for_loop()
+  try:
+    with watch.deferring():
+      return _loop(task, at, guard, profiler, writer, watch, dropout_rng)
+  finally:
+    if own:
+      watch.uninstall()
+
+
+def _loop(task: Task, at: _Position, guard: nan_guard.NonFiniteGuard,
+          profiler: progress.Profiler, writer: metrics.MetricWriter,
+          watch: preemption.Preemption, dropout_rng: jax.Array) -> Outcome:
+  """`run`'s steps, with signals waiting for a step boundary."""
   try:
     loop_start = time.perf_counter()  # Time-to-target counts from here, like MLPerf's.
     while at.step < task.num_steps:
@@ -306,13 +320,13 @@ def run(task: Task, state: train_state.TrainState, dropout_rng: jax.Array, segme
       if due.checkpoint:
         _save(task, at, force=due.last)
       if due.preempted:
-        return _preempted(task, at, watch, writer)
+        return _preempted(task, at, writer)
       if due.last:
         break
   except BaseException:
     # Whatever stops the loop (a user error, a damaged record, a second Ctrl-C), the saves in
     # flight are finished first: what was saved stays saved.
-    _shut_down(task, watch, (profiler,))
+    _shut_down(task, (profiler,))
     raise
-  _shut_down(task, watch, (profiler, writer))
+  _shut_down(task, (profiler, writer))
   return Outcome(at.step, at.eval_metrics, preempted=False)

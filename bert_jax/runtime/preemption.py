@@ -24,18 +24,26 @@ process at once, as the signal normally would (with several processes, a second 
 handler ignores a second SIGTERM, after which the scheduler's SIGKILL ends the job): the checkpoint
 being written then is never finalized (Orbax renames a step into place only when it is complete), so
 a resume starts from the previous complete one. Nothing already saved is harmed.
+
+Outside the loop (`guard`, which bert_jax.main holds around every command), a first signal
+stops the command at once with `signals.Stopped`: there is no step to save before the loop, and after it
+the final checkpoint is already complete. Every output is written under a temporary name and
+renamed when whole, and a command run again picks up what is missing (docs/resuming.md), so
+stopping anywhere loses nothing that was finished.
 """
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 import jax
 from jax.experimental import multihost_utils
 
+from bert_jax import signals
 from bert_jax.runtime import report
 
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _sync_service_available() -> bool:
@@ -45,11 +53,28 @@ def _sync_service_available() -> bool:
           and bool(jax.config.jax_enable_preemption_service))
 
 
+class _Guard:
+  watch: "Preemption | None" = None  # The one `guard` installed, while it runs.
+
+
+@contextlib.contextmanager
+def guard() -> Iterator["Preemption"]:
+  """Watches for SIGTERM / SIGINT for the whole block: `signals.Stopped` outside the loop,
+  a checkpoint and a clean stop inside it (the loop takes this watch over)."""
+  watch = Preemption().install()
+  _Guard.watch = watch
+  try:
+    yield watch
+  finally:
+    _Guard.watch = None
+    watch.uninstall()
+
+
 class Preemption:
   """Watches for SIGTERM / SIGINT between `install()` and `uninstall()`.
 
-  Install it around the training loop only, not at import: outside the loop (data preparation,
-  compilation) there is no step to save, and the signals keep their usual meaning.
+  Outside `deferring()` a first signal raises `signals.Stopped` where the main thread is. Inside it (the
+  training loop) the signal asks `reached` to answer True after the step in progress.
   """
 
   def __init__(self):
@@ -57,6 +82,23 @@ class Preemption:
     self._previous: dict[signal.Signals, object] = {}
     self._synced = False
     self._reached = False
+    self._deferring = False
+
+  @staticmethod
+  def for_loop() -> tuple["Preemption", bool]:
+    """(the watch of `guard` if one runs, else a new one installed; whether it is new)."""
+    if _Guard.watch is not None:
+      return _Guard.watch, False
+    return Preemption().install(), True
+
+  @contextlib.contextmanager
+  def deferring(self) -> Iterator[None]:
+    """Inside the block a signal waits for the loop's next step boundary."""
+    self._deferring = True
+    try:
+      yield
+    finally:
+      self._deferring = False
 
   def install(self) -> "Preemption":
     self._synced = _sync_service_available()
@@ -67,7 +109,7 @@ class Preemption:
     if threading.current_thread() is not threading.main_thread():
       return self  # Python lets only the main thread set handlers; signals keep their meaning.
     # With several processes, jax's own handler keeps SIGTERM (see the module docstring).
-    for signum in (signal.SIGINT,) if self._synced else _SIGNALS:
+    for signum in (signal.SIGINT,) if self._synced else signals.SIGNALS:
       self._previous[signum] = signal.signal(signum, self._handle)
     return self
 
@@ -84,6 +126,11 @@ class Preemption:
       self.uninstall()
       signal.raise_signal(signum)
       return
+    if not self._deferring:
+      # Outside the loop: stop here. The handlers before ours come back first, so that a second
+      # signal while the stack unwinds acts as it always does.
+      self.uninstall()
+      raise signals.Stopped(signum)
     self.requested = True
     report.line(f"Received {signal.Signals(signum).name}: saving a checkpoint after the current "
                 f"step (send it again to stop at once, without one).")
