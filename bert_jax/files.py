@@ -63,6 +63,11 @@ def write_whole(path: str, data: bytes) -> None:
   interrupted write leaves the old file."""
   tf.io.gfile.makedirs(os.path.dirname(path) or ".")
   partial = f"{path}.partial-{os.getpid()}"
-  with tf.io.gfile.GFile(partial, "wb") as f:
-    f.write(data)
-  tf.io.gfile.rename(partial, path, overwrite=True)
+  try:
+    with tf.io.gfile.GFile(partial, "wb") as f:
+      f.write(data)
+    tf.io.gfile.rename(partial, path, overwrite=True)
+  except BaseException:  # A full disk, a signal (signals.Stopped): no partial file is left.
+    if tf.io.gfile.exists(partial):
+      tf.io.gfile.remove(partial)
+    raise

@@ -255,6 +255,11 @@ def _check_handlers():
   with watch.deferring():
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(0.01)
+  # After the loop (one that completed: the signal came in its last step) another signal is a
+  # clean stop, not the signal's default.
+  with pytest.raises(signals.Stopped):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.01)
   watch.uninstall()
   assert watch.reached(3)
   assert {s: signal.getsignal(s) for s in previous} == previous

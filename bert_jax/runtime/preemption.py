@@ -121,16 +121,17 @@ class Preemption:
 
   def _handle(self, signum: int, frame: FrameType | None) -> None:
     del frame  # Unused.
+    if not self._deferring:
+      # Outside the loop (before it, or after it, even once a signal in its last step let it
+      # complete): stop here. The handlers before ours come back first, so that a further
+      # signal while the stack unwinds acts as it always does.
+      self.uninstall()
+      raise signals.Stopped(signum)
     if self.requested:
       # The second signal: stop now, as this signal would have without us.
       self.uninstall()
       signal.raise_signal(signum)
       return
-    if not self._deferring:
-      # Outside the loop: stop here. The handlers before ours come back first, so that a second
-      # signal while the stack unwinds acts as it always does.
-      self.uninstall()
-      raise signals.Stopped(signum)
     self.requested = True
     report.line(f"Received {signal.Signals(signum).name}: saving a checkpoint after the current "
                 f"step (send it again to stop at once, without one).")
