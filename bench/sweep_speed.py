@@ -104,7 +104,7 @@ def _sweep(config, model_config, features, grid):
                                               NUM_LABELS, grid, mesh)
   example = {k: v[:1] for k, v in features.items()}
   started = [program.init_state(member, example, config) for member in grid]
-  holder = {"states": sweep_program.stack([s for s, _ in started])}
+  holder = {"states": sweep_program.stack_states([s for s, _ in started])}
   rngs = sweep_program.stack([r for _, r in started])
 
   def step(i: int) -> float:
@@ -164,7 +164,8 @@ def main() -> None:
         f"cores")
   print(f"sweep of {k}: {sweep['seconds'] * 1e3:.1f} ms/step, busy {sweep['busy']:.0%}; "
         f"= {sweep['seconds'] / alone['seconds']:.2f}x one run's step time; "
-        f"{k} runs one after another: {k:.0f}x; speed-up {k * alone['seconds'] / sweep['seconds']:.2f}x")
+        f"{k} runs one after another: {k:.0f}x; "
+        f"speed-up {k * alone['seconds'] / sweep['seconds']:.2f}x")
 
 
 if __name__ == "__main__":

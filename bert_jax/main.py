@@ -140,7 +140,12 @@ def _run_mode(config: ml_collections.ConfigDict, workdir: str) -> None:
     predict.predict_file(config, workdir)
   elif config.mode == "finetune":
     from bert_jax.finetuning import finetune  # pylint: disable=g-import-not-at-top
-    finetune.finetune(config, workdir)
+    from bert_jax.finetuning import sweep  # pylint: disable=g-import-not-at-top
+    from bert_jax.finetuning import sweep_program  # pylint: disable=g-import-not-at-top
+    if sweep_program.sweeping(config):  # Several runs trained together (config.sweep).
+      sweep.sweep(config, workdir)
+    else:
+      finetune.finetune(config, workdir)
   else:
     raise errors.UserError(f"config.mode={config.mode!r} is not {validation.MODES}")
 

@@ -252,3 +252,23 @@ def test_cli_bad_topology_is_one_line():
   assert result.stderr.strip().splitlines()[-1] == (
       f"bert_jax: error: unknown TPU topology 'v5e-16x16'; accepted: "
       f"{tpu_topology.ACCEPTED_FORMS}")
+
+
+def test_compile_a_sweep():
+  """config.sweep's step for a slice: every member's state and batch, the members split over
+  'data' (4 members on 4 chips: one each)."""
+  pytest.importorskip("libtpu")
+  from bert_jax.tpu import aot  # pylint: disable=g-import-not-at-top
+  alone = aot.compile_for_topology(_small_finetune_config(glue), "v5e:2x2", _SMALL_MODEL)
+  config = _small_finetune_config(glue)
+  config.sweep.learning_rates = (5e-5, 2e-5)
+  config.sweep.seeds = 2
+  report = aot.compile_for_topology(config, "v5e:2x2", _SMALL_MODEL)
+  assert report.param_count == 4 * alone.param_count
+  assert report.flops_per_step == 4 * alone.flops_per_step
+  assert report.fits and report.memory.alias_bytes > 0.9 * report.memory.output_bytes
+  # One member per chip: each holds one member's state, as the run alone holds its own.
+  assert report.memory.argument_bytes < 1.5 * alone.memory.argument_bytes
+  (_, batch_sharding, _, _), _ = report.compiled.input_shardings
+  assert batch_sharding["input_ids"].spec[0] == "data"
+  assert "batch 8 x seq 32 x 4 sweep members, unpacked" in aot.format_report(report, config)

@@ -310,3 +310,19 @@ def test_cli_on_glue(tmp_path):
                              f"classification; 8 sequences per chip, unpacked): "
                              f"{step_flops:.3e} model FLOPs per step")
   assert lines[-2].startswith("cost       $0.00 at $1.20 per chip-hour (v5e on-demand")
+
+
+def test_a_sweep_counts_every_member():
+  """config.sweep: 4 learning rates x 2 seeds trained together are 8 runs' FLOPs per step."""
+  alone = estimate.estimate(glue.get_config(), "v5e:2x2", architecture=_TINY_MODEL)
+  config = glue.get_config()
+  config.sweep.learning_rates = (5e-5, 4e-5, 3e-5, 2e-5)
+  config.sweep.seeds = 2
+  result = estimate.estimate(config, "v5e:2x2", architecture=_TINY_MODEL)
+  assert result.finetune.members == 8
+  assert result.phases[0].flops_per_step == 8 * alone.phases[0].flops_per_step
+  assert result.phases[0].num_steps == alone.phases[0].num_steps
+  assert result.hours == pytest.approx(8 * alone.hours)
+  line = estimate.format_estimate(result).splitlines()[2]
+  assert "steps of batch 32 x seq 128 x 8 sweep members (sst2" in line
+  assert "64 sequences per chip" in line

@@ -198,7 +198,8 @@ def test_a_stopped_export_leaves_no_output_and_no_temporary(tmp_path):
 
   with pytest.raises(signals.Stopped):
     with signals.stopping():
-      export._in_place(str(output), overwrite=False, write=write)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      export._in_place(str(output), overwrite=False, write=write)
   assert sorted(os.listdir(tmp_path)) == []
   assert signal.getsignal(signal.SIGTERM) == before  # The next signal acts as it always does.
 

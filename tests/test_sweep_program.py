@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
+from bert_jax import errors
 from bert_jax.config import finetune as finetune_config
+from bert_jax.config import validation
 from bert_jax.finetuning import finetune_program
 from bert_jax.finetuning import sweep_program
 from bert_jax.model import modeling
@@ -86,7 +88,7 @@ def test_members_trained_together_equal_runs_alone(family, num_labels):
   program = sweep_program.build_sweep_program(config, model_config, family, num_labels, grid)
   example = {k: v[:1] for k, v in train.items()}
   started = [program.init_state(member, example, config) for member in grid]
-  states = sweep_program.stack([state for state, _ in started])
+  states = sweep_program.stack_states([state for state, _ in started])
   rngs = sweep_program.stack([rng for _, rng in started])
   losses = []
   for step in range(_STEPS):
@@ -105,3 +107,25 @@ def test_members_trained_together_equal_runs_alone(family, num_labels):
     assert np.mean(predictions[i] == alone_predictions) >= 0.99, member
   # The members differ: their learning rates and seeds matter.
   assert abs(losses[0, -1] - losses[2, -1]) > 1e-3 and abs(losses[0, -1] - losses[1, -1]) > 1e-3
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("seeds", 0, r"^sweep\.seeds=0: must be at least 1$"),
+    ("learning_rates", (5e-5, -1.0), r"^sweep\.learning_rates=\(5e-05, -1\.0\): each must be a "
+                                     r"positive number"),
+])
+def test_a_bad_sweep_is_one_line(field, value, message):
+  config = _config()
+  config.sweep[field] = value
+  with pytest.raises(errors.UserError, match=message):
+    validation.validate(config)
+
+
+def test_the_grid_is_learning_rate_by_learning_rate():
+  config = _config(seed=3)
+  assert not sweep_program.sweeping(config)
+  config.sweep.update(learning_rates=(5e-5, 2e-5), seeds=2)
+  assert sweep_program.sweeping(config)
+  assert sweep_program.grid(config) == (
+      sweep_program.Member(5e-5, 3), sweep_program.Member(5e-5, 4),
+      sweep_program.Member(2e-5, 3), sweep_program.Member(2e-5, 4))

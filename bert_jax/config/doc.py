@@ -201,7 +201,14 @@ def _finetuning_section(parsed: parsing.ConfigSource, values: dict[str, Any],
   rows = [(f"`{p}`", format_value(values[p]), docs.get(p, "")) for p in parsed.comments]
   yield from _table(rows, ("field", "default", "what it does"))
   yield ""
-  replaced = [g for g in parsed.groups if "." not in g]
+  parent_groups = ({p.split(".", 1)[0] for p in leaf_values(_module(parsed.parent).get_config())}
+                   if parsed.parent else set())
+  replaced = [g for g in parsed.groups if "." not in g and g in parent_groups]
+  added = [g for g in parsed.groups if "." not in g and g not in parent_groups]
+  if added:
+    yield (f"{' and '.join(f'`{g}`' for g in added)}: "
+           f"group{'s' if len(added) > 1 else ''} of fine-tuning only.")
+    yield ""
   if replaced:
     yield (f"Its {' and '.join(f'`{g}`' for g in replaced)} are new groups that replace "
            f"{_filename(parsed.parent)}'s: none of the other pre-training "

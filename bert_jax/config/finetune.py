@@ -132,4 +132,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.peak_tflops_per_device = 0.0
   # Testing the guard only: comma-separated steps whose batch is made to give a NaN loss.
   config.train.debug_nan_steps = ""
+
+  # The paper's protocol: several runs from the same checkpoint, trained together as one
+  # compiled program (finetuning/sweep.py), the best on dev kept as the workdir's best.
+  config.sweep = ml_collections.ConfigDict()
+  # Peak learning rates, one run each (the paper's grid: 5e-5,4e-5,3e-5,2e-5); () = only
+  # train.learning_rate.
+  config.sweep.learning_rates = ()
+  # Restarts per learning rate: seeds config.seed, config.seed + 1, ... (each its own classifier
+  # init, dropout and data order). 1 with no learning_rates = one run, no sweep.
+  config.sweep.seeds = 1
   return config

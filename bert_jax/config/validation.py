@@ -105,6 +105,17 @@ def unknown_override(config: ml_collections.ConfigDict, path: str) -> str | None
   return None
 
 
+def check_sweep(sweep: ml_collections.ConfigDict) -> None:
+  """config.sweep's learning rates are positive numbers and its seeds at least 1."""
+  rates = sweep.learning_rates
+  for rate in rates if isinstance(rates, (tuple, list)) else (rates,):
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+      raise errors.UserError(f"sweep.learning_rates={rates}: each must be a positive number, "
+                             "e.g. --config.sweep.learning_rates=5e-5,4e-5,3e-5,2e-5")
+  if not isinstance(sweep.seeds, int) or sweep.seeds < 1:
+    raise errors.UserError(f"sweep.seeds={sweep.seeds}: must be at least 1")
+
+
 def check_rng_impl(config: ml_collections.ConfigDict) -> None:
   """`jax.random.key` would otherwise fail only once the job reaches init."""
   if config.rng_impl not in RNG_IMPLS:
@@ -140,6 +151,8 @@ def validate(config: ml_collections.ConfigDict, mesh: Mesh | None = None,
   modeling.BertConfig.from_config(config.model)  # Its own checks (heads, act, dtype).
   attention.check_platform(config.model.attention, platform or jax.default_backend())
   nan_guard.NonFiniteGuard(config.train.nan_policy, config.train.debug_nan_steps)  # Its checks.
+  if "sweep" in config:
+    check_sweep(config.sweep)
   steps = re.fullmatch(r"(\d+)(?:-(\d+))?", str(config.profile.steps))
   if config.profile.steps and not (steps and 1 <= int(steps[1]) <= int(steps[2] or steps[1])):
     raise errors.UserError(f"profile.steps={config.profile.steps!r} is not a step ('20') or a "

@@ -53,7 +53,7 @@ from bert_jax.runtime import train_state
 from bert_jax.runtime import workdir_lock
 
 
-def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
+def pack_task(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
           layout: packing.Layout | None, mesh: jax.sharding.Mesh
           ) -> tuple[dict[str, packing.Packed], int]:
   """The packed rows of the training set ('train') and of each eval split (data.packing, for
@@ -77,7 +77,7 @@ def _pack(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
   return packed, rows_per_step
 
 
-def _model_config(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any, Any]:
+def model_config_of(config: ml_collections.ConfigDict) -> tuple[modeling.BertConfig, Any, Any]:
   """The architecture (the checkpoint's, when there is one), the pre-trained params and their
   head (interop/hf_heads.Head: pre-training, or a fine-tuned model's task head)."""
   if not config.init_checkpoint:
@@ -97,7 +97,7 @@ def _absolute(path: str) -> str:
   return path if "://" in path else os.path.abspath(path)
 
 
-def _checkpoint_head(head: Any, data: finetune_data.TaskData) -> bool:
+def checkpoint_head(head: Any, data: finetune_data.TaskData) -> bool:
   """Whether the checkpoint's task head is this task's: the same family and labels (a
   checkpoint's generic LABEL_i names match any). Says which way it went."""
   if head is None or head.record.pretraining:
@@ -135,41 +135,42 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
               family: record.TaskFamily) -> dict[str, Any]:
   """`finetune` once the workdir is this run's: the final eval metrics."""
   tokenizer = finetune_data.load_tokenizer(config)
-  model_config, pretrained, pretrained_head = _model_config(config)
+  model_config, pretrained, pretrained_head = model_config_of(config)
   resume.check_fits(model_config, config.data.max_seq_length, tokenizer.vocab_size)
   data = family.load(registry.task(config), config, tokenizer)
-  run_config = _with_steps(config, data)
-  packed, step_rows = _pack(config, data, family.packing, mesh)
-  keep_head = _checkpoint_head(pretrained_head, data)
+  run_config = with_steps(config, data)
+  packed, step_rows = pack_task(config, data, family.packing, mesh)
+  keep_head = checkpoint_head(pretrained_head, data)
   checkpointer = checkpoint.Checkpointer(
       checkpoint.checkpoint_dir(workdir), config.train.max_checkpoints_to_keep)
   best_checkpointer = checkpoint.Checkpointer(os.path.join(workdir, "best"), 1)
   best_checkpointer.set_aside_unfinished()
   latest, meta = loop.saved_run(checkpointer, model_config,
-                                functools.partial(_check_meta, config, data, checkpointer, workdir))
+                                functools.partial(check_meta, config, data, checkpointer, workdir))
   num_steps = run_config.train.num_train_steps
   if loop.already_complete(checkpointer, latest, num_steps, "Fine-tuning"):
     checkpointer.close()
     best_checkpointer.close()
+    # A run stopped between its last checkpoint and best.json writes it now.
     if "best" in meta and not tf.io.gfile.exists(os.path.join(workdir, "best.json")):
-      _write_best(workdir, meta["best"], data.metrics[0])  # The run was stopped after its last checkpoint.
+      write_best(workdir, meta["best"], data.metrics[0])
     return meta.get("eval", {})
 
   rules = sharding.logical_axis_rules(config)
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
-  train_features = _train_features(data, packed, family)
+  train_features = train_features_of(data, packed, family)
   example = {k: v[:1] for k, v in train_features.items()}  # The batch structure, one row.
   peak = progress.peak_tflops_per_device(config)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     program = finetune_program.build_program(run_config, mesh, rules, model_config,
                                              data.family, data.num_labels, example)
     run = _Run(config, run_config, workdir, model_config, data, family, tokenizer, program,
-               packed, train_features, step_rows, _task_meta(config, data), best_checkpointer,
+               packed, train_features, step_rows, task_meta(config, data), best_checkpointer,
                optim.learning_rate_schedule(run_config.train), peak, dropout_rng)
     task = _task(run, checkpointer)
     state, meta = loop.initial_state(
         task, latest, program.model, program.tx, example, init_rng,
-        functools.partial(_initial_params, config, pretrained, pretrained_head, keep_head,
+        functools.partial(initial_params, config, pretrained, pretrained_head, keep_head,
                           program.state_shardings.params))
     run.best = meta.get("best", run.best)
     run.batch_offset = meta.get("batch_offset", 0)
@@ -178,11 +179,11 @@ def _finetune(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
                 f"{first.flops_per_step / 1e9:,.1f} GFLOP per step")
     outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
   if not outcome.preempted:
-    _write_best(workdir, run.best, data.metrics[0])
+    write_best(workdir, run.best, data.metrics[0])
   return outcome.eval_metrics
 
 
-def _with_steps(config: ml_collections.ConfigDict, data: finetune_data.TaskData
+def with_steps(config: ml_collections.ConfigDict, data: finetune_data.TaskData
                 ) -> ml_collections.ConfigDict:
   """The config with train.num_train_steps (from the epochs when 0) and num_warmup_steps
   resolved: what the schedule and the loop count. Says what will run."""
@@ -200,7 +201,7 @@ def _with_steps(config: ml_collections.ConfigDict, data: finetune_data.TaskData
   return run_config
 
 
-def _task_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData) -> dict[str, Any]:
+def task_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData) -> dict[str, Any]:
   """What the workdir's checkpoints record of the task, for export (interop/export.py) and
   `init_checkpoint`s that start from them."""
   return {"task": data.name, "family": data.family, "num_labels": data.num_labels,
@@ -210,10 +211,13 @@ def _task_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData) 
           "max_seq_length": config.data.max_seq_length}
 
 
-def _check_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
+def check_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
                 checkpointer: checkpoint.Checkpointer, workdir: str,
-                meta: dict[str, Any]) -> None:
-  """A workdir that holds another run stops here, before any array is read."""
+                meta: dict[str, Any], sweep: bool = False) -> None:
+  """A workdir that holds another run stops here, before any array is read (`sweep`: the
+  caller is one, finetuning/sweep.py, which checks its members itself)."""
+  if "sweep" in meta and not sweep:
+    raise errors.UserError(f"{checkpointer.directory} holds a sweep: give its config.sweep")
   saved = (meta.get("task"), meta.get("num_labels"))
   if saved[0] is None:
     raise errors.UserError(f"{checkpointer.directory} holds a pre-training run: fine-tune in a "
@@ -224,7 +228,7 @@ def _check_meta(config: ml_collections.ConfigDict, data: finetune_data.TaskData,
         f"holds a fine-tuning run of {saved[0]!r} ({saved[1]} labels): use a new --workdir")
 
 
-def _train_features(data: finetune_data.TaskData, packed: dict[str, packing.Packed],
+def train_features_of(data: finetune_data.TaskData, packed: dict[str, packing.Packed],
                     family: record.TaskFamily) -> dict[str, np.ndarray]:
   """Every training row's batch features: the family's (its dummy batch names them) and the
   packing inputs. Every batch carries example weights (all 1): the NaN guard's test poisons
@@ -242,7 +246,7 @@ class _Run:
   """What fine-tuning's callbacks from the loop share: built once, but for the best eval so far
   and the batch offset."""
   config: ml_collections.ConfigDict  # As given: what checkpoints record.
-  run_config: ml_collections.ConfigDict  # Its steps resolved (_with_steps).
+  run_config: ml_collections.ConfigDict  # Its steps resolved (with_steps).
   workdir: str
   model_config: modeling.BertConfig
   data: finetune_data.TaskData
@@ -279,7 +283,7 @@ def _task(run: _Run, checkpointer: checkpoint.Checkpointer) -> loop.Task:
       other_checkpointers=(run.best_checkpointer,))
 
 
-def _initial_params(config: ml_collections.ConfigDict, pretrained: Any, pretrained_head: Any,
+def initial_params(config: ml_collections.ConfigDict, pretrained: Any, pretrained_head: Any,
                     keep_head: bool, shardings: Any, params: Any) -> Any:
   """A new run's params: the encoder from config.init_checkpoint (its pre-training heads 'cls'
   unused), and its task head when it is this task's; else the fresh init."""
@@ -302,19 +306,24 @@ def _segment(run: _Run, step: int, state: train_state.TrainState) -> loop.Segmen
       {k: v[:1] for k, v in run.train_features.items()}, run.step_rows,
       run.program.batch_sharding)
   compiled = run.program.train_step.lower(state, abstract_batch, run.dropout_rng).compile()
-  # The work done: step_rows rows of seq_length (packed, they hold batch_size examples); a
-  # row of [choices, length] is that many sequences.
-  input_shape = run.data.train["input_ids"].shape
-  sequences = run.step_rows * math.prod(input_shape[1:-1])
-  model = run.family.model
-  flops_per_step = flops.finetuning_flops_per_step(
-      run.model_config, sequences, input_shape[-1],
-      model.head_flops(run.model_config, sequences, input_shape[-1], run.data.num_labels))
+  flops_per_step = step_flops(run.model_config, run.data, run.family, run.step_rows)
   train = run.run_config.train
-  reporter = progress.Progress(step - 1, train.num_train_steps, train.batch_size, input_shape[-1],
-                               flops_per_step, progress.total_peak_flops(run.peak[0]))
+  reporter = progress.Progress(step - 1, train.num_train_steps, train.batch_size,
+                               run.data.train["input_ids"].shape[-1], flops_per_step,
+                               progress.total_peak_flops(run.peak[0]))
   return loop.Segment(1, train.num_train_steps, compiled, functools.partial(_next_batch, run),
                       reporter, flops_per_step, time.perf_counter() - compile_start)
+
+
+def step_flops(model_config: modeling.BertConfig, data: finetune_data.TaskData,
+               family: record.TaskFamily, step_rows: int) -> float:
+  """The model FLOPs of a training step: step_rows rows of seq_length (packed, they hold
+  batch_size examples); a row of [choices, length] is that many sequences."""
+  input_shape = data.train["input_ids"].shape
+  sequences = step_rows * math.prod(input_shape[1:-1])
+  return flops.finetuning_flops_per_step(
+      model_config, sequences, input_shape[-1],
+      family.model.head_flops(model_config, sequences, input_shape[-1], data.num_labels))
 
 
 def _next_batch(run: _Run, step: int) -> dict[str, np.ndarray]:
@@ -336,17 +345,17 @@ def _train_scalars(run: _Run, pending: list[dict[str, Any]], state: train_state.
   return scalars
 
 
-def _outputs(run: _Run, params: Any, eval_set: finetune_data.EvalSet) -> Any:
+def eval_outputs(program: finetune_program.Program, packed: dict[str, packing.Packed],
+                 family: record.TaskFamily, params: Any, eval_set: finetune_data.EvalSet,
+                 eval_batch_size: int) -> Any:
   """The model's outputs on an eval set, one row per feature (packed rows unpacked)."""
-  eval_batch_size = run.run_config.train.eval_batch_size
-  batch_sharding = run.program.batch_sharding
-  if eval_set.split not in run.packed:
-    return rows.predict_rows(run.program.predict_step, params, eval_set.features,
-                             eval_batch_size, batch_sharding)
-  packed = run.packed[eval_set.split]
-  outputs = rows.predict_rows(run.program.predict_step, params, packed.features,
-                              eval_batch_size, batch_sharding)
-  return packing.unpack(outputs, packed, run.family.packing)
+  if eval_set.split not in packed:
+    return rows.predict_rows(program.predict_step, params, eval_set.features,
+                             eval_batch_size, program.batch_sharding)
+  split = packed[eval_set.split]
+  outputs = rows.predict_rows(program.predict_step, params, split.features,
+                              eval_batch_size, program.batch_sharding)
+  return packing.unpack(outputs, split, family.packing)
 
 
 def _evaluate(run: _Run, state: train_state.TrainState, step: int,
@@ -356,7 +365,9 @@ def _evaluate(run: _Run, state: train_state.TrainState, step: int,
   results = {}
   for eval_set in run.data.evals:
     results[eval_set.split], predictions = run.family.score(
-        run.data, eval_set, _outputs(run, state.params, eval_set), run.config, run.tokenizer)
+        run.data, eval_set, eval_outputs(run.program, run.packed, run.family, state.params,
+                                         eval_set, run.run_config.train.eval_batch_size),
+        run.config, run.tokenizer)
     if jax.process_index() == 0:
       task_eval.write_predictions(os.path.join(run.workdir, "predictions", f"step_{step}"),
                                   eval_set.split, predictions)
@@ -384,7 +395,7 @@ def _rolled_back(run: _Run, bad_step: int, step: int) -> None:
   run.batch_offset += bad_step - step
 
 
-def _write_best(workdir: str, best: dict[str, Any], metric: str) -> None:
+def write_best(workdir: str, best: dict[str, Any], metric: str) -> None:
   """WORKDIR/best.json: the best eval's step, metric and value (its params are in best/)."""
   if jax.process_index() == 0:
     files.write_whole(os.path.join(workdir, "best.json"),

@@ -30,6 +30,8 @@ import ml_collections
 import numpy as np
 import optax
 
+from bert_jax import errors
+from bert_jax.config import validation
 from bert_jax.finetuning import finetune_program
 from bert_jax.model import families
 from bert_jax.model import modeling
@@ -49,6 +51,27 @@ def members(learning_rates: Sequence[float], seeds: Sequence[int]) -> tuple[Memb
   return tuple(Member(float(lr), int(seed)) for lr in learning_rates for seed in seeds)
 
 
+def sweeping(config: ml_collections.ConfigDict) -> bool:
+  """Whether a fine-tuning config asks for a sweep (more than one run)."""
+  return "sweep" in config and (bool(config.sweep.learning_rates) or config.sweep.seeds > 1)
+
+
+def grid(config: ml_collections.ConfigDict) -> tuple[Member, ...]:
+  """The members: config.sweep's learning rates (or train.learning_rate) x its seeds.
+
+  Raises:
+    errors.UserError: A learning rate that is not a positive number, or seeds < 1.
+  """
+  validation.check_sweep(config.sweep)
+  rates = config.sweep.learning_rates or (config.train.learning_rate,)
+  if isinstance(rates, (int, float)):
+    rates = (rates,)
+  if jax.process_count() > 1:
+    raise errors.UserError("config.sweep: a sweep runs in one process (its members split over "
+                           "that host's devices); run it without --num_processes")
+  return members(rates, range(config.seed, config.seed + config.sweep.seeds))
+
+
 def member_optimizer(unit_tx: optax.GradientTransformation,
                      learning_rate: jax.Array) -> optax.GradientTransformation:
   """`unit_tx` (the run's optimizer with a peak of 1) with its updates scaled by the member's
@@ -62,23 +85,48 @@ def sweep_step(states: train_state.TrainState, batches: dict[str, jax.Array], rn
                loss: Callable[[Any, dict[str, jax.Array]], jax.Array]
                ) -> tuple[train_state.TrainState, dict[str, jax.Array]]:
   """One optimizer step of every member: `finetune_step` over the leading member axis of the
-  states, batches ([members, batch, ...]), dropout keys and peaks."""
+  params and optimizer states, batches ([members, batch, ...]), dropout keys and peaks. The
+  step count is one scalar, as in a run alone (the members step together).
+
+  Metrics: each member's `loss` and `member_nonfinite` ([members]), and `nonfinite` (a
+  scalar: 1 when every member's step was not finite, the loop's NaN policy then applies to
+  the sweep; one member's is the sweep's to report, finetuning/sweep.py).
+  """
 
   def member_step(state, batch, rng, learning_rate):
     return finetune_program.finetune_step(
         state, batch, rng, model=model, tx=member_optimizer(unit_tx, learning_rate), loss=loss)
 
-  return jax.vmap(member_step)(states, batches, rngs, learning_rates)
+  axes = train_state.TrainState(step=None, params=0, opt_state=0)
+  states, metrics = jax.vmap(member_step, in_axes=(axes, 0, 0, 0), out_axes=(axes, 0))(
+      states, batches, rngs, learning_rates)
+  return states, {"loss": metrics["loss"], "member_nonfinite": metrics["nonfinite"],
+                  "nonfinite": jnp.min(metrics["nonfinite"])}
 
 
 def stack(trees: Sequence[Any]) -> Any:
-  """The members' trees (states, params, keys) stacked on a new leading member axis."""
+  """The members' trees (params, keys) stacked on a new leading member axis."""
   return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
+def stack_states(states: Sequence[train_state.TrainState]) -> train_state.TrainState:
+  """The members' states as the sweep steps them: one step count, the rest stacked."""
+  return train_state.TrainState(step=states[0].step, params=stack([s.params for s in states]),
+                                opt_state=stack([s.opt_state for s in states]))
+
+
 def unstack(tree: Any, member: int) -> Any:
-  """Member `member`'s slice of a stacked tree."""
+  """Member `member`'s slice of a stacked tree (params, optimizer state)."""
   return jax.tree.map(lambda leaf: leaf[member], tree)
+
+
+def abstract_states(abstract_state: train_state.TrainState,
+                    num_members: int) -> train_state.TrainState:
+  """The stacked states' shapes, from one member's (a run alone's)."""
+  stacked = lambda x: jax.ShapeDtypeStruct((num_members,) + x.shape, x.dtype)
+  return train_state.TrainState(step=abstract_state.step,
+                                params=jax.tree.map(stacked, abstract_state.params),
+                                opt_state=jax.tree.map(stacked, abstract_state.opt_state))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +166,13 @@ class SweepProgram:
                                       batch=example))(init_rng)
     return state.replace(params=initial_params(state.params)), dropout_rng
 
+  def abstract_member_state(self, example: dict[str, np.ndarray],
+                            rng: jax.ShapeDtypeStruct) -> train_state.TrainState:
+    """One member's state as shapes (nothing materialised): what abstract_states stacks."""
+    tx = member_optimizer(self.unit_tx, jnp.float32(1.0))
+    return jax.eval_shape(functools.partial(train_state.create_train_state, model=self.model,
+                                            tx=tx, batch=example), rng)
+
   def batches(self, features: dict[str, np.ndarray], batch_size: int,
               step: int) -> dict[str, np.ndarray]:
     """Every member's batch of `step` (0-based), each in its own seed's order:
@@ -135,13 +190,26 @@ def _with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.C
   return copy
 
 
-def member_sharding(mesh: jax.sharding.Mesh | None,
-                    num_members: int) -> jax.sharding.Sharding | None:
-  """The member axis split over the mesh's 'data' axis when it divides the members; None (jax's
-  default placement) otherwise."""
-  if mesh is None or "data" not in mesh.shape or num_members % mesh.shape["data"]:
-    return None
-  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+def member_sharding(mesh: jax.sharding.Mesh, num_members: int) -> jax.sharding.NamedSharding:
+  """The member axis split over the mesh's 'data' axis when that divides the members; else
+  every member on every device (replicated)."""
+  split = "data" in mesh.shape and num_members % mesh.shape["data"] == 0
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data" if split else None))
+
+
+def state_shardings(mesh: jax.sharding.Mesh, num_members: int,
+                    abstract: train_state.TrainState | None = None) -> train_state.TrainState:
+  """How the stacked states lie: the step count replicated, the rest by member_sharding. A
+  prefix of the state's tree, or with `abstract` (the stacked shapes) the whole tree (what a
+  restore needs)."""
+  split = member_sharding(mesh, num_members)
+  params, opt_state = split, split
+  if abstract is not None:
+    params = jax.tree.map(lambda _: split, abstract.params)
+    opt_state = jax.tree.map(lambda _: split, abstract.opt_state)
+  return train_state.TrainState(
+      step=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), params=params,
+      opt_state=opt_state)
 
 
 def build_sweep_program(config: ml_collections.ConfigDict, model_config: modeling.BertConfig,
@@ -156,7 +224,7 @@ def build_sweep_program(config: ml_collections.ConfigDict, model_config: modelin
     family: The task family's name (model/families.py).
     num_labels: The head's outputs.
     sweep_members: The runs (`members(...)`).
-    mesh: Where the members train (member_sharding); None: one device.
+    mesh: Where the members train (member_sharding); None: jax's default placement.
   """
   record = families.get(family)
   model = record.build(model_config, num_labels)
@@ -164,9 +232,15 @@ def build_sweep_program(config: ml_collections.ConfigDict, model_config: modelin
   with unit.unlocked():
     unit.learning_rate = 1.0
   unit_tx = optim.create_optimizer(unit)
-  split = member_sharding(mesh, len(sweep_members))
-  # Every leaf of the stacked states, batches, keys and peaks leads with the member axis.
-  shardings = {} if split is None else {"in_shardings": split, "out_shardings": split}
+  shardings = {}
+  if mesh is not None:
+    split, states = member_sharding(mesh, len(sweep_members)), state_shardings(
+        mesh, len(sweep_members))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    # The batches lead with the member axis too; the keys and peaks go as they come (the
+    # loop hands its key replicated).
+    shardings = {"in_shardings": (states, split, None, None),
+                 "out_shardings": (states, replicated)}
   train_step = jax.jit(functools.partial(sweep_step, model=model, unit_tx=unit_tx,
                                          loss=record.loss), donate_argnums=(0,), **shardings)
   predict_step = jax.jit(jax.vmap(functools.partial(finetune_program.predict_step, model=model),

@@ -26,10 +26,10 @@ being written then is never finalized (Orbax renames a step into place only when
 a resume starts from the previous complete one. Nothing already saved is harmed.
 
 Outside the loop (`guard`, which bert_jax.main holds around every command), a first signal
-stops the command at once with `signals.Stopped`: there is no step to save before the loop, and after it
-the final checkpoint is already complete. Every output is written under a temporary name and
-renamed when whole, and a command run again picks up what is missing (docs/resuming.md), so
-stopping anywhere loses nothing that was finished.
+stops the command at once with `signals.Stopped`: there is no step to save before the loop,
+and after it the final checkpoint is already complete. Every output is written under a
+temporary name and renamed when whole, and a command run again picks up what is missing
+(docs/resuming.md), so stopping anywhere loses nothing that was finished.
 """
 
 import contextlib
@@ -73,8 +73,9 @@ def guard() -> Iterator["Preemption"]:
 class Preemption:
   """Watches for SIGTERM / SIGINT between `install()` and `uninstall()`.
 
-  Outside `deferring()` a first signal raises `signals.Stopped` where the main thread is. Inside it (the
-  training loop) the signal asks `reached` to answer True after the step in progress.
+  Outside `deferring()` a first signal raises `signals.Stopped` where the main thread is.
+  Inside it (the training loop) the signal asks `reached` to answer True after the step in
+  progress.
   """
 
   def __init__(self):

@@ -24,13 +24,16 @@ from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
+import numpy as np
 
 from bert_jax import errors
 from bert_jax.config import cli
 from bert_jax.config import validation
 from bert_jax.finetuning import finetune_program
+from bert_jax.finetuning import sweep_program
 from bert_jax.model import families
 from bert_jax.model import flops
 from bert_jax.model import modeling
@@ -161,19 +164,20 @@ def compile_for_topology(config: ml_collections.ConfigDict, topology_name: str,
     else:
       step = _pretrain_step(config, mesh, rules)
   key = jax.eval_shape(lambda: train_state.root_key(config))  # A typed key, e.g. dtype key<fry>.
-  rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
+  # One key, or a sweep's one per member.
+  rng = jax.ShapeDtypeStruct(step.rng_shape, key.dtype, sharding=sharding.replicated(mesh))
 
   start = time.perf_counter()
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     compiled, compiler_error = _compile(step.program.train_step.lower(step.state, step.batch,
-                                                                      rng))
+                                                                      rng, *step.extra))
   compile_seconds = time.perf_counter() - start
   memory = None if compiled is None else _memory(compiled.memory_analysis())
   chips = {tuple(getattr(d, "coords", (d.id,))) for d in devices}
   return Report(
       topology=topology, mesh_shape=dict(mesh.shape), num_devices=len(devices),
       hbm_bytes_per_device=topology.hbm_bytes_per_chip // (len(devices) // len(chips)),
-      param_count=sum(x.size for x in jax.tree.leaves(step.program.abstract_state.params)),
+      param_count=sum(x.size for x in jax.tree.leaves(step.state.params)),
       flops_per_step=step.flops_per_step, compile_seconds=compile_seconds, memory=memory,
       compiler_error=compiler_error, model_config=step.model_config, task=step.task,
       compiled=compiled)
@@ -188,6 +192,8 @@ class _Step:
   model_config: modeling.BertConfig
   flops_per_step: int
   task: finetune_task.FinetuneTask | None = None
+  rng_shape: tuple[int, ...] = ()  # A sweep's: one key per member.
+  extra: tuple[Any, ...] = ()  # A sweep's step also takes the members' learning rates.
 
 
 def _pretrain_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -218,9 +224,11 @@ def _finetune_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   resolved.train.num_warmup_steps = int(steps * config.train.warmup_proportion)
   example = families.get(task.family).dummy_batch(1, config.data.max_seq_length,
                                                   task.num_labels)
+  batch_size, seq_length = config.train.batch_size, config.data.max_seq_length
+  if sweep_program.sweeping(config):
+    return _sweep_step(resolved, mesh, model_config, task, example)
   program = finetune_program.build_program(resolved, mesh, rules, model_config, task.family,
                                            task.num_labels, example)
-  batch_size, seq_length = config.train.batch_size, config.data.max_seq_length
   return _Step(
       program=program,
       state=sharding.with_shardings(program.abstract_state, program.state_shardings),
@@ -229,6 +237,33 @@ def _finetune_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
       flops_per_step=finetune_task.finetuning_flops_per_step(model_config, task, batch_size,
                                                         seq_length),
       task=task)
+
+
+def _sweep_step(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                model_config: modeling.BertConfig, task: finetune_task.FinetuneTask,
+                example: dict[str, np.ndarray]) -> _Step:
+  """A sweep's step (config.sweep): every member's state and batch, stacked, as
+  finetuning/sweep.py runs them on this mesh."""
+  members = sweep_program.grid(config)
+  count = len(members)
+  program = sweep_program.build_sweep_program(config, model_config, task.family,
+                                              task.num_labels, members, mesh)
+  key = jax.eval_shape(lambda: train_state.root_key(config))
+  abstract = sweep_program.abstract_states(program.abstract_member_state(example, key), count)
+  split = sweep_program.member_sharding(mesh, count)
+  batch_size, seq_length = config.train.batch_size, config.data.max_seq_length
+  return _Step(
+      program=program,
+      state=sharding.with_shardings(abstract, sweep_program.state_shardings(mesh, count,
+                                                                            abstract)),
+      batch={k: jax.ShapeDtypeStruct((count, batch_size) + v.shape[1:],
+                                     jax.dtypes.canonicalize_dtype(v.dtype), sharding=split)
+             for k, v in example.items()},
+      model_config=model_config,
+      flops_per_step=count * finetune_task.finetuning_flops_per_step(model_config, task,
+                                                                     batch_size, seq_length),
+      task=task, rng_shape=(count,),
+      extra=(jax.ShapeDtypeStruct((count,), jnp.float32, sharding=sharding.replicated(mesh)),))
 
 
 def _compile(lowered: Any) -> tuple[Any, str | None]:
@@ -300,10 +335,12 @@ def _step_shape(report: Report, config: ml_collections.ConfigDict) -> str:
     return (f"batch {batch} x seq {length} ({config.data.max_predictions_per_seq} predictions), "
             f"grad_accum_steps {config.train.grad_accum_steps}")
   choices = f" x {task.choices} choices" if task.choices > 1 else ""
+  members = (f" x {len(sweep_program.grid(config))} sweep members"
+             if sweep_program.sweeping(config) else "")
   # data.packing puts short examples into fewer rows: unpacked is the most a step takes.
   return (f"fine-tuning {task.name} (family {task.family}, {task.num_labels} "
-          f"output{'' if task.num_labels == 1 else 's'}): batch {batch}{choices} x seq {length}, "
-          "unpacked (the most a step takes)")
+          f"output{'' if task.num_labels == 1 else 's'}): batch {batch}{choices} x seq "
+          f"{length}{members}, unpacked (the most a step takes)")
 
 
 # ---- Command line ----

@@ -34,6 +34,7 @@ from ml_collections import config_flags
 from bert_jax import errors
 from bert_jax.config import cli
 from bert_jax.config import validation
+from bert_jax.finetuning import sweep_program
 from bert_jax.model import flops
 from bert_jax.model import modeling
 from bert_jax.pretraining import phases
@@ -93,11 +94,13 @@ class FinetuneRun:
     num_train_examples: Examples the steps are counted from; 0 = train.num_train_steps set them.
     examples_source: Where that count comes from.
     num_train_epochs: Passes over the examples.
+    members: A sweep's runs trained together (config.sweep); 1 for a run alone.
   """
   task: finetune_task.FinetuneTask
   num_train_examples: int
   examples_source: str
   num_train_epochs: float
+  members: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,11 +206,12 @@ def _finetune_phase(config: ml_collections.ConfigDict, num_train_examples: int,
     examples, source = task.train_examples, f"{task.name}'s published training set"
   steps = finetune_task.finetune_steps(config, examples)
   batch_size, seq_length = config.train.batch_size, config.data.max_seq_length
+  members = len(sweep_program.grid(config)) if sweep_program.sweeping(config) else 1
   run = FinetuneRun(task=task, num_train_examples=examples, examples_source=source,
-                    num_train_epochs=config.train.num_train_epochs)
+                    num_train_epochs=config.train.num_train_epochs, members=members)
   return run, (steps, batch_size, seq_length, 0,
-               finetune_task.finetuning_flops_per_step(model_config, task, batch_size,
-                                                       seq_length))
+               members * finetune_task.finetuning_flops_per_step(model_config, task, batch_size,
+                                                                 seq_length))
 
 
 def _price(topology: tpu_topology.Topology, price_per_chip_hour: float | None
@@ -309,11 +313,12 @@ def _finetune_lines(run: FinetuneRun, phase: Phase, chips: int) -> list[str]:
   if task.steps_note and run.num_train_examples:
     steps += f" ({task.steps_note})"
   choices = f" x {task.choices} choices" if task.choices > 1 else ""
-  per_chip = phase.batch_size * task.choices / chips
+  members = f" x {run.members} sweep members" if run.members > 1 else ""
+  per_chip = phase.batch_size * task.choices * run.members / chips
   return [
       f"steps      {steps}",
       f"run        {phase.num_steps:,} steps of batch {phase.batch_size:,}{choices} x seq "
-      f"{phase.seq_length} ({task.name}, family {task.family}; {per_chip:g} "
+      f"{phase.seq_length}{members} ({task.name}, family {task.family}; {per_chip:g} "
       f"sequence{'' if per_chip == 1 else 's'} per chip, unpacked): "
       f"{phase.flops_per_step:.3e} model FLOPs per step (3x forward, bert_jax/model/flops.py), "
       f"{_seconds(phase.seconds_per_step)} per step",
