@@ -6,9 +6,11 @@ without DNS) before it gives up with a traceback. A dataset whose download hosts
 reached now fails in about a second instead: the hosts are TFDS's own record of the dataset's
 URLs (its checksums) plus its GCS mirror, each tried with one short TCP connect. Behind a
 proxy (HTTPS_PROXY and the like, which TFDS's downloader honours) a direct connect says
-nothing, so there the download is left to TFDS.
+nothing: there the proxy itself is tried the same way. One that does not answer is one line
+naming it; one that answers is trusted, and the download left to TFDS.
 """
 
+import os
 import socket
 import urllib.parse
 import urllib.request
@@ -34,6 +36,28 @@ def behind_proxy() -> bool:
   reads the same variables)."""
   proxies = urllib.request.getproxies()
   return any(proxies.get(scheme) for scheme in ("https", "http", "all"))
+
+
+# The variables urllib and requests read for an HTTPS download, in the order they prefer them.
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "http_proxy",
+                    "HTTP_PROXY")
+
+
+def dead_proxy() -> str | None:
+  """'NAME=URL' of the proxy the environment names for downloads, when it does not answer (no
+  TCP connection within a few seconds); None when it answers or none is named."""
+  for name in _PROXY_VARIABLES:
+    url = os.environ.get(name)
+    if url:
+      parsed = urllib.parse.urlparse(url if "://" in url else f"http://{url}")
+      try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+      except ValueError:  # A port that is not a number.
+        return f"{name}={url}"
+      if not parsed.hostname or not reachable(parsed.hostname, port):
+        return f"{name}={url}"
+      return None
+  return None
 
 
 def download_hosts(builder) -> list[str]:
@@ -68,6 +92,10 @@ def prepared_builder(name: str, data_dir: str | None):
               "downloaded")
   fix = "run once with network or set data.tfds_data_dir to where it is prepared"
   hosts = download_hosts(builder)
+  proxy = dead_proxy() if hosts and behind_proxy() else None
+  if proxy:
+    raise errors.UserError(f"{not_here}: the proxy {proxy} does not answer; start it, unset "
+                           f"the variable, or set data.tfds_data_dir to where it is prepared")
   # A builder without recorded URLs (manual or generated data) is left to TFDS to judge.
   if (hosts and not behind_proxy()
       and not any(reachable(host) for host in [*hosts, _GCS_MIRROR_HOST])):

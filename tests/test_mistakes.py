@@ -270,6 +270,28 @@ def test_a_tfds_dataset_that_cannot_be_downloaded_fails_at_once(tmp_path, monkey
       "TFDS has no dataset 'no_such_dataset'")
 
 
+def test_a_dead_proxy_is_one_line_within_seconds(tmp_path, monkeypatch):
+  """HTTPS_PROXY naming a closed local port: TFDS's downloader would retry through it for
+  minutes; the probe tries the proxy itself. One that answers is trusted."""
+  for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+               "all_proxy"):
+    monkeypatch.delenv(name, raising=False)
+  with socket.socket() as listening:
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    assert tfds_datasets.dead_proxy() is None  # It answers.
+  # Closed now: connections to it are refused.
+  started = time.monotonic()
+  message = _error(tfds_datasets.prepared_builder, "ag_news_subset", str(tmp_path))
+  assert time.monotonic() - started < 30
+  assert message.startswith(f"TFDS dataset 'ag_news_subset' is not prepared in {tmp_path}")
+  assert message.endswith(f" and could not be downloaded: the proxy HTTPS_PROXY=http://127.0.0.1:"
+                          f"{port} does not answer; start it, unset the variable, or set "
+                          "data.tfds_data_dir to where it is prepared")
+
+
 def test_a_corpus_too_small_for_an_eval_document_stops_before_the_vocabulary(tmp_path):
   (tmp_path / "one.txt").write_text("The only document.\nIt has two sentences.\n")
   config = small_config(str(tmp_path / "one.txt"))
