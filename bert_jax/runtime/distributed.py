@@ -135,15 +135,17 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       return
     where = f"the {source} cluster's coordinator (found by jax)"
   # A lost process must not end the others with jax's fatal error: they end with a line instead
-  # (runtime/process_watch.py). Set before initialize, which hands it to the service.
-  jax.config.update("jax_enable_recoverability", True)
+  # (runtime/process_watch.py). Set before initialize, which hands it to the service. Only
+  # where the environment has not chosen (JAX_ENABLE_RECOVERABILITY=false keeps jax's abort).
+  if "JAX_ENABLE_RECOVERABILITY" not in os.environ:
+    jax.config.update("jax_enable_recoverability", True)
   with _join_deadline(where, num_processes, process_id, initialization_timeout_seconds):
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes,
         process_id=process_id,
         initialization_timeout=initialization_timeout_seconds + _JAX_JOIN_MARGIN_SECONDS,
         heartbeat_timeout_seconds=heartbeat_timeout_seconds)
-  if jax.process_count() > 1:
+  if jax.process_count() > 1 and jax.config.jax_enable_recoverability:
     process_watch.start(checkpoint_dir, heartbeat_timeout_seconds)
     print(f"Process {jax.process_index()} of {jax.process_count()} ({source}; "
           f"{jax.local_device_count()} local, {jax.device_count()} global devices)", flush=True)
