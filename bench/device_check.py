@@ -25,6 +25,8 @@ limit still leaves its results. Sections, in order:
   packing        a fine-tuning step on sentences of real length (a median of ~20 tokens) at
                  --packing_shape: bert_jax with data.packing on and off, transformers padded
                  to each batch's longest sentence (bench/device_packing.py)
+  sweep          K fine-tuning runs as one program (config.sweep) against the same K runs one
+                 after another, at --sweep_shape with --sweep_members (bench/device_sweep.py)
   torch_compile  the first shape again with torch.compile, in a subprocess that is stopped
                  when the budget runs out
 
@@ -50,13 +52,17 @@ import traceback  # pylint: disable=wrong-import-position
 from bench import device_packing  # pylint: disable=wrong-import-position
 from bench import device_report  # pylint: disable=wrong-import-position
 from bench import device_rows  # pylint: disable=wrong-import-position
+from bench import device_sweep  # pylint: disable=wrong-import-position
 from bert_jax.model import flops  # pylint: disable=wrong-import-position
 
-SECTIONS = ("environment", "numerics", "throughput", "packing", "torch_compile")
+SECTIONS = ("environment", "numerics", "throughput", "packing", "sweep", "torch_compile")
 GPU_SHAPES = "large:512:32,base:128:256,large:128:256,base:512:32"
 SMOKE_SHAPES = "tiny:64:4"
 # The packing section's shape: short sentences in rows of seq_length (GPU; --smoke).
 GPU_PACKING_SHAPE, SMOKE_PACKING_SHAPE = "base:128:256", "tiny:64:8"
+# The sweep section's shape and members: a small task's batch, the paper's 4 rates x 2 seeds.
+GPU_SWEEP_SHAPE, SMOKE_SWEEP_SHAPE = "base:128:32", "tiny:64:4"
+GPU_SWEEP_MEMBERS, SMOKE_SWEEP_MEMBERS = 8, 2
 # Tried in order when a step does not fit in memory.
 REMAT_FALLBACKS = ("none", "dots_with_no_batch_dims_saveable", "full")
 
@@ -214,6 +220,25 @@ def packing_section(check: Check) -> None:
     check.save()
 
 
+def sweep_section(check: Check) -> None:
+  """A sweep of K members against K runs alone, on a small task's batch."""
+  args = check.args
+  shape = device_rows.Shape.parse(args.sweep_shape)
+  dtype = "float32" if args.smoke else "bfloat16"
+  features = device_packing.sentence_features(shape.batch_size, shape.seq_length)
+  row = {"shape": str(shape), "members": args.sweep_members}
+  if check.left() <= 0:
+    row["status"] = "skipped: time budget"
+  else:
+    row.update({"status": "ok", **check.guarded("sweep", device_sweep.sweep_row, shape.preset,
+                                                features, args.sweep_members, args, dtype)})
+  check.results["sweep"] = row
+  check.log("sweep: " + (f"{row['members_per_second']:,.1f} members/s, {row['speedup']:.2f}x "
+                         f"{row['members']} runs one after another" if "speedup" in row
+                         else row["status"]))
+  check.save()
+
+
 def torch_compile(check: Check) -> None:
   """The first shape with torch.compile, in a subprocess stopped when the budget runs out."""
   shape = device_rows.Shape.parse(check.args.shapes.split(",")[0])
@@ -254,6 +279,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                       help=f"preset:seq:batch,... (default {GPU_SHAPES}; {SMOKE_SHAPES} with "
                            "--smoke)")
   parser.add_argument("--attention", default="xla,cudnn", help="bert_jax rows' model.attention")
+  parser.add_argument("--sweep_shape", default=None,
+                      help=f"the sweep section's preset:seq:batch (default {GPU_SWEEP_SHAPE}; "
+                           f"--smoke: {SMOKE_SWEEP_SHAPE})")
+  parser.add_argument("--sweep_members", type=int, default=None,
+                      help=f"the sweep's members (default {GPU_SWEEP_MEMBERS}; --smoke: "
+                           f"{SMOKE_SWEEP_MEMBERS})")
   parser.add_argument("--packing_shape", default=None,
                       help=f"the packing section's preset:seq:batch (default {GPU_PACKING_SHAPE};"
                            f" {SMOKE_PACKING_SHAPE} with --smoke)")
@@ -271,13 +302,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
   args.shapes = args.shapes or (SMOKE_SHAPES if args.smoke else GPU_SHAPES)
   args.packing_shape = args.packing_shape or (SMOKE_PACKING_SHAPE if args.smoke
                                               else GPU_PACKING_SHAPE)
+  args.sweep_shape = args.sweep_shape or (SMOKE_SWEEP_SHAPE if args.smoke else GPU_SWEEP_SHAPE)
+  args.sweep_members = args.sweep_members or (SMOKE_SWEEP_MEMBERS if args.smoke
+                                              else GPU_SWEEP_MEMBERS)
   args.steps = args.steps or (3 if args.smoke else 10)
   args.torch_compile_backend = args.torch_compile_backend or ("eager" if args.smoke
                                                               else "inductor")
   unknown = set(args.sections.split(",")) - set(SECTIONS)
   if unknown:
     parser.error(f"--sections: unknown {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-  for text in [*args.shapes.split(","), args.packing_shape]:
+  for text in [*args.shapes.split(","), args.packing_shape, args.sweep_shape]:
     try:
       device_rows.Shape.parse(text)
     except ValueError as error:
@@ -294,7 +328,7 @@ def main(argv: list[str]) -> int:
     return 0
   check = Check(args)
   sections = {"environment": environment, "numerics": numerics, "throughput": throughput,
-              "packing": packing_section, "torch_compile": torch_compile}
+              "packing": packing_section, "sweep": sweep_section, "torch_compile": torch_compile}
   for name in args.sections.split(","):
     if check.left() <= 0:
       check.results.setdefault("section_status", {})[name] = "skipped: time budget"

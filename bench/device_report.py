@@ -59,7 +59,7 @@ def _format(value, spec: str) -> str:
 
 
 def markdown(results: dict) -> str:
-  """Environment, numerics, throughput, packing and targets, as markdown."""
+  """Environment, numerics, throughput, packing, sweep and targets, as markdown."""
   lines = [f"Command: `{results['command']}`, {results['date']}, "
            f"{results.get('elapsed_s', 0):.0f} s of a {results['time_budget_s']:.0f} s budget."]
   env = results.get("environment")
@@ -121,6 +121,15 @@ def markdown(results: dict) -> str:
                if torch and row is not torch else "")
       lines.append(f"| {row['framework']} | {row['rows']} | {row['padding']:.1%} | "
                    f"{row['ms_per_step']:,.1f} | {row['sentences_per_second']:,.0f} | {ratio} |")
+  sweep = results.get("sweep")
+  if sweep:
+    lines += ["", f"Sweep: {sweep['members']} fine-tuning runs as one program (config.sweep) vs "
+                  f"the same runs one after another, {sweep['shape']}:", "",
+              "| run alone ms/step | sweep ms/step | members/s | vs one after another |",
+              "|---|---|---|---|"]
+    lines.append(f"| {sweep['alone_ms']:,.1f} | {sweep['sweep_ms']:,.1f} | "
+                 f"{sweep['members_per_second']:,.1f} | {sweep['speedup']:.2f}x |"
+                 if "speedup" in sweep else f"| {sweep['status']} | | | |")
   if results.get("targets"):
     lines += ["", "Targets:", ""] + [f"- {line}" for line in results["targets"]]
   skipped = results.get("section_status")

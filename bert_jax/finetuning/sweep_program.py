@@ -111,7 +111,9 @@ def stack(trees: Sequence[Any]) -> Any:
 
 def stack_states(states: Sequence[train_state.TrainState]) -> train_state.TrainState:
   """The members' states as the sweep steps them: one step count, the rest stacked."""
-  return train_state.TrainState(step=states[0].step, params=stack([s.params for s in states]),
+  # A copy of the step count: the members' own states may be donated later.
+  return train_state.TrainState(step=jnp.array(states[0].step),
+                                params=stack([s.params for s in states]),
                                 opt_state=stack([s.opt_state for s in states]))
 
 
