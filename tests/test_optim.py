@@ -202,20 +202,28 @@ def _original_learning_rate(step, peak, warmup, total):
   return peak * step / warmup if warmup and step < warmup else rate
 
 
+def _clipped_moments(params, grads_per_step, clip, b1, b2):
+  """(step, m, v) after each step's gradients, clipped by their global norm, enter Adam's
+  moments (numpy float64): what the original's AdamW and apex's LAMB share."""
+  m = {k: np.zeros_like(x) for k, x in params.items()}
+  v = {k: np.zeros_like(x) for k, x in params.items()}
+  for step, grads in enumerate(grads_per_step):
+    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
+    for k, g in grads.items():
+      g = g * clip / max(norm, clip)
+      m[k] = b1 * m[k] + (1 - b1) * g
+      v[k] = b2 * v[k] + (1 - b2) * g * g
+    yield step, m, v
+
+
 def _original_adamw_steps(params, grads_per_step, peak, warmup, total, clip=1.0, b1=0.9,
                           b2=0.999, eps=1e-6, weight_decay=0.01):
   """The original's update, numpy float64: clip by global norm, then m / (sqrt(v) + eps)
   without bias correction, plus the decay (not on LayerNorm params or biases), times the rate."""
-  m = {k: np.zeros_like(v) for k, v in params.items()}
-  v = {k: np.zeros_like(x) for k, x in params.items()}
   params = dict(params)
-  for step, grads in enumerate(grads_per_step):
-    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
-    grads = {k: g * clip / max(norm, clip) for k, g in grads.items()}
+  for step, m, v in _clipped_moments(params, grads_per_step, clip, b1, b2):
     rate = _original_learning_rate(step, peak, warmup, total)
-    for k, g in grads.items():
-      m[k] = b1 * m[k] + (1 - b1) * g
-      v[k] = b2 * v[k] + (1 - b2) * g * g
+    for k in m:
       update = m[k] / (np.sqrt(v[k]) + eps)
       if not (k.endswith("bias") or "LayerNorm" in k):
         update = update + weight_decay * params[k]
@@ -304,16 +312,10 @@ def _fused_lamb_steps(params, grads_per_step, peak, warmup, total, clip=1.0, b1=
   in numpy float64, on the original's schedule: clip by global norm; bias-corrected Adam;
   + decay * w and a trust ratio ||w|| / ||update|| (1 where a norm is 0) for the params with
   decay only; times the rate."""
-  m = {k: np.zeros_like(v) for k, v in params.items()}
-  v = {k: np.zeros_like(x) for k, x in params.items()}
   params = dict(params)
-  for step, grads in enumerate(grads_per_step):
-    norm = np.sqrt(sum(np.sum(g ** 2) for g in grads.values()))
-    grads = {k: g * clip / max(norm, clip) for k, g in grads.items()}
+  for step, m, v in _clipped_moments(params, grads_per_step, clip, b1, b2):
     rate, t = _original_learning_rate(step, peak, warmup, total), step + 1
-    for k, g in grads.items():
-      m[k] = b1 * m[k] + (1 - b1) * g
-      v[k] = b2 * v[k] + (1 - b2) * g * g
+    for k in m:
       update = (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
       if not (k.endswith("bias") or "LayerNorm" in k):
         update = update + weight_decay * params[k]
