@@ -1,6 +1,7 @@
 """Comma-separated globs -> files, local or gs://, with errors that name the field."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+import contextlib
 import os
 
 import tensorflow as tf
@@ -58,16 +59,23 @@ def output_file(section: str, named: str, input_file: str, overwrite: bool, defa
   return path
 
 
-def write_whole(path: str, data: bytes) -> None:
-  """Writes `data` to `path` (local or gs://) under a temporary name, renamed when whole: an
-  interrupted write leaves the old file."""
+@contextlib.contextmanager
+def whole(path: str) -> Iterator[str]:
+  """A temporary name beside `path` (local or gs://) for the block to write, renamed to `path`
+  when the block ends: a reader sees the old file or the whole new one. If the block fails (a
+  full disk, a signal: signals.Stopped), the temporary is removed, and the old file stays."""
   tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-  partial = f"{path}.partial-{os.getpid()}"
+  partial = f"{path}.tmp-{os.getpid()}"
   try:
-    with tf.io.gfile.GFile(partial, "wb") as f:
-      f.write(data)
+    yield partial
     tf.io.gfile.rename(partial, path, overwrite=True)
-  except BaseException:  # A full disk, a signal (signals.Stopped): no partial file is left.
+  except BaseException:
     if tf.io.gfile.exists(partial):
       tf.io.gfile.remove(partial)
     raise
+
+
+def write_whole(path: str, data: bytes) -> None:
+  """Writes `data` to `path` under a temporary name (`whole`)."""
+  with whole(path) as partial, tf.io.gfile.GFile(partial, "wb") as f:
+    f.write(data)

@@ -58,6 +58,7 @@ def main(argv: list[str]) -> None:
     # warnings and errors go to stderr unless --verbosity=0 (or -v) asks for more.
     logging.set_verbosity(logging.WARNING)
   # Imported here so that --help and flag errors are instant (no TF/JAX import).
+  from bert_jax import disk_full  # pylint: disable=g-import-not-at-top
   from bert_jax import errors  # pylint: disable=g-import-not-at-top
   from bert_jax import signals  # pylint: disable=g-import-not-at-top
   from bert_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
@@ -70,12 +71,18 @@ def main(argv: list[str]) -> None:
       raise errors.UserError(cli.config_file_error(
           config_flags.get_config_filename(flags.FLAGS["config"]), config))
     _start(config)
-    # From here a signal at any moment ends the command saved or complete (docs/resuming.md).
-    with preemption.guard():
+    # From here a signal at any moment ends the command saved or complete, and a full disk is
+    # one line (docs/resuming.md).
+    with preemption.guard(), disk_full.reported(_WORKDIR.value, kept=_kept):
       _run_mode(config, _WORKDIR.value)
   except errors.UserError as e:
     # A user's mistake gets one line that names the field or file, not a traceback.
     print(f"bert_jax: error: {e}", file=sys.stderr, flush=True)
+    if isinstance(e, disk_full.DiskFull):
+      # Orbax's writers of the failed save may still be unwinding in their threads: at
+      # interpreter shutdown they print pages about closed event loops.
+      sys.stdout.flush()
+      os._exit(1)  # pylint: disable=protected-access
     distributed.finish(_HEARTBEAT_TIMEOUT.value)
     sys.exit(1)
   except signals.Stopped as e:
@@ -87,6 +94,12 @@ def main(argv: list[str]) -> None:
     distributed.await_lost_process()
     raise
   distributed.finish()
+
+
+def _kept() -> str:
+  """What a rerun goes on from, after a full disk: the workdir's last complete checkpoint."""
+  from bert_jax.runtime import checkpoint  # pylint: disable=g-import-not-at-top
+  return checkpoint.resume_point(checkpoint.checkpoint_dir(_WORKDIR.value))
 
 
 def _start(config: ml_collections.ConfigDict) -> None:

@@ -17,6 +17,7 @@ from absl import flags
 from absl import logging
 
 from bert_jax import backends
+from bert_jax import disk_full
 from bert_jax import errors
 from bert_jax import signals
 from bert_jax.interop import export
@@ -31,7 +32,8 @@ def _main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
   backends.skip_tpu_without_chips()
   try:
-    with signals.stopping():  # A stopped export leaves no --output, whole or not.
+    # A stopped export, or one that fills the disk, leaves no --output, whole or not.
+    with signals.stopping(), disk_full.reported(values.output):
       done = _export(values)
   except errors.UserError as e:
     sys.exit(f"bert_jax.interop: error: {e}")

@@ -17,6 +17,7 @@ from absl import flags
 import ml_collections
 import tensorflow as tf
 
+from bert_jax import disk_full
 from bert_jax import errors
 from bert_jax.config import validation
 from bert_jax.pretraining.data import corpus
@@ -129,15 +130,16 @@ def main(argv: Sequence[str]) -> None:
     print(holdout_line, flush=True)
     documents = corpus.load_documents(data, counters)
     loader = prepare.TokenizerLoader(flag_values.vocab_file, flag_values.do_lower_case)
-    metadata = prepare.prepare_pretraining_data(
-        documents, loader, flag_values.output_dir, max_seq_length=flag_values.max_seq_length,
-        short_seq_prob=flag_values.short_seq_prob, dupe_factor=flag_values.dupe_factor,
-        num_eval_documents=num_eval_documents, seed=flag_values.random_seed,
-        next_sentence_prediction=flag_values.next_sentence_prediction,
-        extra_seq_lengths=[int(length) for length in lengths],
-        documents_per_shard=flag_values.documents_per_shard,
-        num_workers=flag_values.num_workers, num_hosts=flag_values.num_hosts,
-        host_index=flag_values.host_index, input_counters=counters, progress_interval_s=5.0)
+    with disk_full.reported(flag_values.output_dir):
+      metadata = prepare.prepare_pretraining_data(
+          documents, loader, flag_values.output_dir, max_seq_length=flag_values.max_seq_length,
+          short_seq_prob=flag_values.short_seq_prob, dupe_factor=flag_values.dupe_factor,
+          num_eval_documents=num_eval_documents, seed=flag_values.random_seed,
+          next_sentence_prediction=flag_values.next_sentence_prediction,
+          extra_seq_lengths=[int(length) for length in lengths],
+          documents_per_shard=flag_values.documents_per_shard,
+          num_workers=flag_values.num_workers, num_hosts=flag_values.num_hosts,
+          host_index=flag_values.host_index, input_counters=counters, progress_interval_s=5.0)
   except errors.UserError as e:
     # A bad flag or input file gets one line that names it, not a traceback.
     sys.exit(f"bert_jax.pretraining.prepare: error: {e}")

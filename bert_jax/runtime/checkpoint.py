@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from bert_jax import disk_full
 from bert_jax import errors
 
 # Appended to the name of a step directory that could not be read, to set it aside (kept for a
@@ -163,11 +164,26 @@ class Checkpointer:
     return dict(restored["meta"])
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      if disk_full.full_path(e) is not None:
+        self._discard_unfinished()
+      raise
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait_until_finished()
     self._manager.close()
+
+  def _discard_unfinished(self) -> None:
+    """Deletes this run's saves that a full disk cut short: never complete, they only hold the
+    space a rerun needs (one cut short by a kill is set aside instead: set_aside_unfinished)."""
+    directory = epath.Path(self.directory)
+    if jax.process_index() != 0 or not directory.is_dir():
+      return
+    for path in directory.iterdir():
+      if ".orbax-checkpoint-tmp" in path.name and _STEP_DIRECTORY.fullmatch(path.name):
+        path.rmtree(missing_ok=True)
 
 
 def _free_name(path: epath.Path) -> epath.Path:
@@ -191,6 +207,20 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
   if len(text) > limit:
     text = text[:limit] + "..."
   return f"{type(error).__name__}: {text}"
+
+
+def resume_point(directory: str | None) -> str:
+  """Where a new run of the command starts: the newest finalized step of the checkpoints in
+  `directory` (None: a command that saves none), in words."""
+  if directory is None:
+    return "this command saves no checkpoint"
+  try:
+    steps = ocp.utils.checkpoint_steps(epath.Path(directory))  # Finalized only.
+  except (OSError, ValueError):
+    steps = []
+  if not steps:
+    return f"there is no complete checkpoint in {directory} yet"
+  return f"the last complete checkpoint is step {max(steps)} in {directory}"
 
 
 def checkpoint_dir(workdir: str) -> str:

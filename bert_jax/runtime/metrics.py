@@ -6,6 +6,7 @@ twice, and the later line is the one the resumed run computed.
 """
 
 import json
+import os
 import time
 
 import jax
@@ -40,8 +41,15 @@ class MetricWriter:
 
   def _write_line(self, line: str) -> None:
     if self._append:
-      with tf.io.gfile.GFile(self.jsonl_path, "a") as f:
-        f.write(line + "\n")
+      size = os.path.getsize(self.jsonl_path) if os.path.exists(self.jsonl_path) else 0
+      try:
+        with open(self.jsonl_path, "a", encoding="utf-8") as f:
+          f.write(line + "\n")
+      except BaseException:
+        # A full disk (or a signal) mid-line: the file keeps its whole lines only.
+        if os.path.exists(self.jsonl_path):
+          os.truncate(self.jsonl_path, size)
+        raise
       return
     if self._lines is None:
       self._lines = []

@@ -28,10 +28,10 @@ import sys
 import threading
 import time
 
-from etils import epath
 import jax
 from jax._src import distributed as jax_distributed  # The client: jax keeps it there.
-import orbax.checkpoint as ocp
+
+from bert_jax.runtime import checkpoint
 
 # Seconds between two questions to the service: a lost process is reported within this much of
 # the service seeing it go.
@@ -84,23 +84,11 @@ def _watch() -> None:
 def _end(lost: list[int], why: str) -> None:
   names = ", ".join(map(str, lost))
   print(f"bert_jax: error: process {names} of {jax.process_count()} was lost ({why}); "
-        f"{_resume_from()}: run the same command on every process to resume.",
+        f"{checkpoint.resume_point(_Watch.checkpoint_dir)}: run the same command on every "
+        f"process to resume.",
         file=sys.stderr, flush=True)
   sys.stdout.flush()
   os._exit(1)  # pylint: disable=protected-access
-
-
-def _resume_from() -> str:
-  """Where a new run of the command starts: the newest finalized step of the checkpoints."""
-  if _Watch.checkpoint_dir is None:
-    return "this command saves no checkpoint"
-  try:
-    steps = ocp.utils.checkpoint_steps(epath.Path(_Watch.checkpoint_dir))  # Finalized only.
-  except (OSError, ValueError):
-    steps = []
-  if not steps:
-    return f"there is no complete checkpoint in {_Watch.checkpoint_dir} yet"
-  return f"the last complete checkpoint is step {max(steps)} in {_Watch.checkpoint_dir}"
 
 
 def await_verdict() -> None:

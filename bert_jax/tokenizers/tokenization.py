@@ -33,6 +33,7 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 import tensorflow as tf
 
+from bert_jax import disk_full
 from bert_jax import errors
 from bert_jax import files as files_lib
 from bert_jax.tokenizers import special_tokens
@@ -223,10 +224,7 @@ def train_sentencepiece(sentences: Iterable[str],
   # The model records its prefix; the scratch one is random and would make runs differ.
   model.trainer_spec.model_prefix = model_prefix
   for extension, contents in ((".vocab", vocab), (".model", model.SerializeToString())):
-    temporary_path = f"{model_prefix}{extension}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary_path, "wb") as f:
-      f.write(contents)
-    tf.io.gfile.rename(temporary_path, model_prefix + extension, overwrite=True)
+    files_lib.write_whole(model_prefix + extension, contents)
   return model_prefix + ".model"
 
 
@@ -338,9 +336,10 @@ def main(argv: Sequence[str]) -> None:
       # A workdir's data/vocab.model among them would silently no longer match its records.
       raise errors.UserError(f"--output={flag_values.output}: {existing[0]} exists; pass "
                              "--overwrite to replace it")
-    model_file = train_sentencepiece(read_sentences(flag_values.input), flag_values.vocab_size,
-                                     flag_values.output, flag_values.input_sentence_size,
-                                     seed=flag_values.seed)
+    with disk_full.reported(flag_values.output):
+      model_file = train_sentencepiece(read_sentences(flag_values.input),
+                                       flag_values.vocab_size, flag_values.output,
+                                       flag_values.input_sentence_size, seed=flag_values.seed)
   except errors.UserError as e:
     sys.exit(f"bert_jax.tokenizers.tokenization: error: {e}")
   print(model_file)

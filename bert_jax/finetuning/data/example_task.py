@@ -27,6 +27,7 @@ from absl import app
 from absl import flags
 
 from bert_jax import errors
+from bert_jax import files
 from bert_jax.pretraining.data import corpus
 
 PACKAGES = ("asyncio", "email", "unittest", "xml")
@@ -57,9 +58,8 @@ def _write_splits(output_dir: str, items: list, dev_fraction: float, seed: int,
   sizes = {}
   for name, part in ((names[0], items[:num_dev]), (names[1], items[num_dev:])):
     path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w", newline="") as f:
+    with files.whole(path) as partial, open(partial, "w", newline="") as f:
       write(f, part)
-    os.replace(path + ".tmp", path)
     sizes[name] = size(part)
   return sizes
 

@@ -49,6 +49,7 @@ from typing import Any
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax import files as files_lib
 from bert_jax.pretraining.data import corpus
 from bert_jax.pretraining.data import prepare_summary
 from bert_jax.pretraining.data import shards
@@ -84,10 +85,7 @@ def _host_part_filename(host_index: int, num_hosts: int) -> str:
 
 
 def _write_json_atomically(path: str, value: dict[str, Any]) -> None:
-  temporary_path = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(temporary_path, "w") as f:
-    json.dump(value, f, indent=2)
-  tf.io.gfile.rename(temporary_path, path, overwrite=True)
+  files_lib.write_whole(path, json.dumps(value, indent=2).encode())
 
 
 def _wait_for_host_parts(output_dir: str, num_hosts: int, config: dict[str, Any],

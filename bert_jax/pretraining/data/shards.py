@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import tensorflow as tf
 
+from bert_jax import files as files_lib
 from bert_jax.pretraining.data import instances as instances_lib
 from bert_jax.pretraining.data import records
 
@@ -75,11 +76,9 @@ def tokenize_documents(documents: Sequence[Sequence[str]],
 
 def write_records(path: str, serialized: Iterable[bytes]) -> None:
   # A reader that sees `path` sees a whole file: it only appears, by rename, once complete.
-  temporary_path = f"{path}.tmp-{os.getpid()}"
-  with tf.io.TFRecordWriter(temporary_path) as writer:
+  with files_lib.whole(path) as partial, tf.io.TFRecordWriter(partial) as writer:
     for record in serialized:
       writer.write(record)
-  tf.io.gfile.rename(temporary_path, path, overwrite=True)
 
 
 def length_filename(filename: str, max_seq_length: int) -> str:
