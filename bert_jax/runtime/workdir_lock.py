@@ -1,15 +1,20 @@
 """One training run per workdir: a lock file that names its holder, taken by process 0.
 
 Two runs on one workdir would replace each other's checkpoints and interleave metrics.jsonl.
-The lock is WORKDIR/lock.json ({"host", "pid", "started"}), created exclusively (O_EXCL) on a
-local or network file system. A lock whose holder was a process of this host that no longer runs
-(or this very process, after an earlier call that crashed) is stale: it is taken over, with a
-warning. A holder on another host cannot be checked from here: the message names it and the
-file to delete once it is gone. All hosts of a multi-host job share the workdir, so the lock
-belongs to the job: process 0 takes it, the others learn whether it did.
+The lock is WORKDIR/lock.json ({"host", "pid", "started"}), created exclusively: with O_EXCL on a
+local or network file system; on gs:// through the Cloud Storage client (gcs_objects.py, imported
+only for gs:// paths) with the precondition "no live object" (ifGenerationMatch=0), which the
+service enforces, so of two runs started within the same moment one gets it. A lock whose holder
+was a process of this host that no longer runs (or this very process, after an earlier call that
+crashed) is stale: it is taken over, with a warning. On gs:// the takeover deletes only the
+generation it read and then creates as above, so two runs taking over the same stale lock cannot
+both win; a run releases a lock only if it still holds it. A holder on another host cannot be
+checked from here: the message names it and the file to delete once it is gone. All hosts of a
+multi-host job share the workdir, so the lock belongs to the job: process 0 takes it, the others
+learn whether it did.
 
-Not covered: on gs:// tf.io.gfile offers no create-only-if-absent, so the lock is written after
-checking that none exists, and two runs started within the same moment can both pass.
+Not covered: other remote file systems (a scheme other than gs://) go through tf.io.gfile, which
+offers no create-only-if-absent: there the lock is written after checking that none exists.
 """
 
 import contextlib
@@ -18,6 +23,7 @@ import os
 import socket
 import sys
 import time
+import types
 from typing import Iterator
 
 import jax
@@ -36,6 +42,12 @@ def check_usable(workdir: str) -> None:
   Raises:
     errors.UserError: It is a file, or cannot be created or written.
   """
+  if _on_gcs(workdir):
+    # Cloud Storage has no directories to make, only names; asked through the client the lock
+    # uses (tf's gs:// file system may be absent, and knows no emulator).
+    if _gcs_objects().is_object(workdir):
+      raise errors.UserError(f"--workdir={workdir} is a file, not a directory")
+    return
   if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
     raise errors.UserError(f"--workdir={workdir} is a file, not a directory")
   try:
@@ -56,7 +68,7 @@ def held(workdir: str) -> Iterator[None]:
   path = os.path.join(workdir, LOCK_FILENAME)
   error = ""
   # A run that stops on a user's mistake leaves no empty directories behind in a workdir it made.
-  created = not tf.io.gfile.exists(workdir)
+  created = "://" not in workdir and not tf.io.gfile.exists(workdir)
   if jax.process_index() == 0:
     try:
       check_usable(workdir)
@@ -98,7 +110,7 @@ def _acquire(path: str) -> None:
   mine = {"host": socket.gethostname(), "pid": os.getpid(),
           "started": time.strftime("%Y-%m-%d %H:%M:%S")}
   for _ in range(3):  # A stale lock taken over, or a race lost to a lock then released.
-    holder = _read(path)
+    holder, generation = _read(path)
     if holder is not None:
       if not _stale(holder):
         raise errors.UserError(
@@ -107,7 +119,12 @@ def _acquire(path: str) -> None:
             f"delete {path} if it is gone")
       print(f"Warning: taking over the stale lock {path} of process {holder.get('pid')} on "
             f"{holder.get('host')} (no longer running)", file=sys.stderr, flush=True)
-      tf.io.gfile.remove(path)
+      if _on_gcs(path):
+        # Only the lock read: if another run took it over meanwhile, read again who holds it.
+        if not _gcs_objects().delete_if_generation(path, generation):
+          continue
+      else:
+        tf.io.gfile.remove(path)
     if _create(path, json.dumps(mine) + "\n"):
       return
   raise errors.UserError(f"{path}: could not take the workdir's lock (another run keeps taking it)")
@@ -115,6 +132,8 @@ def _acquire(path: str) -> None:
 
 def _create(path: str, text: str) -> bool:
   """Writes `path` only if it does not exist; False if another process created it first."""
+  if _on_gcs(path):
+    return _gcs_objects().create_if_absent(path, text)
   if "://" in path:
     with tf.io.gfile.GFile(path, "w") as f:
       f.write(text)
@@ -130,15 +149,24 @@ def _create(path: str, text: str) -> bool:
   return True
 
 
-def _read(path: str) -> dict | None:
+def _read(path: str) -> tuple[dict | None, int | None]:
+  """The lock's holder (None if there is no lock) and, on gs://, the generation read."""
+  generation = None
   try:
-    with tf.io.gfile.GFile(path) as f:
-      holder = json.loads(f.read())
+    if _on_gcs(path):
+      found = _gcs_objects().read(path)
+      if found is None:
+        return None, None
+      text, generation = found
+    else:
+      with tf.io.gfile.GFile(path) as f:
+        text = f.read()
+    holder = json.loads(text)
   except tf.errors.NotFoundError:
-    return None
+    return None, None
   except (json.JSONDecodeError, UnicodeDecodeError):
-    return {"host": "?", "pid": "?", "started": "? (an unreadable lock file)"}
-  return holder if isinstance(holder, dict) else {}
+    return {"host": "?", "pid": "?", "started": "? (an unreadable lock file)"}, generation
+  return (holder if isinstance(holder, dict) else {}), generation
 
 
 def _stale(holder: dict) -> bool:
@@ -157,10 +185,36 @@ def _stale(holder: dict) -> bool:
 
 
 def _release(path: str) -> None:
-  holder = _read(path)
+  if _on_gcs(path):
+    _release_on_gcs(path)
+    return
+  holder, _ = _read(path)
   if holder is not None and holder.get("pid") == os.getpid() and (
       holder.get("host") == socket.gethostname()):
     tf.io.gfile.remove(path)
+
+
+def _release_on_gcs(path: str) -> None:
+  try:
+    holder, generation = _read(path)
+    if holder is not None and holder.get("pid") == os.getpid() and (
+        holder.get("host") == socket.gethostname()):
+      _gcs_objects().delete_if_generation(path, generation)  # Not one taken over meanwhile.
+  except errors.UserError as e:
+    # The run's work is done (or its own error is on its way out): say what is left behind
+    # rather than fail it, or hide its error, now.
+    print(f"Warning: the workdir's lock could not be released ({e}); delete {path} before "
+          f"the next run", file=sys.stderr, flush=True)
+
+
+def _on_gcs(path: str) -> bool:
+  return path.startswith("gs://")
+
+
+def _gcs_objects() -> types.ModuleType:
+  # Imported here: local runs never load the Cloud Storage client.
+  from bert_jax.runtime import gcs_objects  # pylint: disable=g-import-not-at-top
+  return gcs_objects
 
 
 def _reason(error: BaseException) -> str:
