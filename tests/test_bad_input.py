@@ -205,8 +205,8 @@ def test_a_damaged_record_mid_file_is_a_clear_error(tmp_path, records):
   data[middle:middle + 64] = bytes(64)
   bad = _write(tmp_path / "damaged.tfrecord", bytes(data))
   dataset = _dataset([bad], masking_config)  # Its first record is fine.
-  with pytest.raises(errors.UserError, match=f"data.input_files: a damaged record in {bad}: "
-                                             "corrupted record at"):
+  with pytest.raises(errors.UserError, match=f"data.input_files: a damaged record in {bad} at "
+                                             r"byte \d+.*: set --config.data.skip_damaged"):
     list(pipeline.numpy_iterator(dataset, [bad], "data.input_files"))
 
 

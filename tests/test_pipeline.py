@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from bert_jax import errors
+from bert_jax.pretraining.data import damaged_records
 from bert_jax.pretraining.data import inputs
 from bert_jax.pretraining.data import masking
 from bert_jax.pretraining.data import pipeline
@@ -291,3 +292,48 @@ def test_eval_reads_every_record_and_pads_the_last_batch(tmp_path):
   (single,) = inputs.eval_batches(config, data)
   assert single["example_weights"].sum() == 23
 
+
+
+def _record_offsets(path: str) -> list[int]:
+  """Where each record of an intact TFRecord file starts."""
+  with open(path, "rb") as f:
+    data = f.read()
+  offsets, offset = [], 0
+  while offset < len(data):
+    offsets.append(offset)
+    offset += 16 + int.from_bytes(data[offset:offset + 8], "little")
+  return offsets
+
+
+def test_damaged_records_are_gone_past_as_if_never_written(tmp_path):
+  records = _make_records(120, seed=1)
+  damaged_path, clean_path = str(tmp_path / "damaged.tfrecord"), str(tmp_path / "clean.tfrecord")
+  _write(damaged_path, records)
+  _write(clean_path, [r for number, r in enumerate(records) if number not in (10, 50)])
+  offsets = _record_offsets(damaged_path)
+  with open(damaged_path, "r+b") as f:
+    f.seek(offsets[10] + 12 + 5)  # A byte of record 10's data: its length still reads.
+    f.write(b"\xff")
+    f.seek(offsets[50] + 2)  # Record 50's length: the scan finds record 51 by itself.
+    f.write(b"\xff")
+
+  # Off (the default): one line naming the file and the first damaged record's offset.
+  with pytest.raises(errors.UserError, match=(
+      f"data.input_files: a damaged record in {damaged_path} at byte {offsets[10]} \\(2 damaged "
+      f"records in 1 files\\): set --config.data.skip_damaged_records=true")):
+    list(pipeline.numpy_iterator(_dataset(damaged_path), [damaged_path], "data.input_files"))
+
+  found = damaged_records.scan_files([damaged_path, clean_path])
+  assert list(found) == [damaged_path]
+  assert found[damaged_path].damaged == ((offsets[10], offsets[11]), (offsets[50], offsets[51]))
+  assert found[damaged_path].good_records == 118
+  # On: the stream is the one of a file without those two records, epoch after epoch (30 batches
+  # of 8 are two epochs of 118), and a run resumed mid-way (records_per_epoch: the good ones)
+  # goes on with exactly the batches the whole run saw.
+  gone_past = _take(_dataset(damaged_path, is_training=True, damaged=found), 30)
+  never_written = _take(_dataset(clean_path, is_training=True), 30)
+  resumed = _take(_dataset(damaged_path, is_training=True, damaged=found, start_index=128,
+                           records_per_epoch=118), 10)
+  for name in gone_past:
+    np.testing.assert_array_equal(gone_past[name], never_written[name])
+    np.testing.assert_array_equal(resumed[name], gone_past[name][128:208])

@@ -152,6 +152,11 @@ def get_config() -> ml_collections.ConfigDict:
   data.documents_per_shard = 2000
   # Instances in the tf.data shuffle buffer.
   data.shuffle_buffer_size = 10000
+  # Go past damaged records (a checksum that does not match, a file cut in the middle) of the
+  # TFRecord files, counting them (the startup lines, eval rows of metrics.jsonl), instead of
+  # stopping at the first with a line naming its file and offset. Each start then reads every
+  # record file once to find them (on a pod: each host its own files).
+  data.skip_damaged_records = False
   # Sentences sampled to train the SentencePiece vocabulary.
   data.vocab_input_sentence_size = 2_000_000
 

@@ -25,7 +25,8 @@ PRETRAINING_ONLY = tuple(f"data.{name}" for name in (
     "max_eval_documents", "num_eval_documents", "prepare_seq_length", "max_predictions_per_seq",
     "phase2_max_seq_length", "phase2_max_predictions_per_seq", "masked_lm_prob",
     "whole_word_masking", "static_masks", "next_sentence_prediction", "short_seq_prob",
-    "dupe_factor", "documents_per_shard", "shuffle_buffer_size", "vocab_input_sentence_size")) + (
+    "dupe_factor", "documents_per_shard", "shuffle_buffer_size", "vocab_input_sentence_size",
+    "skip_damaged_records")) + (
     tuple(f"train.{name}" for name in (
         "grad_accum_steps", "phase2_start_step", "phase2_batch_size", "num_warmup_steps",
         "max_eval_steps", "target_mlm_accuracy")))

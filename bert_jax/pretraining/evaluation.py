@@ -80,7 +80,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   # records and masks as every eval of the training run.
   data = inputs.resolve(config, workdir)
   nsp = data.next_sentence_prediction
-  eval_batches = inputs.eval_batches(config, data)
+  eval_batches = inputs.eval_batches(
+      config, data, inputs.damaged_files(config, data.eval_files, is_training=False))
   baseline = inputs.most_frequent_token_accuracy(eval_batches)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

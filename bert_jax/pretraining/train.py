@@ -25,6 +25,7 @@ from bert_jax.model import losses
 from bert_jax.model import modeling
 from bert_jax.pretraining import phases
 from bert_jax.pretraining import train_program
+from bert_jax.pretraining.data import damaged_records
 from bert_jax.pretraining.data import inputs
 from bert_jax.pretraining.data import pipeline
 from bert_jax.runtime import checkpoint
@@ -96,7 +97,7 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     checkpointer.close()
     return meta.get("eval", {})
 
-  data, eval_batches, baseline = _data(config, workdir, run_phases)
+  data, eval_batches, baseline, damaged = _data(config, workdir, run_phases)
   schedule = optim.learning_rate_schedule(config.train)  # One over all phases (phases.py).
   init_rng, dropout_rng = jax.random.split(train_state.root_key(config))
   # MFU's denominator; outside the mesh, since on CPU it times a matmul on one local device.
@@ -106,7 +107,7 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     # Phase 1's program: it creates or restores the state and evaluates, in every phase.
     program = train_program.build_program(config, mesh, rules, data.next_sentence_prediction)
     run = _Run(config, model_config, mesh, rules, run_phases, data, eval_batches, baseline,
-               program, schedule, jax.jit(optax.global_norm), peak, dropout_rng)
+               program, schedule, jax.jit(optax.global_norm), peak, dropout_rng, damaged)
     task = _task(run, workdir, checkpointer)
     state, meta = _initial_state(run, task, latest, init_rng)
     run.examples_consumed = int(meta.get("examples_consumed", 0))
@@ -116,23 +117,40 @@ def _pretrain(config: ml_collections.ConfigDict, workdir: str, mesh: jax.shardin
     outcome = loop.run(task, state, dropout_rng, first, meta.get("eval", {}))
   if outcome.preempted:
     return outcome.eval_metrics
+  count = _damaged_count(run)
+  went_past = (f"; went past {count} damaged record{'s' if count > 1 else ''} "
+               f"(data.skip_damaged_records)" if count else "")
   report.line(f"Final eval at step {outcome.step}: "
-              f"{metrics.eval_summary(outcome.eval_metrics, baseline)}")
+              f"{metrics.eval_summary(outcome.eval_metrics, baseline)}{went_past}")
   report.line(f"Checkpoints in {checkpointer.directory}, TensorBoard logs in {workdir}/tensorboard")
   return outcome.eval_metrics
 
 
 def _data(config: ml_collections.ConfigDict, workdir: str, run_phases: tuple[phases.Phase, ...]
-          ) -> tuple[inputs.Inputs, list[dict[str, Any]], float]:
+          ) -> tuple[inputs.Inputs, list[dict[str, Any]], float, dict[str, Any]]:
   """(the records, vocabulary and masking, built once into WORKDIR/data from text; the eval
-  batches, at phase 1's shapes throughout; their most-frequent-token accuracy, to compare with)."""
+  batches, at phase 1's shapes throughout; their most-frequent-token accuracy, to compare with;
+  the eval files with damaged records gone past, with data.skip_damaged_records)."""
   data = inputs.resolve(config, workdir)
   phases.check_records(run_phases, data)
   if data.vocab_size < config.model.vocab_size:
     report.line(f"The tokenizer has {data.vocab_size} pieces; embedding rows past them "
                 f"(model.vocab_size={config.model.vocab_size}) are never used.")
-  eval_batches = inputs.eval_batches(config, data)
-  return data, eval_batches, inputs.most_frequent_token_accuracy(eval_batches)
+  damaged = inputs.damaged_files(config, data.eval_files, is_training=False)
+  _report_damaged(damaged, "data.eval_input_files")
+  eval_batches = inputs.eval_batches(config, data, damaged)
+  return data, eval_batches, inputs.most_frequent_token_accuracy(eval_batches), damaged
+
+
+def _report_damaged(damaged: dict[str, Any], field: str) -> None:
+  if damaged:
+    report.line(f"{field}: going past damaged records (data.skip_damaged_records): "
+                f"{damaged_records.describe(damaged)}")
+
+
+def _damaged_count(run: "_Run") -> int:
+  """Damaged records this host goes past, in its eval and training files."""
+  return sum(len(found.damaged) for found in run.damaged.values())
 
 
 @dataclasses.dataclass
@@ -151,6 +169,8 @@ class _Run:
   param_norm: Callable[[Any], jax.Array]  # Jitted.
   peak: tuple[float, str]  # (TFLOP/s per device, where the number comes from).
   dropout_rng: jax.Array
+  # Files with damaged records this run goes past (data.skip_damaged_records), by path.
+  damaged: dict[str, Any]
   # Each host resumes its own stream right after the examples it has already consumed; the
   # count is kept in the checkpoint, so phases with different batch sizes add up.
   examples_consumed: int = 0
@@ -202,8 +222,11 @@ def _segment(run: _Run, step: int, state: train_state.TrainState) -> loop.Segmen
   compile_seconds = time.perf_counter() - compile_start
   start = phases.stream_start(run.run_phases, phase, run.data, run.examples_consumed)
   phase_data = phases.phase_inputs(run.data, phase)
+  damaged = inputs.damaged_files(phase_config, phase_data.train_files, is_training=True)
+  _report_damaged(damaged, "data.input_files")
+  run.damaged.update(damaged)
   train_iter = pipeline.numpy_iterator(
-      inputs.train_dataset(phase_config, phase_data, start // jax.process_count()),
+      inputs.train_dataset(phase_config, phase_data, start // jax.process_count(), damaged),
       phase_data.train_files, "data.input_files")
   flops_per_step = flops.pretraining_flops_per_step(
       run.config.model, batch_size, phase_config.data.max_seq_length,
@@ -242,6 +265,8 @@ def _evaluate(run: _Run, state: train_state.TrainState, step: int,
   """(eval metrics, why to stop: the MLPerf-style target reached, else '')."""
   eval_metrics = run.program.evaluate(state.params, run.eval_batches)
   eval_metrics["most_frequent_token_accuracy"] = run.baseline
+  if run.config.data.skip_damaged_records:
+    eval_metrics["damaged_records"] = _damaged_count(run)
   metrics.log_line("eval", step, eval_metrics)
   writer.write_scalars("eval", step, eval_metrics)
   target = run.config.train.target_mlm_accuracy

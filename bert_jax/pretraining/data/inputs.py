@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import files as files_lib
+from bert_jax.pretraining.data import damaged_records
 from bert_jax.pretraining.data import masking
 from bert_jax.pretraining.data import pipeline
 from bert_jax.pretraining.data import workdir_data
@@ -112,20 +113,38 @@ def _records(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
                           for e in metadata["extra_lengths"]})
 
 
-def train_dataset(config: ml_collections.ConfigDict, inputs: Inputs,
-                  start_index: int) -> tf.data.Dataset:
-  """This host's endless training batches, starting after `start_index` of its examples."""
+def damaged_files(config: ml_collections.ConfigDict, files: list[str], is_training: bool
+                  ) -> dict[str, damaged_records.FileDamage]:
+  """This host's files (of `files`) with damaged records, found by reading them all, when
+  data.skip_damaged_records; {} otherwise (the first damaged record then stops the run)."""
+  if not config.data.skip_damaged_records:
+    return {}
+  mine = files
+  if is_training:
+    mine, _ = pipeline.files_of_host(files, jax.process_index(), jax.process_count())
+  return damaged_records.scan_files(mine)
+
+
+def train_dataset(config: ml_collections.ConfigDict, inputs: Inputs, start_index: int,
+                  damaged: dict[str, damaged_records.FileDamage] | None = None
+                  ) -> tf.data.Dataset:
+  """This host's endless training batches, starting after `start_index` of its examples;
+  the records of `damaged` (damaged_files) are gone from the stream, as if never written."""
   records_per_epoch = None
+  damaged = damaged or {}
   if inputs.file_counts is not None and start_index:
+    counts = {**inputs.file_counts, **{path: found.good_records
+                                       for path, found in damaged.items()}}
     records_per_epoch = pipeline.host_records_per_epoch(
-        inputs.train_files, inputs.file_counts, jax.process_index(), jax.process_count())
+        inputs.train_files, counts, jax.process_index(), jax.process_count())
   return pipeline.pretraining_dataset(
       inputs.train_files, batch_size=config.train.batch_size // jax.process_count(),
       max_seq_length=config.data.max_seq_length, masking_config=inputs.masking_config,
       seed=config.seed, is_training=True, start_index=start_index,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer_size=config.data.shuffle_buffer_size,
-      static_masks=config.data.static_masks, records_per_epoch=records_per_epoch)
+      static_masks=config.data.static_masks, records_per_epoch=records_per_epoch,
+      damaged=damaged)
 
 
 def _padded(batch: dict[str, np.ndarray], size: int, cls_id: int,
@@ -146,7 +165,9 @@ def _padded(batch: dict[str, np.ndarray], size: int, cls_id: int,
   return padded
 
 
-def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict[str, Any]]:
+def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs,
+                 damaged: dict[str, damaged_records.FileDamage] | None = None
+                 ) -> list[dict[str, Any]]:
   """This host's fixed eval batches (same examples, same masks at every evaluation).
 
   Every eval record is read: the last batch is padded, its padding weighing nothing
@@ -157,7 +178,7 @@ def eval_batches(config: ml_collections.ConfigDict, inputs: Inputs) -> list[dict
       inputs.eval_files, batch_size=host_batch_size,
       max_seq_length=config.data.max_seq_length, masking_config=inputs.masking_config,
       seed=config.seed + 1, is_training=False, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), damaged=damaged)
   if config.train.max_eval_steps > 0:
     dataset = dataset.take(config.train.max_eval_steps)
   cls_id, sep_id = inputs.masking_config.cls_id, inputs.masking_config.sep_id

@@ -17,6 +17,7 @@ state, not the data order.
 from collections.abc import Iterator, Sequence
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from bert_jax import errors
 from bert_jax import files as files_lib
+from bert_jax.pretraining.data import damaged_records
 from bert_jax.pretraining.data import masking
 from bert_jax.pretraining.data import prepare
 
@@ -65,22 +67,6 @@ def list_files(file_patterns: Sequence[str] | str) -> list[str]:
   return files_lib.match_files(file_patterns, "TFRecord files")
 
 
-def _crc32c(data: bytes) -> int:
-  """CRC-32C (Castagnoli), bit by bit: only ever run on 8-byte record headers."""
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc ^= byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc32c(data: bytes) -> int:
-  # TFRecord's masking of its CRCs (tensorflow/core/lib/hash/crc32c.h).
-  crc = _crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def tfrecord_header_error(path: str) -> str | None:
   """What is wrong with the first record header of a TFRecord file; None if nothing.
 
@@ -97,7 +83,7 @@ def tfrecord_header_error(path: str) -> str | None:
   if len(header) < 12:
     return f"{len(header)} bytes: not a TFRecord file"
   length = int.from_bytes(header[:8], "little")
-  if int.from_bytes(header[8:], "little") != _masked_crc32c(header[:8]):
+  if int.from_bytes(header[8:], "little") != damaged_records.masked_crc32c(header[:8]):
     return "not a TFRecord file (its first record header has a wrong checksum)"
   if 12 + length + 4 > size:
     return f"its first record ({length} bytes) runs past the end of the file ({size} bytes)"
@@ -122,10 +108,10 @@ def check_tfrecord_files(files: Sequence[str], field: str) -> None:
 
 def numpy_iterator(dataset: tf.data.Dataset, files: Sequence[str],
                   field: str) -> Iterator[dict[str, Any]]:
-  """dataset.as_numpy_iterator(), with a corrupt record a UserError naming the files.
+  """dataset.as_numpy_iterator(), with a damaged record a UserError naming its file and offset.
 
   tf.data finds a damaged record only when it reaches it, and its error does not name the
-  file: this names the field and its files instead of a traceback from inside tf.data.
+  file: `files` are then scanned (damaged_records.scan_files) to name it.
   """
   iterator = dataset.as_numpy_iterator()
   while True:
@@ -136,6 +122,11 @@ def numpy_iterator(dataset: tf.data.Dataset, files: Sequence[str],
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
       # Drop tf's "{{function_node ...}}" prefix and " [Op:...]" suffix: the cause is between.
       message = re.sub(r"\{\{.*?\}\}|\[Op:.*$", "", e.message).strip()
+      found = damaged_records.scan_files(files)
+      if found:
+        raise errors.UserError(
+            f"{field}: a damaged record in {damaged_records.describe(found)}: set "
+            f"--config.data.skip_damaged_records=true to go past damaged records") from None
       shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
       raise errors.UserError(f"{field}: a damaged record in {shown}: {message}") from e
     yield batch
@@ -250,7 +241,7 @@ def truncate_instance(features: dict[str, tf.Tensor], max_seq_length: int, seed:
   return features
 
 
-def _host_files(files: list[str], process_index: int,
+def files_of_host(files: list[str], process_index: int,
                 process_count: int) -> tuple[list[str], bool]:
   """This host's files, and whether records (not files) must be split between hosts.
 
@@ -262,10 +253,33 @@ def _host_files(files: list[str], process_index: int,
   return files, True
 
 
+# A Python generator inside: AutoGraph cannot convert it, and would say so.
+@tf.autograph.experimental.do_not_convert
+def _file_records(name: tf.Tensor, damaged: dict[str, damaged_records.FileDamage]
+                  ) -> tf.data.Dataset:
+  """The records of the file `name`: tf.data's reader, or for a file in `damaged` a Python one
+  that goes past its damaged records (slower, so only there)."""
+  if not damaged:
+    return tf.data.TFRecordDataset(name)
+  is_damaged = tf.reduce_any(tf.equal(name, list(damaged)))
+  # Each branch reads no file when the other one is the file's reader ("" = none).
+  clean = tf.data.TFRecordDataset(tf.boolean_mask(tf.reshape(name, [1]),
+                                                  tf.reshape(~is_damaged, [1])))
+
+  def good_records(path: bytes):
+    if path:
+      yield from damaged_records.good_records(path.decode(), damaged[path.decode()].damaged)
+
+  repaired = tf.data.Dataset.from_generator(
+      good_records, args=(tf.where(is_damaged, name, ""),),
+      output_signature=tf.TensorSpec([], tf.string))
+  return clean.concatenate(repaired)
+
+
 def host_records_per_epoch(files: Sequence[str], file_counts: dict[str, int],
                            process_index: int, process_count: int) -> int:
   """Records this host reads per training epoch (files as list_files gives them)."""
-  host_files, split_records = _host_files(list(files), process_index, process_count)
+  host_files, split_records = files_of_host(list(files), process_index, process_count)
   total = sum(file_counts[f] for f in host_files)
   if split_records:  # Every process_count-th record, from process_index.
     return len(range(process_index, total, process_count))
@@ -284,7 +298,9 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
                         process_count: int = 1,
                         shuffle_buffer_size: int = 10_000,
                         static_masks: bool = False,
-                        records_per_epoch: int | None = None) -> tf.data.Dataset:
+                        records_per_epoch: int | None = None,
+                        damaged: dict[str, damaged_records.FileDamage] | None = None
+                        ) -> tf.data.Dataset:
   """This host's batches of masked pre-training examples.
 
   Args:
@@ -303,6 +319,8 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
       records that are already masked are always used as they are.
     records_per_epoch: Records this host reads per epoch, if known: resuming then skips
       whole epochs without reading them.
+    damaged: Files with damaged records (damaged_records.scan_files): their other records are
+      read, in order, as if the damaged ones had never been written.
 
   Returns:
     A dataset of dicts: input_ids, input_mask, segment_ids [B, L] int32; masked_lm_positions,
@@ -330,7 +348,7 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
         f"({record_format.seq_length}): prepare the data at the longest length you train with")
 
   if is_training:
-    host_files, split_records = _host_files(files, process_index, process_count)
+    host_files, split_records = files_of_host(files, process_index, process_count)
   else:
     # Eval splits records, not files: every host must get the same number of batches.
     host_files, split_records = files, process_count > 1
@@ -345,7 +363,7 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
     # Eval reads its files one after the other: a fixed, readable order.
     cycle_length = min(len(host_files), _CYCLE_LENGTH) if is_training else 1
     records = names.interleave(
-        tf.data.TFRecordDataset, cycle_length=cycle_length,
+        functools.partial(_file_records, damaged=damaged or {}), cycle_length=cycle_length,
         num_parallel_calls=min(cycle_length, _PARALLEL_CALLS), deterministic=True)
     if split_records:
       records = records.shard(process_count, process_index)
