@@ -40,11 +40,14 @@ _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
 def _use_compilation_cache(workdir: str) -> None:
   """Compiled programs kept in WORKDIR/compile_cache: a second command on the same workdir (a
   resume, predict or encode after fine-tuning) loads them instead of compiling again. Local
-  workdirs only: on gs:// every host would read and write the bucket at start-up."""
-  if "://" in workdir:
-    return
+  workdirs only: on gs:// every host would read and write the bucket at start-up. A cache the
+  environment names (JAX_COMPILATION_CACHE_DIR, jax's own variable) is used instead: one
+  shared by many workdirs."""
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "compile_cache"))
+  if "://" in workdir and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "compile_cache"))
   # jax's default keeps only compiles over 1 s; a CPU run's encode or predict takes less, and
   # is the command whose start-up a user waits for.
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
