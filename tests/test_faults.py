@@ -19,7 +19,7 @@ from bert_jax.interop import export
 from test_distributed import _env, _free_port
 # The same small runs as test_preemption.py's, and its fixtures (the corpus, a compile cache).
 from test_preemption import (  # pylint: disable=unused-import
-    _NUM_TRAIN_STEPS, _Run, _command, _finetune_command, _losses, corpus, env)
+    _NUM_TRAIN_STEPS, _Run, _command, _finetune_command, _losses, _preempt, _run, corpus, env)
 from test_train import REPO
 
 # A short heartbeat, so a silent host is seen lost in seconds (a killed one is seen at once).
@@ -95,7 +95,17 @@ def _unfinished_save(checkpoints: str) -> str | None:
   return next((name for name in names if ".orbax-checkpoint-tmp" in name), None)
 
 
+def _assert_same_losses(resumed: str, reference: str, first: int, last: int) -> None:
+  """The resumed run logged steps first..last with the values the uninterrupted run logged."""
+  expected, got = _losses(reference), _losses(resumed)
+  assert sorted(got) == list(range(first, last + 1))
+  assert got == {step: expected[step] for step in got}
+
+
 def test_kill_9_while_a_checkpoint_is_written_resumes_from_the_one_before(tmp_path, corpus, env):
+  # The uninterrupted run, beside: the resumed one must log its very losses.
+  reference = _Run(_command(corpus, str(tmp_path / "reference"), checkpoint_every_steps=2), env,
+                   str(tmp_path / "reference"))
   workdir = str(tmp_path / "work")
   checkpoints = os.path.join(workdir, "checkpoints")
   command = _command(corpus, workdir, checkpoint_every_steps=2)
@@ -122,16 +132,20 @@ def test_kill_9_while_a_checkpoint_is_written_resumes_from_the_one_before(tmp_pa
   assert start == step - 2  # The one before, complete.
   assert f"Final eval at step {_NUM_TRAIN_STEPS}" in resumed.stdout()
   assert os.path.isdir(os.path.join(checkpoints, f"{step}.unfinished"))  # Kept, for a look.
+  assert reference.wait() == 0, reference.stderr()[-3000:]
+  _assert_same_losses(resumed.stdout(), reference.stdout(), start + 1, _NUM_TRAIN_STEPS)
+  final_eval = re.compile(r"^eval step=.*? most_frequent", re.MULTILINE)
+  assert final_eval.findall(resumed.stdout()) == final_eval.findall(reference.stdout())
 
 
 _ENDINGS = re.compile(r"^(Stopped by SIGTERM: .*|Preempted at step \d+: .*|Final eval at step "
                       r"\d+: .*|Best accuracy .*)$", re.MULTILINE)
 
 
-def _interrupt_then_finish(command, env, logs: str, line: str) -> tuple[str, str]:
+def _interrupt(command, env, logs: str, line: str) -> str:
   """Sends SIGTERM when `line` appears; checks the run ends saved or complete (status 0, and
-  its own line), then runs the same command again to the end. Returns both outputs."""
-  run = _Run(command, env, logs + ".first")
+  its own line, one of them). Returns its output."""
+  run = _Run(command, env, logs)
   while line not in run.stdout():
     assert run.process.poll() is None, run.stderr()[-3000:]
     assert time.monotonic() < run.deadline, f"no {line!r}"
@@ -139,48 +153,62 @@ def _interrupt_then_finish(command, env, logs: str, line: str) -> tuple[str, str
   run.process.send_signal(signal.SIGTERM)
   assert run.wait() == 0, run.stderr()[-3000:]
   assert _ENDINGS.findall(run.stdout()), run.stdout()[-2000:]
-  again = _Run(command, env, logs + ".again")
-  assert again.wait() == 0, again.stderr()[-3000:]
-  return run.stdout(), again.stdout()
+  assert not ("Stopped by SIGTERM" in run.stdout() and "Preempted" in run.stdout())
+  return run.stdout()
 
 
-# Data preparation; compilation (after the data's summary line); the end of the loop.
-@pytest.mark.parametrize("line", ["Preparing pre-training data", "instances:", "Final eval"])
-def test_sigterm_at_any_moment_of_pre_training_ends_saved_or_complete(tmp_path, corpus, env,
-                                                                      line):
+def test_sigterm_at_any_moment_of_pre_training_ends_saved_or_complete(tmp_path, corpus, env):
+  """One workdir and the same command, each run stopped at another moment: data preparation,
+  compilation (after the data's summary line), mid-loop, after the final eval; then to the end."""
   workdir = str(tmp_path / "work")
-  first, again = _interrupt_then_finish(_command(corpus, workdir, checkpoint_every_steps=50),
-                                        env, str(tmp_path / "run"), line)
+  command = _command(corpus, workdir, checkpoint_every_steps=100)
+  logs = str(tmp_path / "run")
+  _interrupt(command, env, f"{logs}.preparing", "Preparing pre-training data")
+  _interrupt(command, env, f"{logs}.compiling", "instances:")
+  # Mid-loop: a checkpoint at the current step, and the same command resumes right after it.
+  step = _preempt(command, env, f"{logs}.loop", after_step=5)
+  assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
+  resumed = _interrupt(command, env, f"{logs}.final", "Final eval")
+  assert f"Resumed from the checkpoint at step {step} " in resumed
+  assert min(_losses(resumed)) == step + 1
+  again = _run(command, env, f"{logs}.again").stdout()
   assert (f"Final eval at step {_NUM_TRAIN_STEPS}" in again
           or f"Training is already complete: step {_NUM_TRAIN_STEPS}" in again)
   assert str(_NUM_TRAIN_STEPS) in os.listdir(os.path.join(workdir, "checkpoints"))
-  assert not ("Stopped by SIGTERM" in first and "Preempted" in first)
 
 
-@pytest.mark.parametrize("line", ["Compiled the fine-tuning step", "eval validation step=120"])
 def test_sigterm_at_any_moment_of_fine_tuning_ends_saved_or_complete(
-    tmp_path, env, sentencepiece_model, line):
+    tmp_path, env, sentencepiece_model):
+  """As pre-training's: stopped while compiling, mid-loop, after the final eval; the run then
+  ends as an uninterrupted one (beside it), and a run stopped after its last checkpoint but
+  before best.json writes best.json when run again."""
+  reference = _Run(_finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "reference")),
+                   env, str(tmp_path / "reference"))
   workdir = tmp_path / "work"
-  _, again = _interrupt_then_finish(_finetune_command(tmp_path, sentencepiece_model,
-                                                      str(workdir)),
-                                    env, str(tmp_path / "run"), line)
+  command = _finetune_command(tmp_path, sentencepiece_model, str(workdir))
+  logs = str(tmp_path / "run")
+  _interrupt(command, env, f"{logs}.compiling", "Compiled the fine-tuning step")
+  step = _preempt(command, env, f"{logs}.loop", after_step=5)
+  assert step < 120 and str(step) in os.listdir(workdir / "checkpoints")
+  resumed = _interrupt(command, env, f"{logs}.final", "eval validation step=120")
+  assert f"Resumed from the checkpoint at step {step} " in resumed
+  again = _run(command, env, f"{logs}.again").stdout()
   assert "Best accuracy" in again or "Fine-tuning is already complete: step 120" in again
+  assert reference.wait() == 0, reference.stderr()[-3000:]
+  _assert_same_losses(resumed, reference.stdout(), step + 1, 120)
+  # The same final eval and best, to the printed digit.
+  final = re.compile(r"^(?:eval validation|Best accuracy) .*$", re.MULTILINE)
+  assert final.findall(resumed + again) == final.findall(reference.stdout().replace(
+      str(tmp_path / "reference"), str(workdir)))
   best = json.loads((workdir / "best.json").read_text())
   assert best["step"] == 120 and best["metric"] == "accuracy"
   rows = (workdir / "predictions" / "step_120" / "validation.jsonl").read_text().splitlines()
   assert len(rows) == 24 and all(json.loads(row) for row in rows)
 
-
-def test_a_run_stopped_after_its_last_checkpoint_writes_best_json_when_run_again(
-    tmp_path, env, sentencepiece_model):
-  workdir = tmp_path / "work"
-  command = _finetune_command(tmp_path, sentencepiece_model, str(workdir))
-  assert _Run(command, env, str(tmp_path / "first")).wait() == 0
   written = (workdir / "best.json").read_text()
   (workdir / "best.json").unlink()  # As if stopped between the last checkpoint and best.json.
-  again = _Run(command, env, str(tmp_path / "again"))
-  assert again.wait() == 0, again.stderr()[-3000:]
-  assert "Fine-tuning is already complete: step 120" in again.stdout()
+  last = _run(command, env, f"{logs}.last").stdout()
+  assert "Fine-tuning is already complete: step 120" in last
   assert (workdir / "best.json").read_text() == written
 
 

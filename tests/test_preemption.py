@@ -119,39 +119,6 @@ def _preempt(command, env, logs, after_step: int) -> int:
   return step
 
 
-def test_sigterm_saves_the_current_step_and_the_same_command_resumes(tmp_path, corpus, env):
-  workdir = str(tmp_path / "work")
-  command = _command(corpus, workdir, checkpoint_every_steps=100)
-  step = _preempt(command, env, str(tmp_path / "first"), after_step=5)
-  assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
-
-  resumed = _run(command, env, str(tmp_path / "second")).stdout()
-  assert f"Resumed from the checkpoint at step {step} " in resumed
-  assert min(_losses(resumed)) == step + 1
-  assert f"Final eval at step {_NUM_TRAIN_STEPS}" in resumed
-
-
-def test_kill_9_resumes_with_the_losses_of_an_uninterrupted_run(tmp_path, corpus, env):
-  reference = _Run(_command(corpus, str(tmp_path / "reference"), checkpoint_every_steps=10),
-                   env, str(tmp_path / "reference"))
-  command = _command(corpus, str(tmp_path / "work"), checkpoint_every_steps=10)
-  killed = _Run(command, env, str(tmp_path / "killed"))
-  killed.wait_for_step(25)  # Past two checkpoints (the second may still be being written).
-  killed.process.send_signal(signal.SIGKILL)
-  assert killed.wait() == -signal.SIGKILL
-  assert reference.wait() == 0, reference.stderr()[-3000:]
-
-  resumed = _run(command, env, str(tmp_path / "resumed")).stdout()
-  start = int(re.search(r"Resumed from the checkpoint at step (\d+) ", resumed).group(1))
-  assert start >= 10 and start % 10 == 0
-  expected = _losses(reference.stdout())
-  got = _losses(resumed)
-  assert sorted(got) == list(range(start + 1, _NUM_TRAIN_STEPS + 1))
-  assert got == {step: expected[step] for step in got}
-  final_eval = re.compile(r"^eval step=.*? most_frequent", re.MULTILINE)
-  assert final_eval.findall(resumed) == final_eval.findall(reference.stdout())
-
-
 def test_a_truncated_latest_checkpoint_is_skipped_with_a_warning(tmp_path, corpus, env):
   workdir = str(tmp_path / "work")
   checkpoints = os.path.join(workdir, "checkpoints")
@@ -201,27 +168,6 @@ def _finetune_command(directory, vocab_file: str, workdir: str) -> list[str]:
       "train.checkpoint_every_steps": 1000}
   return ([sys.executable, "-m", "bert_jax.main", "--config=configs/finetune.py",
            f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()])
-
-
-def test_sigterm_mid_fine_tuning_saves_and_the_rerun_ends_as_an_uninterrupted_run(
-    tmp_path, env, sentencepiece_model):
-  reference = _Run(_finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "reference")),
-                   env, str(tmp_path / "reference"))
-  command = _finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "work"))
-  step = _preempt(command, env, str(tmp_path / "first"), after_step=5)
-  assert step < 120 and str(step) in os.listdir(tmp_path / "work" / "checkpoints")
-
-  resumed = _run(command, env, str(tmp_path / "second")).stdout()
-  assert f"Resumed from the checkpoint at step {step} " in resumed
-  assert reference.wait() == 0, reference.stderr()[-3000:]
-  expected, got = _losses(reference.stdout()), _losses(resumed)
-  assert sorted(got) == list(range(step + 1, 121))
-  assert got == {s: expected[s] for s in got}
-  # The same final eval and best, to the printed digit.
-  final = re.compile(r"^(?:eval validation|Best accuracy) .*$", re.MULTILINE)
-  assert final.findall(resumed) == final.findall(reference.stdout().replace(
-      str(tmp_path / "reference"), str(tmp_path / "work")))
-  assert len(final.findall(resumed)) == 2
 
 
 def test_handler_sets_the_flag_then_restores_the_handlers():
