@@ -131,6 +131,10 @@ def _bert_jax(module: str, commands: list[list[str]]) -> list[str | None]:
   """Each command in a child process forked after the flags are defined: config_flags' override
   flags (--config.a.b) belong to the config file a parse loaded, so each parse starts fresh."""
   parser, main = _bert_jax_parser(module)
+  # What the checks import, imported once here: every child (a fork) then has it loaded.
+  from bert_jax.config import validation  # pylint: disable=g-import-not-at-top,unused-import
+  from bert_jax.finetuning.families import registry  # pylint: disable=g-import-not-at-top,unused-import
+  from bert_jax.tpu import finetune_task  # pylint: disable=g-import-not-at-top,unused-import
   results = []
   for args in commands:
     read, write = os.pipe()
