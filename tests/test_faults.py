@@ -159,12 +159,15 @@ def _interrupt(command, env, logs: str, line: str) -> str:
 
 def test_sigterm_at_any_moment_of_pre_training_ends_saved_or_complete(tmp_path, corpus, env):
   """One workdir and the same command, each run stopped at another moment: data preparation,
-  compilation (after the data's summary line), mid-loop, after the final eval; then to the end."""
+  mid-loop, after the final eval; then to the end. Compilation (after the data's summary line)
+  on a workdir of its own: a signal that lands late there may find the loop done, and the next
+  moment gone."""
+  _interrupt(_command(corpus, str(tmp_path / "compiling"), checkpoint_every_steps=100), env,
+             str(tmp_path / "compiling"), "instances:")
   workdir = str(tmp_path / "work")
   command = _command(corpus, workdir, checkpoint_every_steps=100)
   logs = str(tmp_path / "run")
   _interrupt(command, env, f"{logs}.preparing", "Preparing pre-training data")
-  _interrupt(command, env, f"{logs}.compiling", "instances:")
   # Mid-loop: a checkpoint at the current step, and the same command resumes right after it.
   step = _preempt(command, env, f"{logs}.loop", after_step=5)
   assert str(step) in os.listdir(os.path.join(workdir, "checkpoints"))
@@ -179,15 +182,17 @@ def test_sigterm_at_any_moment_of_pre_training_ends_saved_or_complete(tmp_path, 
 
 def test_sigterm_at_any_moment_of_fine_tuning_ends_saved_or_complete(
     tmp_path, env, sentencepiece_model):
-  """As pre-training's: stopped while compiling, mid-loop, after the final eval; the run then
-  ends as an uninterrupted one (beside it), and a run stopped after its last checkpoint but
-  before best.json writes best.json when run again."""
+  """As pre-training's: stopped mid-loop, after the final eval; the run then ends as an
+  uninterrupted one (beside it), and a run stopped after its last checkpoint but before
+  best.json writes best.json when run again. Stopped while compiling on a workdir of its own (the
+  120 steps take a second or two: a late signal may find them done)."""
   reference = _Run(_finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "reference")),
                    env, str(tmp_path / "reference"))
+  _interrupt(_finetune_command(tmp_path, sentencepiece_model, str(tmp_path / "compiling")), env,
+             str(tmp_path / "compiling"), "Compiled the fine-tuning step")
   workdir = tmp_path / "work"
   command = _finetune_command(tmp_path, sentencepiece_model, str(workdir))
   logs = str(tmp_path / "run")
-  _interrupt(command, env, f"{logs}.compiling", "Compiled the fine-tuning step")
   step = _preempt(command, env, f"{logs}.loop", after_step=5)
   assert step < 120 and str(step) in os.listdir(workdir / "checkpoints")
   resumed = _interrupt(command, env, f"{logs}.final", "eval validation step=120")
