@@ -1,4 +1,5 @@
-"""Damaged records in TFRecord files: where they are, and a reader that goes past them.
+"""Damaged TFRecord files: files that are not TFRecords at all, found before training;
+records damaged in the middle, where they are; and a reader that goes past them.
 
 A TFRecord file is a run of records, each [length: 8 bytes][masked CRC-32C of the length: 4]
 [data: length bytes][masked CRC-32C of the data: 4]. tf.data stops at the first record whose
@@ -16,10 +17,14 @@ import dataclasses
 import google_crc32c
 import tensorflow as tf
 
+from bert_jax import errors
+
 _HEADER_BYTES = 12  # The length and its checksum.
 _FOOTER_BYTES = 4  # The data's checksum.
 # Files scanned at once (gs:// reads are slow, not busy); each is held whole while scanned.
 _SCAN_THREADS = 4
+# Files whose first bytes are read at once when checking them.
+_HEADER_CHECK_THREADS = 16
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -43,14 +48,22 @@ class FileDamage:
   good_records: int
 
 
-def _record_at(data: bytes | memoryview, offset: int) -> int | None:
-  """The offset after a whole, intact record starting at `offset`; None if there is none."""
+def _length_at(data: bytes | memoryview, offset: int) -> int | None:
+  """The length in the record header at `offset`, if the header is whole and its checksum
+  matches; None otherwise."""
   header = data[offset:offset + _HEADER_BYTES]
   if len(header) < _HEADER_BYTES:
     return None
   if int.from_bytes(header[8:], "little") != masked_crc32c(bytes(header[:8])):
     return None
-  length = int.from_bytes(header[:8], "little")
+  return int.from_bytes(header[:8], "little")
+
+
+def _record_at(data: bytes | memoryview, offset: int) -> int | None:
+  """The offset after a whole, intact record starting at `offset`; None if there is none."""
+  length = _length_at(data, offset)
+  if length is None:
+    return None
   end = offset + _HEADER_BYTES + length + _FOOTER_BYTES
   if end > len(data):
     return None
@@ -58,6 +71,45 @@ def _record_at(data: bytes | memoryview, offset: int) -> int | None:
   if int.from_bytes(data[end - _FOOTER_BYTES:end], "little") != masked_crc32c(bytes(body)):
     return None
   return end
+
+
+def tfrecord_header_error(path: str) -> str | None:
+  """What is wrong with the first record header of a TFRecord file; None if nothing.
+
+  Reads 12 bytes: the first record's length and that length's checksum. Text, binaries and
+  other formats fail it, so a wrong glob is caught before training rather than by tf.data in
+  the middle of it. (A file cut short after its first record is not: tf.data silently drops
+  a truncated last record.)
+  """
+  with tf.io.gfile.GFile(path, "rb") as f:
+    header = f.read(_HEADER_BYTES)
+    size = f.size()
+  if not header:
+    return None  # No record at all: a valid, empty file.
+  if len(header) < _HEADER_BYTES:
+    return f"{len(header)} bytes: not a TFRecord file"
+  length = _length_at(header, 0)
+  if length is None:
+    return "not a TFRecord file (its first record header has a wrong checksum)"
+  if _HEADER_BYTES + length + _FOOTER_BYTES > size:
+    return f"its first record ({length} bytes) runs past the end of the file ({size} bytes)"
+  return None
+
+
+def check_tfrecord_files(files: Sequence[str], field: str) -> None:
+  """Every file starts like a TFRecord file (tfrecord_header_error), read in parallel.
+
+  Raises:
+    errors.UserError: Naming the field and the first bad file.
+  """
+  try:
+    with concurrent.futures.ThreadPoolExecutor(_HEADER_CHECK_THREADS) as pool:
+      problems = list(pool.map(tfrecord_header_error, files))
+  except (OSError, tf.errors.OpError) as e:
+    raise errors.UserError(f"{field}: cannot read: {e}") from e
+  for path, problem in zip(files, problems):
+    if problem:
+      raise errors.UserError(f"{field}: {path}: {problem}")
 
 
 def scan(path: str) -> FileDamage:
@@ -70,11 +122,9 @@ def scan(path: str) -> FileDamage:
     if end is not None:
       good, offset = good + 1, end
       continue
-    header = data[offset:offset + _HEADER_BYTES]
-    length_ok = (len(header) == _HEADER_BYTES and int.from_bytes(header[8:], "little")
-                 == masked_crc32c(bytes(header[:8])))
-    skip_to = offset + _HEADER_BYTES + int.from_bytes(header[:8], "little") + _FOOTER_BYTES
-    if length_ok and skip_to <= len(data):
+    length = _length_at(data, offset)
+    skip_to = offset + _HEADER_BYTES + (length or 0) + _FOOTER_BYTES
+    if length is not None and skip_to <= len(data):
       # Only the data is damaged: the length says where the next record starts.
       damaged.append((offset, skip_to))
       offset = skip_to

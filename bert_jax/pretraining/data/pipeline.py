@@ -15,7 +15,6 @@ state, not the data order.
 """
 
 from collections.abc import Iterator, Sequence
-import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -40,8 +39,6 @@ _PARALLEL_CALLS = os.cpu_count() or 1
 _PREFETCH_BATCHES = 4
 # Makes the truncation seeds a stream of their own, apart from the masks' seeds.
 _TRUNCATION_SALT = 0x5BD1E995
-# Files whose first bytes are read at once when checking them (gs:// reads are slow, not busy).
-_HEADER_CHECK_THREADS = 16
 
 
 def read_metadata(data_dir: str) -> dict[str, Any]:
@@ -65,45 +62,6 @@ def read_metadata(data_dir: str) -> dict[str, Any]:
 def list_files(file_patterns: Sequence[str] | str) -> list[str]:
   """TFRecord files matching the globs (see files.match_files)."""
   return files_lib.match_files(file_patterns, "TFRecord files")
-
-
-def tfrecord_header_error(path: str) -> str | None:
-  """What is wrong with the first record header of a TFRecord file; None if nothing.
-
-  Reads 12 bytes: the first record's length and that length's checksum. Text, binaries and
-  other formats fail it, so a wrong glob is caught before training rather than by tf.data in
-  the middle of it. (A file cut short after its first record is not: tf.data silently drops
-  a truncated last record.)
-  """
-  with tf.io.gfile.GFile(path, "rb") as f:
-    header = f.read(12)
-    size = f.size()
-  if not header:
-    return None  # No record at all: a valid, empty file.
-  if len(header) < 12:
-    return f"{len(header)} bytes: not a TFRecord file"
-  length = int.from_bytes(header[:8], "little")
-  if int.from_bytes(header[8:], "little") != damaged_records.masked_crc32c(header[:8]):
-    return "not a TFRecord file (its first record header has a wrong checksum)"
-  if 12 + length + 4 > size:
-    return f"its first record ({length} bytes) runs past the end of the file ({size} bytes)"
-  return None
-
-
-def check_tfrecord_files(files: Sequence[str], field: str) -> None:
-  """Every file starts like a TFRecord file (tfrecord_header_error), read in parallel.
-
-  Raises:
-    errors.UserError: Naming the field and the first bad file.
-  """
-  try:
-    with concurrent.futures.ThreadPoolExecutor(_HEADER_CHECK_THREADS) as pool:
-      problems = list(pool.map(tfrecord_header_error, files))
-  except (OSError, tf.errors.OpError) as e:
-    raise errors.UserError(f"{field}: cannot read: {e}") from e
-  for path, problem in zip(files, problems):
-    if problem:
-      raise errors.UserError(f"{field}: {path}: {problem}")
 
 
 def numpy_iterator(dataset: tf.data.Dataset, files: Sequence[str],
@@ -142,9 +100,10 @@ class RecordFormat:
 def inspect_records(files: Sequence[str]) -> RecordFormat:
   """Reads the first record to learn the format (ours, or the original's masked one).
 
-  Checks first that every file starts like a TFRecord file (check_tfrecord_files).
+  Checks first that every file starts like a TFRecord file
+  (damaged_records.check_tfrecord_files).
   """
-  check_tfrecord_files(files, "TFRecord files")
+  damaged_records.check_tfrecord_files(files, "TFRecord files")
   first = numpy_iterator(tf.data.TFRecordDataset(list(files)).take(1), files, "TFRecord files")
   for record in first:
     try:
@@ -160,6 +119,29 @@ def inspect_records(files: Sequence[str]) -> RecordFormat:
                    if "masked_lm_positions" in features else None)
     return RecordFormat(len(features["input_ids"].int64_list.value), predictions)
   raise errors.UserError(f"no record in {', '.join(files[:3])}{'...' if len(files) > 3 else ''}")
+
+
+def _check_format(record_format: RecordFormat, first_file: str, max_seq_length: int,
+                  masking_config: masking.MaskingConfig) -> None:
+  """The records can serve this run's lengths: longer unmasked ones are cut, masked ones not.
+
+  Raises:
+    errors.UserError: Naming the config field and the file.
+  """
+  premasked = record_format.max_predictions_per_seq is not None
+  if premasked and record_format.seq_length != max_seq_length:
+    raise errors.UserError(
+        f"data.max_seq_length={max_seq_length} but the statically masked records in "
+        f"{first_file} have length {record_format.seq_length}; masked records cannot be "
+        f"truncated")
+  if premasked and record_format.max_predictions_per_seq != masking_config.max_predictions_per_seq:
+    raise errors.UserError(
+        f"data.max_predictions_per_seq={masking_config.max_predictions_per_seq} but the masked "
+        f"records in {first_file} have {record_format.max_predictions_per_seq}")
+  if record_format.seq_length < max_seq_length:
+    raise errors.UserError(
+        f"data.max_seq_length={max_seq_length} is longer than the records in {first_file} "
+        f"({record_format.seq_length}): prepare the data at the longest length you train with")
 
 
 def _parse(record: tf.Tensor, record_format: RecordFormat) -> dict[str, tf.Tensor]:
@@ -333,19 +315,8 @@ def pretraining_dataset(file_patterns: Sequence[str] | str,
                      f"{batch_size}")
   files = list_files(file_patterns)
   record_format = inspect_records(files)
+  _check_format(record_format, files[0], max_seq_length, masking_config)
   premasked = record_format.max_predictions_per_seq is not None
-  if premasked and record_format.seq_length != max_seq_length:
-    raise errors.UserError(
-        f"data.max_seq_length={max_seq_length} but the statically masked records in {files[0]} "
-        f"have length {record_format.seq_length}; masked records cannot be truncated")
-  if premasked and record_format.max_predictions_per_seq != masking_config.max_predictions_per_seq:
-    raise errors.UserError(
-        f"data.max_predictions_per_seq={masking_config.max_predictions_per_seq} but the masked "
-        f"records in {files[0]} have {record_format.max_predictions_per_seq}")
-  if record_format.seq_length < max_seq_length:
-    raise errors.UserError(
-        f"data.max_seq_length={max_seq_length} is longer than the records in {files[0]} "
-        f"({record_format.seq_length}): prepare the data at the longest length you train with")
 
   if is_training:
     host_files, split_records = files_of_host(files, process_index, process_count)
